@@ -1,0 +1,37 @@
+"""Start-up hook for Python processes launched under pycrs (this directory is put first on
+PYTHONPATH by pycrs launchers, and nowhere else, so other processes pay nothing).
+
+It activates the pycrs runtime when checkpoint/restart is enabled, then runs whatever
+sitecustomize module this one shadows.
+"""
+import importlib
+import os
+import sys
+
+
+def _activate() -> None:
+    try:
+        from crs import runtime
+
+        runtime.activate_if_enabled()
+    except Exception as exc:  # noqa: BLE001 - never keep the application from starting
+        print(f"pycrs: checkpoint/restart not enabled in process {os.getpid()}: {exc}",
+              file=sys.stderr)
+
+
+def _chain() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    me = sys.modules.pop("sitecustomize", None)
+    try:
+        importlib.import_module("sitecustomize")
+    except ImportError:
+        if me is not None:
+            sys.modules["sitecustomize"] = me
+    finally:
+        sys.path[:] = saved
+
+
+_activate()
+_chain()

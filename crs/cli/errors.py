@@ -1,0 +1,45 @@
+"""How every pycrs tool reports failure: one line naming the problem, and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+from crs.endpoint import EndpointError
+from crs.framework import ComponentError
+from crs.params import ParamError
+from crs.runtime import CheckpointError
+from crs.snapshot import SnapshotError
+
+EXPECTED = (EndpointError, ComponentError, ParamError, CheckpointError, SnapshotError, OSError)
+
+
+class UsageError(Exception):
+    """Bad command-line input that argparse cannot catch."""
+
+
+def fail(tool: str, message: str, code: int = 1) -> NoReturn:
+    print(f"{tool}: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run_tool(tool: str, body: Callable[[], int]) -> NoReturn:
+    """Run a tool's body; turn every expected failure into one line on stderr."""
+    try:
+        code = body()
+    except UsageError as exc:
+        fail(tool, str(exc), 2)
+    except EXPECTED as exc:
+        if isinstance(exc, OSError) and exc.filename:
+            fail(tool, f"{exc.filename}: {exc.strerror or exc}")
+        fail(tool, str(exc))
+    except KeyboardInterrupt:
+        fail(tool, "interrupted", 130)
+    sys.exit(code)
+
+
+class ToolParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        fail(self.prog, f"{message} (see {self.prog} --help)", 2)

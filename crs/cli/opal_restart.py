@@ -1,0 +1,78 @@
+"""``opal-restart SNAPSHOT``: verify a local snapshot and bring its process back."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from crs import params
+from crs.framework import component_for_snapshot
+from crs.hookspecs import Relaunch
+from crs.launch import cr_environment
+from crs.snapshot import LocalSnapshot, SnapshotError
+
+from .errors import ToolParser, run_tool
+
+TOOL = "opal-restart"
+
+
+def build_parser() -> ToolParser:
+    p = ToolParser(prog=TOOL, description="Restart a single process from a local snapshot.")
+    params.add_arguments(p)
+    p.add_argument("--showme", action="store_true",
+                   help="print the command that would be run, run nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="report progress")
+    p.add_argument("snapshot", metavar="SNAPSHOT",
+                   help="snapshot directory (a path, or a name in crs_base_snapshot_dir)")
+    return p
+
+
+def find_snapshot(name: str, prm: params.Params) -> Path:
+    """A path as given, else the name looked up in crs_base_snapshot_dir."""
+    given = Path(name).expanduser()
+    if given.exists() or given.is_absolute():
+        return given
+    return prm.get_path("crs_base_snapshot_dir") / name
+
+
+def relaunch_for(snap: LocalSnapshot, prm: params.Params) -> Relaunch:
+    """How to start the snapshot's program again, with its C/R parameters."""
+    meta = snap.meta
+    where = snap.path / "snapshot_meta.data"
+    try:
+        argv = json.loads(meta.get("Command") or "null")
+        recorded = json.loads(meta.get("MCA Params") or "{}")
+    except ValueError:
+        raise SnapshotError(f"{where}: malformed Command or MCA Params record") from None
+    executable, cwd = meta.get("Executable"), meta.get("CWD")
+    if not argv or not executable or not cwd:
+        raise SnapshotError(f"{where}: no Command, Executable or CWD record to relaunch from")
+    env = cr_environment(os.environ, {**recorded, **prm.child_env()})
+    return Relaunch(executable=executable, argv=argv, cwd=cwd, env=env)
+
+
+def _run(argv: list[str] | None) -> int:
+    ns = build_parser().parse_args(argv)
+    prm = params.from_arguments(ns)
+    snap = LocalSnapshot(find_snapshot(ns.snapshot, prm))
+    if ns.verbose:
+        print(f"{TOOL}: verifying {snap.path}", file=sys.stderr)
+    snap.verify()
+    component = component_for_snapshot(snap.component)
+    relaunch = relaunch_for(snap, prm)
+    component.call("crs_prelaunch", rank=0, snapshot=snap, relaunch=relaunch)
+    if ns.showme:
+        print(f"cd {shlex.quote(relaunch.cwd)} && {shlex.join(relaunch.argv)}")
+        return 0
+    if ns.verbose:
+        print(f"{TOOL}: restarting with component {component.name}: {shlex.join(relaunch.argv)}",
+              file=sys.stderr)
+    sys.stdout.flush()
+    component.call("crs_restart", snapshot=snap, relaunch=relaunch, spawn=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_tool(TOOL, lambda: _run(argv))

@@ -1,0 +1,70 @@
+"""``pycrs``: ``pycrs run PROGRAM...`` starts a process under pycrs; ``pycrs info`` lists every
+component with its priority and every parameter with its value and where that value came from."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from crs import framework, params
+from crs.hookspecs import Target
+from crs.launch import cr_environment
+
+from .errors import ToolParser, UsageError, run_tool
+
+TOOL = "pycrs"
+
+
+def build_parser() -> ToolParser:
+    p = ToolParser(prog=TOOL, description="pycrs checkpoint/restart: run a program under C/R, "
+                   "or show components and parameters.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ToolParser)
+    run = sub.add_parser("run", help="run a program with checkpoint/restart enabled")
+    params.add_arguments(run)
+    run.add_argument("program", nargs="+", metavar="PROGRAM [ARGS]",
+                     help="the command to run, e.g. python app.py")
+    info = sub.add_parser("info", help="list components and parameters")
+    params.add_arguments(info)
+    return p
+
+
+def _info(prm: params.Params) -> int:
+    framework.manager()  # importing components registers their parameters
+    target = Target(os.getpid(), in_process=False)
+    print("CRS components (priority; selection by the 'crs' parameter, else highest priority):")
+    for offer in framework.offers(target, prm):
+        static = getattr(framework.manager().get_plugin(offer.component), "default_priority", None)
+        status = f"priority {offer.priority}" if offer.priority is not None else offer.reason
+        print(f"  {offer.component:<6} default priority {static if static is not None else '-'}; "
+              f"here: {status}")
+    print("\nMCA parameters (value, then where it came from):")
+    specs = {s.name: s for s in params.registered()}
+    for pv in prm.all_values():
+        note = "" if pv.name in specs else "  [not a pycrs parameter]"
+        print(f"  {pv.name} = {pv.value!r}  ({pv.source}){note}")
+        if pv.name in specs:
+            print(f"      {specs[pv.name].help}")
+    return 0
+
+
+def _run_program(prm: params.Params, program: list[str]) -> int:
+    prm.get_bool("ft_cr_enabled")  # reject a malformed value before starting anything
+    exe = shutil.which(program[0])
+    if exe is None:
+        raise UsageError(f"program not found: {program[0]}")
+    env = cr_environment(os.environ, prm.child_env())
+    sys.stdout.flush()
+    os.execve(exe, program, env)
+    return 0  # not reached
+
+
+def _main(argv: list[str] | None) -> int:
+    ns = build_parser().parse_args(argv)
+    prm = params.from_arguments(ns)
+    if ns.command == "info":
+        return _info(prm)
+    return _run_program(prm, ns.program)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_tool(TOOL, lambda: _main(argv))

@@ -1,0 +1,113 @@
+"""The CRS framework: discovers components, selects one, and calls it through pluggy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import Offer, Target
+from .params import Params
+
+
+class ComponentError(Exception):
+    """The requested component does not exist or cannot serve; the message says which and why."""
+
+
+_manager: pluggy.PluginManager | None = None
+
+
+def manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, with every installed component loaded."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs.CRSSpec)
+        pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+        _manager = pm
+    return _manager
+
+
+def component_names() -> list[str]:
+    """Names of the installed CRS components."""
+    pm = manager()
+    return sorted(n for n, p in pm.list_name_plugin() if _is_component(p))
+
+
+def _is_component(plugin: object) -> bool:
+    return hasattr(plugin, "crs_query")
+
+
+def parse_selection(text: str) -> tuple[set[str] | None, set[str]]:
+    """Open MPI's include/exclude syntax: ``a,b`` includes, ``^a,b`` excludes."""
+    text = text.strip()
+    if not text:
+        return None, set()
+    if text.startswith("^"):
+        return None, {n.strip() for n in text[1:].split(",") if n.strip()}
+    return {n.strip() for n in text.split(",") if n.strip()}, set()
+
+
+@dataclass(frozen=True)
+class Component:
+    """A selected component: its name and a way to call its hooks alone."""
+
+    name: str
+    priority: int
+
+    def call(self, hook: str, **kwargs: Any) -> Any:
+        """Call one of this component's hooks (and no other component's)."""
+        pm = manager()
+        plugin = pm.get_plugin(self.name)
+        others = [p for n, p in pm.list_name_plugin() if p is not plugin and _is_component(p)]
+        return pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
+
+
+def offers(target: Target, params: Params) -> list[Offer]:
+    """Every installed component's answer for ``target``, whether it could serve or not."""
+    pm = manager()
+    found: list[Offer] = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        if not _is_component(plugin):
+            continue
+        offer = plugin.crs_query(target=target, params=params)
+        found.append(offer or Offer(name, None, "declined"))
+    return found
+
+
+def select(target: Target, params: Params, only: str | None = None) -> Component:
+    """Pick the component for ``target``: ``only`` if given, else the ``crs`` parameter, else
+    the highest priority. Raises ComponentError naming the problem."""
+    installed = component_names()
+    include, exclude = parse_selection(only if only is not None else params.get("crs"))
+    unknown = sorted(((include or set()) | exclude) - set(installed))
+    if unknown:
+        raise ComponentError(
+            f"unknown CRS component {', '.join(unknown)} (installed: {', '.join(installed)})"
+        )
+    candidates = [
+        o for o in offers(target, params)
+        if (include is None or o.component in include) and o.component not in exclude
+    ]
+    usable = [o for o in candidates if o.priority is not None]
+    if not usable:
+        why = "; ".join(f"{o.component}: {o.reason}" for o in candidates) or "all excluded"
+        raise ComponentError(f"no CRS component can checkpoint process {target.pid} ({why})")
+    best = max(usable, key=lambda o: o.priority or 0)
+    return Component(best.component, best.priority or 0)
+
+
+def component_for_snapshot(name: str) -> Component:
+    """The component that must restart a snapshot taken with ``name``."""
+    if name not in component_names():
+        raise ComponentError(
+            f"snapshot needs CRS component {name!r}, which is not installed "
+            f"(installed: {', '.join(component_names())})"
+        )
+    return Component(name, 0)
+
+
+def broadcast_ft_event(state: hookspecs.State) -> None:
+    """Tell every plugin (components and other layers) about a phase."""
+    manager().hook.crs_ft_event(state=state)

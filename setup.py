@@ -1,0 +1,4 @@
+# The cffi extension modules cannot be declared in pyproject.toml alone.
+from setuptools import setup
+
+setup(cffi_modules=["crs/native/build_fsops.py:ffibuilder"])
