@@ -104,7 +104,11 @@ def _run_pending() -> None:
             return
         req.started = True
         _pending = False
-    take_checkpoint(req)
+    try:
+        take_checkpoint(req)
+    except CheckpointError as exc:
+        # The requester has been told; the application goes on from its last good state.
+        print(f"pycrs: checkpoint of process {os.getpid()} failed: {exc}", file=sys.stderr)
 
 
 def disable_checkpoint() -> None:

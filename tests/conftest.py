@@ -1,0 +1,59 @@
+"""Shared helpers: real processes started under pycrs, real tools, a private control directory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def tool(name: str) -> str:
+    """Path of a pycrs console script in the test environment."""
+    return str(BIN / name)
+
+
+@pytest.fixture(autouse=True)
+def private_control_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own control directory, inherited by every process it starts."""
+    d = tmp_path_factory.mktemp("ctl")
+    d.chmod(0o700)
+    monkeypatch.setenv("PYCRS_CONTROL_DIR", str(d))
+    return d
+
+
+def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion, capturing text output (with a safety-net timeout)."""
+    kw.setdefault("timeout", 300)
+    return subprocess.run(args, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+
+
+def wait_for_endpoint(proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Wait until a process started under pycrs serves its control endpoint."""
+    sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"crs-{proc.pid}.sock"
+    deadline = time.monotonic() + timeout
+    while not sock.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited early with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no control endpoint {sock}")
+        time.sleep(0.02)
+
+
+def start_under_pycrs(args: list[str], cwd: Path, **kw: object) -> subprocess.Popen[str]:
+    """`pycrs run python ARGS...` in the background, once its endpoint is up."""
+    proc = subprocess.Popen([tool("pycrs"), "run", sys.executable, *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
+    wait_for_endpoint(proc)
+    return proc
+
+
+def tree_digest(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` with its bytes, to show a snapshot was not touched."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
