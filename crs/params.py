@@ -35,7 +35,7 @@ class ParamSpec:
     name: str
     default: str
     help: str
-    kind: str = "string"  # string | int | bool | path
+    kind: str = "string"  # string | int | bool | path | paths (colon separated)
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ register("crs_base_fsync", "1", "fsync snapshot files and directories before a s
          "committed (turn off only for throw-away benchmarks)", "bool")
 register(AMCA_PARAM, "", "Aggregate parameter sets to load (what -am sets), colon separated")
 register("mca_base_param_file_path", f"{AMCA_DIR}:.", "Directories searched for aggregate "
-         "parameter sets, colon separated")
+         "parameter sets, colon separated", "paths")
 register("mca_base_param_files", "~/.pycrs/mca-params.conf", "Per-user parameter files, colon "
-         "separated", "path")
+         "separated", "paths")
 
 _TRUE = {"1", "true", "yes", "on", "enabled"}
 _FALSE = {"0", "false", "no", "off", "disabled", ""}
@@ -82,7 +82,11 @@ _FALSE = {"0", "false", "no", "off", "disabled", ""}
 def parse_param_file(path: Path) -> dict[str, str]:
     """Read ``name = value`` lines; ``#`` starts a comment. Raises ParamError on a bad line."""
     values: dict[str, str] = {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError as exc:
+        raise ParamError(f"{path}: not a parameter file (not UTF-8 text at byte {exc.start})") from None
+    for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -108,6 +112,7 @@ class Params:
             self.cli[AMCA_PARAM] = ":".join(sets)
         self.env = os.environ if env is None else env
         self._layers: list[tuple[str, dict[str, str]]] | None = None
+        self._amca_for_child: list[str] = []
 
     # -- layers -----------------------------------------------------------------------------
     def _from_env(self) -> dict[str, str]:
@@ -118,14 +123,15 @@ class Params:
         text = self.cli.get(AMCA_PARAM) or env_values.get(AMCA_PARAM, "")
         return [s for s in text.split(":") if s]
 
-    def _find_amca(self, name: str, search: str) -> Path:
+    def _find_amca(self, name: str, search: str) -> tuple[Path, bool]:
+        """The file of set ``name`` and whether it was found independently of the cwd."""
         candidate = Path(os.path.expanduser(name))
         if candidate.is_file():
-            return candidate
+            return candidate, candidate.is_absolute()
         for d in search.split(":"):
             p = Path(os.path.expanduser(d or ".")) / name
             if p.is_file():
-                return p
+                return p, p.is_absolute()
         raise ParamError(f"aggregate parameter set {name!r} not found (searched {search})")
 
     def layers(self) -> list[tuple[str, dict[str, str]]]:
@@ -140,9 +146,11 @@ class Params:
         search = self.cli.get("mca_base_param_file_path") or env_values.get(
             "mca_base_param_file_path", _REGISTRY["mca_base_param_file_path"].default
         )
+        self._amca_for_child = []
         for name in self._amca_sets(env_values):
-            path = self._find_amca(name, search)
+            path, portable = self._find_amca(name, search)
             layers.append((f"aggregate set {name} ({path})", parse_param_file(path)))
+            self._amca_for_child.append(name if portable else str(path.absolute()))
         files = self.cli.get("mca_base_param_files") or env_values.get(
             "mca_base_param_files", _REGISTRY["mca_base_param_files"].default
         )
@@ -205,9 +213,39 @@ class Params:
             names.update(values)
         return [self.lookup(n) for n in sorted(names)]
 
+    def validate(self) -> None:
+        """Resolve every source and check every typed parameter; raise ParamError on the first
+        problem (tools call this before they act, so a bad value is reported, not ignored)."""
+        self.layers()
+        for spec in registered():
+            if spec.kind == "bool":
+                self.get_bool(spec.name)
+            elif spec.kind == "int":
+                self.get_int(spec.name)
+
     def child_env(self) -> dict[str, str]:
-        """Environment entries that make a child process resolve what this command line set."""
-        return {ENV_PREFIX + k: v for k, v in self.cli.items()}
+        """Environment entries that make a child process resolve what this command line set,
+        even when it runs in another directory: aggregate sets and paths given relative to this
+        process's working directory are passed on as absolute paths."""
+        env = {}
+        for k, v in self.cli.items():
+            kind = _REGISTRY[k].kind if k in _REGISTRY else "string"
+            if k == AMCA_PARAM:
+                self.layers()
+                v = ":".join(self._amca_for_child)
+            elif kind == "path":
+                v = _absolute(v)
+            elif kind == "paths":
+                v = ":".join(_absolute(p) if p else p for p in v.split(":"))
+            env[ENV_PREFIX + k] = v
+        return env
+
+
+def _absolute(path: str) -> str:
+    """``path`` made independent of the working directory (``~`` is left for the child)."""
+    if not path or path.startswith("~") or os.path.isabs(path):
+        return path
+    return os.path.abspath(path)
 
 
 def add_arguments(parser: "argparse.ArgumentParser") -> None:  # noqa: F821
