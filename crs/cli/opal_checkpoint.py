@@ -33,6 +33,7 @@ def _run(argv: list[str] | None) -> int:
     except ValueError:
         raise UsageError(f"PID must be a number, not {ns.pid!r}") from None
     prm = params.from_arguments(ns)
+    prm.validate()
     where = Path(ns.where).expanduser() if ns.where else prm.get_path("crs_base_snapshot_dir")
     target = where.absolute() / local_snapshot_name(pid)
 

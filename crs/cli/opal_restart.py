@@ -56,6 +56,7 @@ def relaunch_for(snap: LocalSnapshot, prm: params.Params) -> Relaunch:
 def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
     prm = params.from_arguments(ns)
+    prm.validate()  # a bad parameter must stop the restart, not reach the restarted process
     snap = LocalSnapshot(find_snapshot(ns.snapshot, prm))
     if ns.verbose:
         print(f"{TOOL}: verifying {snap.path}", file=sys.stderr)

@@ -48,7 +48,6 @@ def _info(prm: params.Params) -> int:
 
 
 def _run_program(prm: params.Params, program: list[str]) -> int:
-    prm.get_bool("ft_cr_enabled")  # reject a malformed value before starting anything
     exe = shutil.which(program[0])
     if exe is None:
         raise UsageError(f"program not found: {program[0]}")
@@ -61,6 +60,8 @@ def _run_program(prm: params.Params, program: list[str]) -> int:
 def _main(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
     prm = params.from_arguments(ns)
+    framework.manager()  # importing components registers their parameters
+    prm.validate()  # reject a missing set or a malformed value before printing or starting anything
     if ns.command == "info":
         return _info(prm)
     return _run_program(prm, ns.program)
