@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import pluggy
@@ -24,9 +25,25 @@ def manager() -> pluggy.PluginManager:
     if _manager is None:
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs.CRSSpec)
-        pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+        _load_components(pm)
         _manager = pm
     return _manager
+
+
+def _load_components(pm: pluggy.PluginManager) -> None:
+    """Register every component of the entry-point group. One that cannot be loaded (a broken
+    third-party package) is registered as unavailable, with the reason, instead of taking every
+    tool down with it."""
+    from .plugins.unavailable import UnavailableComponent
+
+    for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - whatever a third-party import raises
+            why = f"cannot be loaded from {ep.value}: {type(exc).__name__}: {exc}"
+            pm.register(UnavailableComponent(ep.name, None, why), name=ep.name)
 
 
 def component_names() -> list[str]:
@@ -71,8 +88,15 @@ def offers(target: Target, params: Params) -> list[Offer]:
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         if not _is_component(plugin):
             continue
-        offer = plugin.crs_query(target=target, params=params)
-        found.append(offer or Offer(name, None, "declined"))
+        try:
+            offer = plugin.crs_query(target=target, params=params)
+        except Exception as exc:  # noqa: BLE001 - a component's failure is its reason not to serve
+            offer = Offer(name, None, f"query failed: {type(exc).__name__}: {exc}")
+        if offer is None:
+            offer = Offer(name, None, "declined")
+        elif offer.component != name:  # selection and calls go by the registered name
+            offer = Offer(name, offer.priority, offer.reason)
+        found.append(offer)
     return found
 
 

@@ -8,7 +8,7 @@ from crs.params import Params
 class UnavailableComponent:
     needs_safe_point = False
 
-    def __init__(self, name: str, default_priority: int, reason: str) -> None:
+    def __init__(self, name: str, default_priority: int | None, reason: str) -> None:
         self.name = name
         self.default_priority = default_priority
         self.reason = reason
