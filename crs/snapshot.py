@@ -21,6 +21,9 @@ from . import native
 
 META_FILE = "snapshot_meta.data"
 CHECKSUM = "xxh3_128"
+# Metadata is UTF-8 split on "\n" only, so any path the OS allows (other line breaks, bytes that
+# are not UTF-8) survives the round trip exactly.
+_ENC = ("utf-8", "surrogateescape")
 _CHUNK = 8 << 20  # hash and write in pieces that still sit in the cache after hashing
 
 
@@ -52,6 +55,8 @@ class Meta:
         text = value if isinstance(value, str) else json.dumps(value)
         if "\n" in text:
             raise ValueError(f"metadata value for {key!r} contains a newline")
+        if "\n" in key or ": " in key:
+            raise ValueError(f"invalid metadata key {key!r}")
         self.records.append((key, text))
 
     def get(self, key: str, default: str | None = None) -> str | None:
@@ -69,21 +74,23 @@ class Meta:
 
     def render(self) -> str:
         body = "".join(f"# {k}: {v}\n" for k, v in self.records)
-        digest = xxhash.xxh3_128_hexdigest(body.encode())
+        digest = xxhash.xxh3_128_hexdigest(body.encode(*_ENC))
         return body + f"# Meta Checksum: {CHECKSUM}:{digest}\n"
 
     @classmethod
     def parse(cls, text: str, where: Path) -> "Meta":
-        lines = text.splitlines(keepends=True)
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
         if not lines or not lines[-1].startswith("# Meta Checksum: "):
             raise SnapshotError(f"{where}: metadata is truncated (no checksum line)")
-        body = "".join(lines[:-1])
+        body = "".join(line + "\n" for line in lines[:-1])
         want = lines[-1].split(":", 1)[1].strip()
-        if want != f"{CHECKSUM}:{xxhash.xxh3_128_hexdigest(body.encode())}":
+        if want != f"{CHECKSUM}:{xxhash.xxh3_128_hexdigest(body.encode(*_ENC))}":
             raise SnapshotError(f"{where}: metadata is corrupted (checksum mismatch)")
         records = []
         for line in lines[:-1]:
-            key, sep, value = line[2:].rstrip("\n").partition(": ")
+            key, sep, value = line[2:].partition(": ")
             if not line.startswith("# ") or not sep:
                 raise SnapshotError(f"{where}: malformed metadata line {line.strip()!r}")
             records.append((key, value))
@@ -92,17 +99,19 @@ class Meta:
     @classmethod
     def read(cls, path: Path) -> "Meta":
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode(*_ENC)
         except FileNotFoundError:
             raise SnapshotError(f"{path}: metadata file is missing") from None
-        except UnicodeDecodeError:
-            raise SnapshotError(f"{path}: metadata is corrupted (not text)") from None
+        except IsADirectoryError:
+            raise SnapshotError(f"{path}: metadata file is a directory") from None
         return cls.parse(text, path)
 
     def write(self, path: Path, fsync: bool) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, self.render().encode())
+            data = self.render().encode(*_ENC)
+            while data:
+                data = data[os.write(fd, data):]
             if fsync:
                 os.fsync(fd)
         finally:
@@ -169,7 +178,7 @@ class SnapshotWriter:
 
     def create(self, name: str) -> ChecksummedWriter:
         """A new file in the snapshot; it is checksummed and recorded at commit."""
-        if "/" in name or name in ("", ".", "..", META_FILE):
+        if not _valid_file_name(name):
             raise ValueError(f"invalid snapshot file name {name!r}")
         w = ChecksummedWriter(self.aside / name)
         self._files.append(w)
@@ -211,6 +220,11 @@ class SnapshotWriter:
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
         if exc_type is not None:
             self.abort()
+
+
+def _valid_file_name(name: str) -> bool:
+    """A plain name inside the snapshot directory that a File record can carry."""
+    return not (set(name) & {"/", "\n", "\0"}) and name not in ("", ".", "..", META_FILE)
 
 
 def standard_meta(meta: Meta, component: str, pid: int, final: Path) -> None:
@@ -288,7 +302,9 @@ class LocalSnapshot:
         self.files: dict[str, tuple[int, str]] = {}
         for rec in self.meta.get_all("File"):
             try:
-                name, size, digest = rec.split(" ")
+                name, size, digest = rec.rsplit(" ", 2)  # the name may contain spaces
+                if not _valid_file_name(name):
+                    raise ValueError(name)
                 self.files[name] = (int(size), digest)
             except ValueError:
                 raise SnapshotError(f"{self.path / META_FILE}: malformed File record {rec!r}") from None
