@@ -79,23 +79,23 @@ def listen(path: Path) -> socket.socket:
     return sock
 
 
-def connect(pid: int, what: str = "process") -> socket.socket:
-    """Connect to the control endpoint of ``pid``, or raise EndpointError saying why we cannot."""
+def connect(pid: int, what: str = "process", path: Path | None = None,
+            hint: str = "start it with 'pycrs run' or with checkpoint/restart enabled") -> socket.socket:
+    """Connect to the control endpoint of ``pid`` (by default its process socket), or raise
+    EndpointError saying why we cannot."""
     if pid <= 0 or not Path(f"/proc/{pid}").exists():
         raise EndpointError(f"no {what} with PID {pid}")
     st = os.stat(f"/proc/{pid}")
     if st.st_uid != os.getuid():
         raise EndpointError(f"{what} {pid} belongs to another user (uid {st.st_uid})")
-    path = process_socket(pid)
+    path = path or process_socket(pid)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
-        raise EndpointError(
-            f"{what} {pid} is not running under pycrs (no control endpoint {path}); "
-            "start it with 'pycrs run' or with checkpoint/restart enabled"
-        ) from None
+        raise EndpointError(f"{what} {pid} is not running under pycrs (no control endpoint "
+                            f"{path}); {hint}") from None
     peer_pid, peer_uid, _ = peer_credentials(sock)
     if peer_pid != pid or peer_uid != os.getuid():
         sock.close()
@@ -104,15 +104,16 @@ def connect(pid: int, what: str = "process") -> socket.socket:
 
 
 def request(
-    pid: int, message: dict[str, Any], on_event: Callable[[dict[str, Any]], None] | None = None,
-    what: str = "process",
+    sock: socket.socket, message: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None] | None = None, what: str = "process",
 ) -> dict[str, Any]:
-    """Send one request and return its final event, passing the others to ``on_event``."""
-    with connect(pid, what) as sock:
+    """Send one request on a connected endpoint and return its final event, passing the others
+    to ``on_event``. Closes the socket."""
+    with sock:
         send(sock, message)
         for event in messages(sock):
             if event.get("event") in FINAL_EVENTS:
                 return event
             if on_event:
                 on_event(event)
-    raise EndpointError(f"{what} {pid} ended or broke off before answering")
+    raise EndpointError(f"{what} ended or broke off before answering")

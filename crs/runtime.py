@@ -18,7 +18,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from . import endpoint
 from .hookspecs import CheckpointOptions, Target
@@ -28,8 +28,9 @@ from .states import State
 
 RESTART_ENV = "PYCRS_RESTART_SNAPSHOT"
 
-# Read by safe_point() on every call: keep it a plain module global.
+# Read by safe_point() on every call: keep them plain module globals.
 _pending = False
+_count = 0
 
 _lock = threading.RLock()
 _disabled = 0
@@ -39,6 +40,17 @@ _active = False
 _start_cwd = os.getcwd()
 _restart_from: Path | None = None
 _restart_hooks: list[Callable[[Path], None]] = []
+_coordinator: "SafePointCoordinator | None" = None
+
+
+class SafePointCoordinator(Protocol):
+    """What a job-level coordinator offers the runtime (implemented by SnapC in each rank)."""
+
+    def at_safe_point(self, count: int) -> bool:
+        """Called on the slow path of a safe point; True keeps the slow path on."""
+
+    def busy(self) -> bool:
+        """Whether a coordinated checkpoint is in progress."""
 
 
 class CheckpointError(Exception):
@@ -88,19 +100,48 @@ def default_snapshot_path() -> Path:
 # -- safe points and critical sections ---------------------------------------------------------
 def safe_point() -> None:
     """Mark a point where the application's state is consistent; pending requests run here."""
+    global _count
+    _count += 1
     if _pending:
         _run_pending()
+
+
+def safe_points_passed() -> int:
+    """How many safe points this process has passed (coordinators agree on a common one)."""
+    return _count
+
+
+def request_safe_point_call() -> None:
+    """Make the next safe point take the slow path (a coordinator has something for it).
+    Callers read ``safe_points_passed()`` after this: no safe point after that read is missed."""
+    global _pending
+    _pending = True
+
+
+def set_coordinator(coordinator: "SafePointCoordinator | None") -> None:
+    """Install the job-level coordinator consulted at safe points (SnapC's app coordinator)."""
+    global _coordinator
+    _coordinator = coordinator
+
+
+def set_restart_snapshot(path: Path) -> None:
+    """Mark this process as restarted from ``path`` (used by a coordinator that knows its rank)."""
+    global _restart_from, _pending
+    _restart_from = path
+    _pending = True
 
 
 def _run_pending() -> None:
     global _pending
     if _restart_from is not None and _restart_hooks:
         _deliver_restart()
+    if _coordinator is not None and _coordinator.at_safe_point(_count):
+        return  # a coordinated checkpoint is under way: stay on the slow path
     with _lock:
         req = _request
         if req is None or req.started or _disabled:
             if req is None:
-                _pending = False
+                _pending = _coordinator is not None and _coordinator.busy()
             return
         req.started = True
         _pending = False
@@ -156,10 +197,53 @@ def _deliver_restart() -> None:
 
 
 # -- taking a checkpoint ----------------------------------------------------------------------
-def take_checkpoint(req: Request) -> Path:
-    """Save this process into ``req.final`` with the selected component, and commit it."""
+def save_local(final: Path, only: str | None = None,
+               options: CheckpointOptions = CheckpointOptions(),
+               on_started: Callable[[str], None] | None = None) -> tuple[Path, str]:
+    """Save this process into the local snapshot ``final`` with the selected component and
+    commit it; return (path, component). Raises CheckpointError; the process can go on."""
     from .framework import broadcast_ft_event, select
     from .snapshot import SnapshotWriter, standard_meta
+
+    target = Target(os.getpid(), in_process=True)
+    try:
+        component = select(target, params(), only)
+        if on_started:
+            on_started(component.name)
+        with SnapshotWriter(final, fsync=params().get_bool("crs_base_fsync")) as writer:
+            standard_meta(writer.meta, component.name, target.pid, writer.final)
+            _relaunch_meta(writer)
+            broadcast_ft_event(State.CHECKPOINT)
+            state = component.call("crs_checkpoint", target=target, snapshot=writer,
+                                   options=options)
+            if state not in (State.CONTINUE, State.TERM):
+                raise CheckpointError(f"component {component.name} reported {state}")
+            return writer.commit(), component.name
+    except CheckpointError:
+        _broadcast_quietly(State.ERROR)
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, the process goes on
+        _broadcast_quietly(State.ERROR)
+        raise CheckpointError(_describe(exc)) from exc
+
+
+def after_checkpoint(options: CheckpointOptions) -> None:
+    """What follows a committed snapshot in this process: end, stop, or go on."""
+    from .framework import broadcast_ft_event
+
+    if options.term:
+        _broadcast_quietly(State.TERM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    if options.stop:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    broadcast_ft_event(State.CONTINUE)
+
+
+def take_checkpoint(req: Request) -> Path:
+    """Serve one request of this process: save, answer the requester, then go on as asked."""
+    global _request
 
     def answer(message: dict[str, Any]) -> None:
         req.result = message
@@ -169,41 +253,22 @@ def take_checkpoint(req: Request) -> Path:
             except OSError:
                 pass  # the tool went away; the snapshot stands on its own
 
-    global _request
-    target = Target(os.getpid(), in_process=True)
+    def started(component: str) -> None:
+        answer({"event": "started", "component": component})
+
     try:
-        component = select(target, params(), req.only)
-        if req.reply:
-            req.reply({"event": "started", "component": component.name})
-        with SnapshotWriter(req.final, fsync=params().get_bool("crs_base_fsync")) as writer:
-            standard_meta(writer.meta, component.name, target.pid, writer.final)
-            _relaunch_meta(writer)
-            broadcast_ft_event(State.CHECKPOINT)
-            state = component.call("crs_checkpoint", target=target, snapshot=writer,
-                                   options=req.options)
-            if state not in (State.CONTINUE, State.TERM):
-                raise CheckpointError(f"component {component.name} reported {state}")
-            path = writer.commit()
-    except Exception as exc:  # noqa: BLE001 - every failure is reported, the process goes on
-        message = _describe(exc)
+        path, component = save_local(req.final, req.only, req.options, started)
+    except CheckpointError as exc:
         with _lock:
             _request = None
-        answer({"event": "error", "message": message})
+        answer({"event": "error", "message": str(exc)})
         req.done.set()
-        _broadcast_quietly(State.ERROR)
-        raise CheckpointError(message) from exc
+        raise
     with _lock:
         _request = None
-    answer({"event": "done", "snapshot": str(path), "component": component.name})
+    answer({"event": "done", "snapshot": str(path), "component": component})
     req.done.set()
-    if req.options.term:
-        _broadcast_quietly(State.TERM)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    if req.options.stop:
-        os.kill(os.getpid(), signal.SIGSTOP)
-    broadcast_ft_event(State.CONTINUE)
+    after_checkpoint(req.options)
     return path
 
 

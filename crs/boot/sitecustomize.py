@@ -14,6 +14,10 @@ def _activate() -> None:
         from crs import runtime
 
         runtime.activate_if_enabled()
+        if runtime.is_active() and os.environ.get("PYCRS_COORDINATOR"):
+            from snapc.app_coordinator import activate_if_in_job
+
+            activate_if_in_job()  # a rank of a C/R job started by our mpirun
     except Exception as exc:  # noqa: BLE001 - never keep the application from starting
         print(f"pycrs: checkpoint/restart not enabled in process {os.getpid()}: {exc}",
               file=sys.stderr)

@@ -45,9 +45,10 @@ def _run(argv: list[str] | None) -> int:
 
     if ns.verbose:
         print(f"{TOOL}: checkpointing process {pid} into {target}", file=sys.stderr)
-    reply = endpoint.request(pid, {"op": "checkpoint", "path": str(target),
-                                   "crs": prm.cli.get("crs"), "term": ns.term, "stop": ns.stop},
-                             progress)
+    reply = endpoint.request(endpoint.connect(pid),
+                             {"op": "checkpoint", "path": str(target), "crs": prm.cli.get("crs"),
+                              "term": ns.term, "stop": ns.stop},
+                             progress, what=f"process {pid}")
     if reply["event"] == "error":
         print(f"{TOOL}: checkpoint of process {pid} failed: {reply['message']}", file=sys.stderr)
         return 1

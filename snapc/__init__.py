@@ -1,0 +1,13 @@
+"""SnapC: coordinated checkpoint and restart of whole MPI jobs (global coordinator in our
+``mpirun``, an application coordinator in every rank, global snapshots on disk)."""
+from crs import params as _params
+
+_params.register("snapc_base_global_snapshot_dir", "~", "Directory where global snapshots "
+                 "(ompi_global_snapshot_<JOBID>.ckpt) are written", "path")
+_params.register("snapc_base_coordinator_address", "127.0.0.1", "Address the global coordinator "
+                 "listens on for its ranks; set it to an address all nodes reach for multi-node "
+                 "jobs")
+_params.register("snapc_base_registration_timeout", "60", "Seconds a checkpoint request waits for "
+                 "every rank to register with the coordinator", "int")
+_params.register("mpirun_launcher", "", "The real MPI launcher behind our mpirun: a path, or "
+                 "'mpich' / 'openmpi'; empty finds the installed one")

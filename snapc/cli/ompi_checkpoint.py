@@ -1,0 +1,87 @@
+"""``ompi-checkpoint JOBID``: take a global snapshot of a running C/R job (JOBID = PID of our
+mpirun), or list the C/R jobs of this user."""
+from __future__ import annotations
+
+import sys
+
+from crs import endpoint, params
+from crs.cli.errors import ToolParser, UsageError, run_tool
+
+from ..coordinator import job_socket
+
+TOOL = "ompi-checkpoint"
+HINT = "start the job with 'mpirun -am ft-enable-cr'"
+
+
+def build_parser() -> ToolParser:
+    p = ToolParser(prog=TOOL, description="Checkpoint a running MPI job started with "
+                   "'mpirun -am ft-enable-cr'.")
+    params.add_arguments(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--term", action="store_true", help="end the job after the checkpoint")
+    mode.add_argument("--stop", action="store_true",
+                      help="stop the ranks after the checkpoint, until SIGCONT reaches mpirun")
+    p.add_argument("-s", "--status", action="store_true",
+                   help="print status messages as the checkpoint progresses")
+    p.add_argument("-v", "--verbose", action="store_true", help="verbose output")
+    p.add_argument("--nowait", action="store_true",
+                   help="return once the request is accepted, without waiting for the snapshot")
+    p.add_argument("-l", "--list", action="store_true",
+                   help="list the running checkpoint-enabled jobs of this user")
+    p.add_argument("jobid", nargs="?", metavar="JOBID", help="the PID of the job's mpirun")
+    return p
+
+
+def list_jobs() -> int:
+    found = False
+    for sock_path in sorted(endpoint.control_dir().glob("mpirun-*.sock")):
+        try:
+            jobid = int(sock_path.stem.split("-", 1)[1])
+            info = endpoint.request(endpoint.connect(jobid, "job", sock_path, HINT),
+                                    {"op": "ping"}, what=f"job {jobid}")
+        except (ValueError, endpoint.EndpointError, OSError):
+            continue  # a job that just ended
+        if not found:
+            print(f"{'JOBID':>8}  {'RANKS':>5}  {'LAST SEQ':>8}  {'STATE':<24}  SNAPSHOT DIRECTORY")
+            found = True
+        ranks = f"{info['ranks']}/{info['size'] if info['size'] is not None else '?'}"
+        last = "-" if info["last_seq"] is None else str(info["last_seq"])
+        print(f"{jobid:>8}  {ranks:>5}  {last:>8}  {info['state']:<24}  {info['snapshot_dir']}")
+    if not found:
+        print("no checkpoint-enabled jobs of this user are running")
+    return 0
+
+
+def _run(argv: list[str] | None) -> int:
+    ns = build_parser().parse_args(argv)
+    prm = params.from_arguments(ns)
+    prm.validate()
+    if ns.list:
+        return list_jobs()
+    if ns.jobid is None:
+        raise UsageError("JOBID is required (the PID of the job's mpirun; see --list)")
+    try:
+        jobid = int(ns.jobid)
+    except ValueError:
+        raise UsageError(f"JOBID must be a number, not {ns.jobid!r}") from None
+    sock = endpoint.connect(jobid, "job", job_socket(jobid), HINT)
+
+    def progress(event: dict) -> None:
+        if ns.status or ns.verbose:
+            print(f"{TOOL}: {event.get('message') or event['event']}", file=sys.stderr, flush=True)
+
+    reply = endpoint.request(sock, {"op": "checkpoint", "term": ns.term, "stop": ns.stop,
+                                    "nowait": ns.nowait, "crs": prm.cli.get("crs")},
+                             progress, what=f"job {jobid}")
+    if reply["event"] == "error":
+        print(f"{TOOL}: checkpoint of job {jobid} failed: {reply['message']}", file=sys.stderr)
+        return 1
+    if reply.get("nowait"):
+        print(f"Checkpoint of job {jobid} requested")
+        return 0
+    print(f"Snapshot Ref.: {reply['seq']} {reply['snapshot']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_tool(TOOL, lambda: _run(argv))

@@ -1,0 +1,123 @@
+"""``ompi-restart GLOBAL_SNAPSHOT``: verify a global snapshot, then relaunch the job from it
+through our mpirun (same ranks, program, arguments and C/R parameters)."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from crs import params
+from crs.cli.errors import ToolParser, run_tool
+from crs.framework import component_for_snapshot
+from crs.hookspecs import Relaunch
+from crs.snapshot import LocalSnapshot, SnapshotError
+
+from ..frontend import ENV_RESTART_GLOBAL, ENV_RESTART_SEQ
+from ..storage import GlobalSnapshot
+
+TOOL = "ompi-restart"
+
+
+def build_parser() -> ToolParser:
+    p = ToolParser(prog=TOOL, description="Restart an MPI job from a global snapshot.")
+    params.add_arguments(p)
+    p.add_argument("-s", "--seq", type=int, metavar="N",
+                   help="the sequence to restart from (default: the newest finished one)")
+    p.add_argument("--hostfile", "--machinefile", dest="hostfile", metavar="FILE",
+                   help="hosts to run the restarted job on")
+    p.add_argument("--mpirun_opts", "--mpirun-opts", dest="mpirun_opts", default="",
+                   metavar="'OPTIONS'", help="extra options for mpirun, in one quoted string")
+    p.add_argument("--showme", action="store_true",
+                   help="print the command that would be run, run nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="report progress")
+    p.add_argument("snapshot", metavar="GLOBAL_SNAPSHOT",
+                   help="global snapshot directory (a path, or a name in "
+                        "snapc_base_global_snapshot_dir)")
+    return p
+
+
+def find_global_snapshot(name: str, prm: params.Params) -> Path:
+    given = Path(name).expanduser()
+    if given.exists() or given.is_absolute():
+        return given
+    return prm.get_path("snapc_base_global_snapshot_dir") / name
+
+
+def rank_relaunch(snap: LocalSnapshot) -> Relaunch:
+    """The program a rank ran, as recorded in its local snapshot."""
+    where = snap.path / "snapshot_meta.data"
+    try:
+        argv = json.loads(snap.meta.get("Command") or "null")
+        mca = json.loads(snap.meta.get("MCA Params") or "{}")
+    except ValueError:
+        raise SnapshotError(f"{where}: malformed Command or MCA Params record") from None
+    executable, cwd = snap.meta.get("Executable"), snap.meta.get("CWD")
+    if not argv or not executable or not cwd:
+        raise SnapshotError(f"{where}: no Command, Executable or CWD record to relaunch from")
+    return Relaunch(executable=executable, argv=[executable, *argv[1:]], cwd=cwd, env=mca)
+
+
+def our_mpirun() -> list[str]:
+    """Our front-end, by its console script when that is ours, else as a module."""
+    script = Path(sys.executable).parent / "mpirun"
+    try:
+        if script.read_bytes()[:2] == b"#!" and b"snapc.frontend" in script.read_bytes():
+            return [str(script)]
+    except OSError:
+        pass
+    return [sys.executable, "-m", "snapc.frontend"]
+
+
+def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params) -> tuple[list[str], Relaunch]:
+    """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
+    launches = []
+    for rank, snap in enumerate(snaps):
+        relaunch = rank_relaunch(snap)
+        component_for_snapshot(snap.component).call(
+            "crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
+        launches.append(relaunch)
+    cmd = our_mpirun()
+    if getattr(ns, "hostfile"):
+        cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]  # type: ignore[attr-defined]
+    cmd += shlex.split(getattr(ns, "mpirun_opts"))
+    for name, value in prm.cli.items():
+        cmd += ["--mca", name, value]
+    if all(r.argv == launches[0].argv for r in launches):
+        cmd += ["-np", str(len(launches)), *launches[0].argv]
+    else:
+        groups = [["-np", "1", *r.argv] for r in launches]
+        cmd += [tok for i, g in enumerate(groups) for tok in ([":"] if i else []) + g]
+    return cmd, launches[0]
+
+
+def _run(argv: list[str] | None) -> int:
+    ns = build_parser().parse_args(argv)
+    prm = params.from_arguments(ns)
+    prm.validate()
+    gs = GlobalSnapshot(find_global_snapshot(ns.snapshot, prm))
+    seq = gs.newest() if ns.seq is None else ns.seq
+    if ns.verbose:
+        print(f"{TOOL}: verifying sequence {seq} of {gs.path}", file=sys.stderr)
+    snaps = gs.verify(seq)
+    cmd, first = build_command(snaps, ns, prm)
+    env = dict(os.environ)
+    env.update(first.env)  # the C/R parameters the job ran with
+    env["OMPI_MCA_ft_cr_enabled"] = "1"
+    env[ENV_RESTART_GLOBAL] = str(gs.path)
+    env[ENV_RESTART_SEQ] = str(seq)
+    if ns.showme:
+        print(f"cd {shlex.quote(first.cwd)} && {ENV_RESTART_GLOBAL}={shlex.quote(str(gs.path))} "
+              f"{ENV_RESTART_SEQ}={seq} {shlex.join(cmd)}")
+        return 0
+    if ns.verbose:
+        print(f"{TOOL}: restarting {len(snaps)} ranks: {shlex.join(cmd)}", file=sys.stderr)
+    os.chdir(first.cwd)
+    sys.stdout.flush()
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_tool(TOOL, lambda: _run(argv))

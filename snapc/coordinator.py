@@ -1,0 +1,315 @@
+"""The global coordinator of a C/R job: lives in our ``mpirun`` (Open MPI's SnapC "global" role).
+
+It listens on two endpoints: a private Unix socket named by the JOBID (its PID) for the user's
+tools (``ompi-checkpoint``), and a TCP socket with a per-job secret for the ranks' application
+coordinators. Checkpoint requests are served one at a time, in arrival order:
+
+    prepare -> every rank reports its safe-point count c
+    target  -> T = max(c) + 1 is sent to every rank; each saves itself at its safe point T
+    saved   <- every rank reports its outcome (they also agree among themselves over mpi4py)
+    commit  -> the sequence directory is renamed into place and ``Finished Seq`` recorded
+    committed -> every rank goes on (or ends, or stops)
+
+A rank that fails or dies, or a job that ends, fails that checkpoint cleanly: its partial
+directory is removed and the earlier sequences stay as they were.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crs import endpoint
+from crs.params import Params
+from crs.snapshot import SnapshotError
+
+from .storage import GlobalSnapshotWriter, global_snapshot_name
+
+
+class CheckpointFailed(Exception):
+    """A coordinated checkpoint did not complete; the message says which rank and why."""
+
+
+def job_socket(jobid: int) -> Path:
+    """The tools' endpoint of job ``jobid``."""
+    return endpoint.control_dir() / f"mpirun-{jobid}.sock"
+
+
+@dataclass
+class RankLink:
+    """The coordinator's connection to one rank."""
+
+    rank: int
+    size: int
+    pid: int
+    host: str
+    sock: socket.socket
+    inbox: "queue.Queue[dict[str, Any] | None]" = field(default_factory=queue.Queue)
+    alive: bool = True
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self.lock:
+            endpoint.send(self.sock, message)
+
+
+@dataclass
+class Request:
+    """A tool's checkpoint request and the events it is waiting for."""
+
+    term: bool = False
+    stop: bool = False
+    only: str | None = None
+    events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
+    cancelled: bool = False
+
+
+class GlobalCoordinator:
+    """Serves tools and ranks for one job; see the module docstring for the protocol."""
+
+    def __init__(self, params: Params, job_records: list[tuple[str, str]],
+                 snapshot_dir: Path | None = None) -> None:
+        self.jobid = os.getpid()
+        self.params = params
+        self.job_records = job_records
+        self.snapshot_dir = snapshot_dir or (
+            params.get_path("snapc_base_global_snapshot_dir").absolute()
+            / global_snapshot_name(self.jobid))
+        self.token = secrets.token_hex(16)
+        self.ranks: dict[int, RankLink] = {}
+        self.size: int | None = None
+        self.registered = threading.Condition()
+        self.requests: "queue.Queue[Request]" = queue.Queue()
+        self.job_ended = threading.Event()
+        self.last_seq: int | None = None
+        self.state = "idle"
+        self._writer: GlobalSnapshotWriter | None = None
+        host = params.get("snapc_base_coordinator_address")
+        self.rank_listener = socket.create_server((host, 0))
+        self.address = f"{host}:{self.rank_listener.getsockname()[1]}"
+        self.tool_path = job_socket(self.jobid)
+        self.tool_listener = endpoint.listen(self.tool_path)
+
+    def rank_environment(self) -> dict[str, str]:
+        """What a rank needs to find its coordinator."""
+        from .app_coordinator import ENV_ADDRESS, ENV_TOKEN
+
+        return {ENV_ADDRESS: self.address, ENV_TOKEN: self.token, "PYCRS_JOBID": str(self.jobid)}
+
+    def start(self) -> None:
+        for target in (self._accept_ranks, self._accept_tools, self._work):
+            threading.Thread(target=target, name=f"pycrs-{target.__name__}", daemon=True).start()
+
+    def close(self) -> None:
+        """The job ended: fail what is pending and remove the tools' endpoint."""
+        self.job_ended.set()
+        for listener in (self.rank_listener, self.tool_listener):
+            try:
+                listener.close()
+            except OSError:
+                pass
+        try:
+            self.tool_path.unlink()
+        except OSError:
+            pass
+
+    def local_rank_pids(self) -> list[int]:
+        me = socket.gethostname()
+        return [link.pid for link in self.ranks.values() if link.host == me and link.alive]
+
+    # -- ranks --------------------------------------------------------------------------------
+    def _accept_ranks(self) -> None:
+        while not self.job_ended.is_set():
+            try:
+                conn, _ = self.rank_listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._rank_reader, args=(conn,), daemon=True).start()
+
+    def _rank_reader(self, conn: socket.socket) -> None:
+        stream = endpoint.messages(conn)
+        try:
+            hello = next(stream, None)
+        except (OSError, ValueError):
+            hello = None
+        if not hello or hello.get("op") != "hello" or not secrets.compare_digest(
+                str(hello.get("token", "")), self.token):
+            conn.close()
+            return
+        link = RankLink(int(hello["rank"]), int(hello["size"]), int(hello["pid"]),
+                        str(hello["host"]), conn)
+        with self.registered:
+            self.ranks[link.rank] = link
+            self.size = link.size
+            self.registered.notify_all()
+        try:
+            for message in stream:
+                link.inbox.put(message)
+        except (OSError, ValueError):
+            pass
+        link.alive = False
+        link.inbox.put(None)
+
+    def _wait_for_ranks(self, req: Request) -> list[RankLink]:
+        timeout = float(self.params.get_int("snapc_base_registration_timeout"))
+        deadline = time.monotonic() + timeout
+        with self.registered:
+            while True:
+                if self.job_ended.is_set():
+                    raise CheckpointFailed("the job ended before the checkpoint started")
+                links = [link for link in self.ranks.values() if link.alive]
+                if self.size is not None and len(links) == self.size:
+                    return sorted(links, key=lambda link: link.rank)
+                if time.monotonic() > deadline:
+                    have = len(links)
+                    want = self.size if self.size is not None else "?"
+                    raise CheckpointFailed(
+                        f"only {have} of {want} ranks are running under pycrs after {timeout:g} s "
+                        "(are they Python programs started by this mpirun?)")
+                req.events.put({"event": "status", "message": "waiting for ranks to register"})
+                self.registered.wait(0.5)
+
+    def _expect(self, link: RankLink, op: str, seq: int) -> dict[str, Any]:
+        while True:
+            try:
+                message = link.inbox.get(timeout=0.5)
+            except queue.Empty:
+                if self.job_ended.is_set():
+                    raise CheckpointFailed("the job ended during the checkpoint") from None
+                continue
+            if message is None:
+                link.inbox.put(None)  # keep the rank marked as gone for later readers
+                raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
+                                       "during the checkpoint")
+            if message.get("op") == op and message.get("seq") == seq:
+                return message
+
+    # -- tools --------------------------------------------------------------------------------
+    def _accept_tools(self) -> None:
+        while not self.job_ended.is_set():
+            try:
+                conn, _ = self.tool_listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve_tool, args=(conn,), daemon=True).start()
+
+    def info(self) -> dict[str, Any]:
+        return {"jobid": self.jobid, "ranks": len(self.ranks), "size": self.size,
+                "state": self.state, "snapshot_dir": str(self.snapshot_dir),
+                "last_seq": self.last_seq,
+                "command": dict(self.job_records).get("Mpirun Command", "")}
+
+    def _serve_tool(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                _, uid, _ = endpoint.peer_credentials(conn)
+                if uid != os.getuid():
+                    endpoint.send(conn, {"event": "error", "message": "permission denied"})
+                    return
+                message = next(endpoint.messages(conn), None)
+                if message is None:
+                    return
+                if message.get("op") == "ping":
+                    endpoint.send(conn, {"event": "done", **self.info()})
+                elif message.get("op") == "checkpoint":
+                    self._serve_checkpoint(conn, message)
+                else:
+                    endpoint.send(conn, {"event": "error",
+                                         "message": f"unknown request {message.get('op')!r}"})
+            except (OSError, ValueError):
+                pass
+
+    def _serve_checkpoint(self, conn: socket.socket, message: dict[str, Any]) -> None:
+        req = Request(term=bool(message.get("term")), stop=bool(message.get("stop")),
+                      only=message.get("crs") or None)
+        ahead = self.requests.qsize() + (self.state != "idle")
+        self.requests.put(req)
+        endpoint.send(conn, {"event": "queued", "ahead": ahead,
+                             "message": f"request queued behind {ahead} other(s)" if ahead
+                             else "request accepted"})
+        if message.get("nowait"):
+            endpoint.send(conn, {"event": "done", "nowait": True})
+            return
+        while True:
+            event = req.events.get()
+            try:
+                endpoint.send(conn, event)
+            except OSError:
+                req.cancelled = True  # the tool left; a started checkpoint still completes
+                return
+            if event["event"] in endpoint.FINAL_EVENTS:
+                return
+
+    # -- the checkpoint protocol --------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            req = self.requests.get()
+            if req.cancelled:
+                continue
+            try:
+                seq = self._checkpoint(req)
+            except (CheckpointFailed, SnapshotError, OSError) as exc:
+                req.events.put({"event": "error", "message": str(exc)})
+            else:
+                req.events.put({"event": "done", "seq": seq, "snapshot": str(self.snapshot_dir)})
+            finally:
+                self.state = "idle"
+
+    def _storage(self) -> GlobalSnapshotWriter:
+        if self._writer is None:
+            self._writer = GlobalSnapshotWriter(self.snapshot_dir, self.job_records,
+                                                fsync=self.params.get_bool("crs_base_fsync"))
+        return self._writer
+
+    def _checkpoint(self, req: Request) -> int:
+        self.state = "waiting for ranks"
+        links = self._wait_for_ranks(req)
+        writer = self._storage()
+        seq = writer.next_seq()
+        partial = writer.begin(seq)
+        self.state = f"checkpointing sequence {seq}"
+        req.events.put({"event": "status", "message": f"sequence {seq}: asking "
+                        f"{len(links)} ranks for their safe point"})
+        committed = False
+        try:
+            for link in links:
+                link.send({"op": "prepare", "seq": seq})
+            counts = [self._expect(link, "count", seq)["count"] for link in links]
+            at = max(counts) + 1
+            req.events.put({"event": "status",
+                            "message": f"sequence {seq}: ranks meet at safe point {at}"})
+            for link in links:
+                link.send({"op": "target", "seq": seq, "at": at, "dir": str(partial),
+                           "term": req.term, "stop": req.stop, "crs": req.only})
+            results = [self._expect(link, "saved", seq) for link in links]
+            failures = [r["message"] for r in results if not r.get("ok")]
+            if failures:
+                raise CheckpointFailed("; ".join(failures))
+            req.events.put({"event": "status", "message": f"sequence {seq}: all ranks saved, "
+                            "committing"})
+            components = sorted({r["component"] for r in results})
+            writer.commit(seq, partial, ",".join(components), len(links))
+            committed = True
+            self.last_seq = seq
+        finally:
+            if not committed:
+                writer.abort(partial)
+            self._tell_ranks(links, seq, committed)
+        return seq
+
+    def _tell_ranks(self, links: list[RankLink], seq: int, ok: bool) -> None:
+        for link in links:
+            if not link.alive:
+                continue
+            try:
+                if not ok:
+                    link.send({"op": "abort", "seq": seq})  # releases ranks still on their way
+                link.send({"op": "committed", "seq": seq, "ok": ok})
+            except OSError:
+                pass

@@ -1,0 +1,182 @@
+"""Our ``mpirun``: a front-end over the installed MPI launcher.
+
+Without checkpoint/restart it execs the real launcher with exactly the arguments it was given.
+With ``-am ft-enable-cr`` (or ``--mca ft_cr_enabled 1``, or the same in the environment) it
+becomes the job's global coordinator (``snapc.coordinator``): it starts the real launcher as its
+child with the ranks' C/R environment, forwards signals, and exits with the job's status.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crs import params as crs_params
+from crs.cli.errors import UsageError, run_tool
+from crs.launch import cr_environment
+
+from .launcher import RealLauncher, find_real_launcher
+
+TOOL = "mpirun"
+ENV_RESTART_GLOBAL = "PYCRS_RESTART_GLOBAL"
+ENV_RESTART_SEQ = "PYCRS_RESTART_SEQ"
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGTSTP, signal.SIGCONT)
+SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group
+
+# Launcher options (MPICH's hydra and Open MPI's prterun) that take a value, so that the value
+# is not mistaken for the program.
+_VALUED = {
+    "-n", "-np", "--n", "--np", "-c", "-host", "--host", "-hosts", "-f", "-hostfile",
+    "--hostfile", "-machinefile", "--machinefile", "-wdir", "--wdir", "-x", "--map-by",
+    "--bind-to", "--rank-by", "-ppn", "--npernode", "-npernode", "-launcher", "-bootstrap",
+    "-iface", "-genvlist", "-envlist", "-configfile", "--prefix", "--preload-files", "-s",
+    "--stdin", "-outfile-pattern", "-errfile-pattern", "--output", "-output", "--tune",
+    "--personality", "--display", "--runtime-options", "-genvexcept", "-pmi-port",
+}
+_VALUED2 = {"-genv", "-env", "-gmca", "--gmca"}
+
+
+@dataclass
+class CommandLine:
+    """Our mpirun's arguments, with pycrs's options taken apart from the launcher's."""
+
+    mca: list[tuple[str, str]] = field(default_factory=list)
+    amca: list[str] = field(default_factory=list)
+    launcher_options: list[str] = field(default_factory=list)
+    program: list[str] = field(default_factory=list)
+
+
+def _is_program(token: str) -> bool:
+    if token.startswith("-"):
+        return False
+    return shutil.which(token) is not None or (os.path.isfile(token) and os.access(token, os.X_OK))
+
+
+def split_command_line(argv: list[str]) -> CommandLine:
+    """Take ``-am SET`` and ``--mca NAME VALUE`` out of the launcher options; the program and
+    its arguments (from the first token that names an executable) are left as they are."""
+    out = CommandLine()
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in ("-am", "--am"):
+            if i + 1 >= len(argv):
+                raise UsageError(f"{tok} needs the name of an aggregate parameter set")
+            out.amca.append(argv[i + 1])
+            i += 2
+        elif tok in ("-mca", "--mca", "-gmca", "--gmca"):
+            if i + 2 >= len(argv):
+                raise UsageError(f"{tok} needs a NAME and a VALUE")
+            out.mca.append((argv[i + 1], argv[i + 2]))
+            i += 3
+        elif tok in _VALUED or tok in _VALUED2:
+            width = 3 if tok in _VALUED2 else 2
+            out.launcher_options += argv[i:i + width]
+            i += width
+        elif tok == "--" or _is_program(tok):
+            out.program = argv[i + 1:] if tok == "--" else argv[i:]
+            break
+        else:
+            out.launcher_options.append(tok)
+            i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_tool(TOOL, lambda: _main(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
+    import snapc  # noqa: F401 - registers SnapC's parameters
+
+    cmd = split_command_line(argv)
+    prm = crs_params.Params(cli=cmd.mca, amca=cmd.amca)
+    prm.validate()
+    launcher = find_real_launcher(prm.get("mpirun_launcher") or None)
+    if not prm.get_bool("ft_cr_enabled"):
+        sys.stdout.flush()
+        os.execv(launcher.path, [launcher.path, *argv])
+    if not cmd.program:
+        raise UsageError("no program to run (usage: mpirun -am ft-enable-cr -n N PROGRAM ...)")
+    return run_job(launcher, prm, cmd, argv)
+
+
+def _launcher_arguments(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
+                        env: dict[str, str]) -> list[str]:
+    args = [launcher.path, *launcher.base_args()]
+    registered = {spec.name for spec in crs_params.registered()}
+    for name, value in cmd.mca:  # Open MPI's own parameters go to its launcher
+        if name not in registered and launcher.flavour == "openmpi":
+            args += ["--mca", name, value]
+    args += launcher.forward_env_args(env)
+    return args + cmd.launcher_options + cmd.program
+
+
+def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
+            argv: list[str]) -> int:
+    """Be the global coordinator of a C/R job; return the job's exit status."""
+    from .app_coordinator import ENV_RESTART_SEQ_DIR
+    from .coordinator import GlobalCoordinator
+
+    restart_dir = os.environ.pop(ENV_RESTART_GLOBAL, None)
+    restart_seq = os.environ.pop(ENV_RESTART_SEQ, None)
+    records = [
+        ("Job ID", str(os.getpid())),
+        ("Mpirun Command", json.dumps([TOOL, *argv])),
+        ("Launcher", f"{launcher.flavour} {launcher.path}"),
+        ("Launcher Options", json.dumps(cmd.launcher_options)),
+        ("AMCA", ":".join(cmd.amca)),
+    ]
+    coordinator = GlobalCoordinator(prm, records, Path(restart_dir) if restart_dir else None)
+    env = cr_environment(os.environ, prm.child_env())
+    env.update(coordinator.rank_environment())
+    env.update(launcher.env())
+    if restart_dir and restart_seq is not None:
+        env[ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
+    args = _launcher_arguments(launcher, prm, cmd, env)
+
+    signals = set(FORWARDED)
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # taken by the forwarding thread only
+    coordinator.start()
+    child = subprocess.Popen(args, env=env,
+                             preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, signals))
+    threading.Thread(target=_forward_signals, args=(child, coordinator, signals),
+                     name="pycrs-signals", daemon=True).start()
+    try:
+        status = child.wait()
+    finally:
+        coordinator.close()
+    return 128 - status if status < 0 else status
+
+
+def _forward_signals(child: subprocess.Popen[bytes], coordinator: object,
+                     signals: set[signal.Signals]) -> None:
+    """Pass signals on to the launcher (and stop/continue with the job on SIGTSTP/SIGCONT).
+
+    A signal the terminal sent to the whole foreground group has reached the launcher already;
+    passing it on again would deliver it twice."""
+    while child.poll() is None:
+        info = signal.sigwaitinfo(signals)
+        sig = signal.Signals(info.si_signo)
+        from_terminal = info.si_code == SI_KERNEL
+        targets = [] if from_terminal else [child.pid]
+        if sig in (signal.SIGTSTP, signal.SIGCONT):
+            targets += coordinator.local_rank_pids()  # type: ignore[attr-defined]
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if sig == signal.SIGTSTP:
+            os.kill(os.getpid(), signal.SIGSTOP)  # stop with the job, as a shell expects
+
+
+if __name__ == "__main__":
+    main()

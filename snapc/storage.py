@@ -1,0 +1,183 @@
+"""Global snapshots on disk, in Open MPI's layout, with integrity added.
+
+::
+
+    <snapc_base_global_snapshot_dir>/ompi_global_snapshot_<JOBID>.ckpt/
+        global_snapshot_meta.data     # job records, then one block per finished sequence
+        0/opal_snapshot_0.ckpt/ ...   # one local snapshot per rank
+        1/...
+
+A sequence is written in ``.<seq>.partial-*`` beside its final name: each rank commits its local
+snapshot there; when all ranks have succeeded the coordinator fsyncs the directory, renames it to
+``<seq>`` and rewrites the metadata (aside, fsynced, renamed) with a new ``Finished Seq`` record,
+which is the commit. Whatever happens before that rename of the metadata, the previous finished
+sequence stays restartable; directories without a ``Finished Seq`` record are never used.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from crs import native
+from crs.snapshot import LocalSnapshot, Meta, SnapshotError, _fsync_dir, local_snapshot_name
+
+META_FILE = "global_snapshot_meta.data"
+
+
+def global_snapshot_name(jobid: int) -> str:
+    return f"ompi_global_snapshot_{jobid}.ckpt"
+
+
+@dataclass(frozen=True)
+class SeqRecord:
+    """One finished sequence as recorded in the metadata."""
+
+    seq: int
+    timestamp: str
+    component: str
+    nprocs: int
+
+
+class GlobalSnapshot:
+    """A global snapshot directory: its job records and its finished sequences."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).absolute()
+        if not self.path.is_dir():
+            raise SnapshotError(f"{self.path}: no such global snapshot")
+        self.meta = Meta.read(self.path / META_FILE)
+        self.seqs: dict[int, SeqRecord] = {}
+        current: dict[str, str] = {}
+        for key, value in self.meta.records:
+            if key == "Seq":
+                current = {"Seq": value}
+            elif key == "Finished Seq":
+                try:
+                    seq = int(value)
+                    self.seqs[seq] = SeqRecord(seq, current.get("Timestamp", ""),
+                                               current.get("OPAL CRS Component", ""),
+                                               int(current.get("NP", "0")))
+                except ValueError:
+                    raise SnapshotError(f"{self.path / META_FILE}: malformed Finished Seq "
+                                        f"record {value!r}") from None
+            elif current:
+                current[key] = value
+
+    @property
+    def finished(self) -> list[int]:
+        return sorted(self.seqs)
+
+    def newest(self) -> int:
+        if not self.seqs:
+            raise SnapshotError(f"{self.path}: no finished sequence to restart from")
+        return max(self.seqs)
+
+    def seq_dir(self, seq: int) -> Path:
+        return self.path / str(seq)
+
+    def rank_snapshot(self, seq: int, rank: int) -> Path:
+        return self.seq_dir(seq) / local_snapshot_name(rank)
+
+    def check_seq(self, seq: int) -> SeqRecord:
+        """The record of ``seq``, or SnapshotError if it never finished."""
+        if seq not in self.seqs:
+            have = ", ".join(map(str, self.finished)) or "none"
+            state = "exists but never finished" if self.seq_dir(seq).exists() else "does not exist"
+            raise SnapshotError(f"{self.path}: sequence {seq} {state} (finished sequences: {have})")
+        return self.seqs[seq]
+
+    def verify(self, seq: int) -> list[LocalSnapshot]:
+        """Verify every rank's local snapshot of ``seq`` in full; return them in rank order."""
+        record = self.check_seq(seq)
+        if record.nprocs <= 0:
+            raise SnapshotError(f"{self.path / META_FILE}: sequence {seq} has no NP record")
+        paths = [self.rank_snapshot(seq, r) for r in range(record.nprocs)]
+        snaps = [LocalSnapshot(p) for p in paths]
+        with ThreadPoolExecutor(max_workers=min(8, len(snaps))) as pool:
+            list(pool.map(LocalSnapshot.verify, snaps))  # raises the first failure
+        return snaps
+
+    def job(self, key: str) -> str | None:
+        """A job-level record (written before any Seq block)."""
+        for k, v in self.meta.records:
+            if k == "Seq":
+                return None
+            if k == key:
+                return v
+        return None
+
+
+class GlobalSnapshotWriter:
+    """Owned by the global coordinator: creates the directory and commits sequences."""
+
+    def __init__(self, path: Path, job_records: list[tuple[str, str]], fsync: bool = True) -> None:
+        self.path = Path(path).absolute()
+        self.fsync = fsync
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta_path = self.path / META_FILE
+        if meta_path.exists():
+            self.meta = Meta.read(meta_path)  # a restarted job continues the same history
+        else:
+            self.meta = Meta(list(job_records))
+            self._write_meta()
+        self._clean_partials()
+
+    def next_seq(self) -> int:
+        used = [int(v) for k, v in self.meta.records if k in ("Seq", "Finished Seq")]
+        used += [int(p.name) for p in self.path.iterdir() if p.name.isdigit()]
+        return max(used, default=-1) + 1
+
+    def begin(self, seq: int) -> Path:
+        """A fresh partial directory for ``seq``, where ranks write their local snapshots."""
+        partial = self.path / f".{seq}.partial-{os.getpid()}-{time.time_ns()}"
+        partial.mkdir()
+        return partial
+
+    def commit(self, seq: int, partial: Path, component: str, nprocs: int,
+               extra: list[tuple[str, str]] = ()) -> Path:  # type: ignore[assignment]
+        """Make ``seq`` visible and record it as finished; every rank must have committed."""
+        for rank in range(nprocs):
+            LocalSnapshot(partial / local_snapshot_name(rank))  # present, metadata intact
+        if self.fsync:
+            _fsync_dir(partial)
+        final = self.seq_dir(seq)
+        native.rename_noreplace(partial, final)
+        if self.fsync:
+            _fsync_dir(self.path)
+        self.meta.add("Seq", str(seq))
+        self.meta.add("Timestamp", time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+        self.meta.add("OPAL CRS Component", component)
+        self.meta.add("NP", str(nprocs))
+        for rank in range(nprocs):
+            self.meta.add("Process", f"{rank} {local_snapshot_name(rank)}")
+        self.meta.add("Snapshot Location", str(final))
+        for key, value in extra:
+            self.meta.add(key, value)
+        self.meta.add("Finished Seq", str(seq))
+        self._write_meta()
+        return final
+
+    def abort(self, partial: Path) -> None:
+        shutil.rmtree(partial, ignore_errors=True)
+
+    def seq_dir(self, seq: int) -> Path:
+        return self.path / str(seq)
+
+    def _write_meta(self) -> None:
+        tmp = self.path / f".{META_FILE}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        self.meta.write(tmp, self.fsync)
+        os.replace(tmp, self.path / META_FILE)
+        if self.fsync:
+            _fsync_dir(self.path)
+
+    def _clean_partials(self) -> None:
+        """Remove partial sequences left by a coordinator that died mid-checkpoint."""
+        for p in self.path.glob(".*.partial-*"):
+            pid = p.name.rsplit("-", 2)[-2]
+            if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+                shutil.rmtree(p, ignore_errors=True)
