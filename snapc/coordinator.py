@@ -50,7 +50,6 @@ class RankLink:
     pid: int
     host: str
     sock: socket.socket
-    inbox: "queue.Queue[dict[str, Any] | None]" = field(default_factory=queue.Queue)
     alive: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,10 +85,13 @@ class GlobalCoordinator:
         self.size: int | None = None
         self.registered = threading.Condition()
         self.requests: "queue.Queue[Request]" = queue.Queue()
+        # Every rank's messages, in arrival order; None marks a rank whose connection ended.
+        self.inbox: "queue.Queue[tuple[RankLink, dict[str, Any] | None]]" = queue.Queue()
         self.job_ended = threading.Event()
         self.last_seq: int | None = None
         self.state = "idle"
         self._writer: GlobalSnapshotWriter | None = None
+        self._tool_threads: set[threading.Thread] = set()
         host = params.get("snapc_base_coordinator_address")
         self.rank_listener = socket.create_server((host, 0))
         self.address = f"{host}:{self.rank_listener.getsockname()[1]}"
@@ -107,8 +109,17 @@ class GlobalCoordinator:
             threading.Thread(target=target, name=f"pycrs-{target.__name__}", daemon=True).start()
 
     def close(self) -> None:
-        """The job ended: fail what is pending and remove the tools' endpoint."""
+        """The job ended: fail what is pending, let the tools hear it, remove the endpoint."""
         self.job_ended.set()
+        while True:
+            try:
+                req = self.requests.get_nowait()
+            except queue.Empty:
+                break
+            req.events.put({"event": "error", "message": "the job ended before the checkpoint "
+                            "started"})
+        for thread in list(self._tool_threads):
+            thread.join(timeout=10)
         for listener in (self.rank_listener, self.tool_listener):
             try:
                 listener.close()
@@ -150,11 +161,11 @@ class GlobalCoordinator:
             self.registered.notify_all()
         try:
             for message in stream:
-                link.inbox.put(message)
+                self.inbox.put((link, message))
         except (OSError, ValueError):
             pass
         link.alive = False
-        link.inbox.put(None)
+        self.inbox.put((link, None))
 
     def _wait_for_ranks(self, req: Request) -> list[RankLink]:
         timeout = float(self.params.get_int("snapc_base_registration_timeout"))
@@ -175,20 +186,26 @@ class GlobalCoordinator:
                 req.events.put({"event": "status", "message": "waiting for ranks to register"})
                 self.registered.wait(0.5)
 
-    def _expect(self, link: RankLink, op: str, seq: int) -> dict[str, Any]:
-        while True:
+    def _gather(self, links: list[RankLink], op: str, seq: int) -> list[dict[str, Any]]:
+        """One ``op`` message of ``seq`` from every rank, in rank order; the first rank to go
+        away (in the order it happened) fails the checkpoint."""
+        for link in links:
+            if not link.alive:
+                raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) is gone")
+        got: dict[int, dict[str, Any]] = {}
+        while len(got) < len(links):
             try:
-                message = link.inbox.get(timeout=0.5)
+                link, message = self.inbox.get(timeout=0.5)
             except queue.Empty:
                 if self.job_ended.is_set():
                     raise CheckpointFailed("the job ended during the checkpoint") from None
                 continue
-            if message is None:
-                link.inbox.put(None)  # keep the rank marked as gone for later readers
+            if message is None and link in links:
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
                                        "during the checkpoint")
-            if message.get("op") == op and message.get("seq") == seq:
-                return message
+            if message is not None and message.get("op") == op and message.get("seq") == seq:
+                got[link.rank] = message
+        return [got[link.rank] for link in links]
 
     # -- tools --------------------------------------------------------------------------------
     def _accept_tools(self) -> None:
@@ -197,7 +214,9 @@ class GlobalCoordinator:
                 conn, _ = self.tool_listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve_tool, args=(conn,), daemon=True).start()
+            thread = threading.Thread(target=self._serve_tool, args=(conn,), daemon=True)
+            self._tool_threads.add(thread)
+            thread.start()
 
     def info(self) -> dict[str, Any]:
         return {"jobid": self.jobid, "ranks": len(self.ranks), "size": self.size,
@@ -206,6 +225,12 @@ class GlobalCoordinator:
                 "command": dict(self.job_records).get("Mpirun Command", "")}
 
     def _serve_tool(self, conn: socket.socket) -> None:
+        try:
+            self._answer_tool(conn)
+        finally:
+            self._tool_threads.discard(threading.current_thread())
+
+    def _answer_tool(self, conn: socket.socket) -> None:
         with conn:
             try:
                 _, uid, _ = endpoint.peer_credentials(conn)
@@ -280,14 +305,14 @@ class GlobalCoordinator:
         try:
             for link in links:
                 link.send({"op": "prepare", "seq": seq})
-            counts = [self._expect(link, "count", seq)["count"] for link in links]
+            counts = [m["count"] for m in self._gather(links, "count", seq)]
             at = max(counts) + 1
             req.events.put({"event": "status",
                             "message": f"sequence {seq}: ranks meet at safe point {at}"})
             for link in links:
                 link.send({"op": "target", "seq": seq, "at": at, "dir": str(partial),
                            "term": req.term, "stop": req.stop, "crs": req.only})
-            results = [self._expect(link, "saved", seq) for link in links]
+            results = self._gather(links, "saved", seq)
             failures = [r["message"] for r in results if not r.get("ok")]
             if failures:
                 raise CheckpointFailed("; ".join(failures))

@@ -57,3 +57,30 @@ def start_under_pycrs(args: list[str], cwd: Path, **kw: object) -> subprocess.Po
 def tree_digest(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes, to show a snapshot was not touched."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process in session ``sid``."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL a whole job (launcher, ranks and all) started with start_new_session=True: what
+    a node failure or a batch system's kill does to it."""
+    deadline = time.monotonic() + 30
+    while pids := session_pids(sid):
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        assert time.monotonic() < deadline, f"processes survive: {pids}"
+        time.sleep(0.05)
