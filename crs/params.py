@@ -112,7 +112,6 @@ class Params:
             self.cli[AMCA_PARAM] = ":".join(sets)
         self.env = os.environ if env is None else env
         self._layers: list[tuple[str, dict[str, str]]] | None = None
-        self._amca_for_child: list[str] = []
 
     # -- layers -----------------------------------------------------------------------------
     def _from_env(self) -> dict[str, str]:
@@ -123,15 +122,15 @@ class Params:
         text = self.cli.get(AMCA_PARAM) or env_values.get(AMCA_PARAM, "")
         return [s for s in text.split(":") if s]
 
-    def _find_amca(self, name: str, search: str) -> tuple[Path, bool]:
-        """The file of set ``name`` and whether it was found independently of the cwd."""
+    def _find_amca(self, name: str, search: str) -> Path:
+        """The file of aggregate set ``name``."""
         candidate = Path(os.path.expanduser(name))
         if candidate.is_file():
-            return candidate, candidate.is_absolute()
+            return candidate
         for d in search.split(":"):
             p = Path(os.path.expanduser(d or ".")) / name
             if p.is_file():
-                return p, p.is_absolute()
+                return p
         raise ParamError(f"aggregate parameter set {name!r} not found (searched {search})")
 
     def layers(self) -> list[tuple[str, dict[str, str]]]:
@@ -146,11 +145,9 @@ class Params:
         search = self.cli.get("mca_base_param_file_path") or env_values.get(
             "mca_base_param_file_path", _REGISTRY["mca_base_param_file_path"].default
         )
-        self._amca_for_child = []
         for name in self._amca_sets(env_values):
-            path, portable = self._find_amca(name, search)
+            path = self._find_amca(name, search)
             layers.append((f"aggregate set {name} ({path})", parse_param_file(path)))
-            self._amca_for_child.append(name if portable else str(path.absolute()))
         files = self.cli.get("mca_base_param_files") or env_values.get(
             "mca_base_param_files", _REGISTRY["mca_base_param_files"].default
         )
@@ -224,16 +221,22 @@ class Params:
                 self.get_int(spec.name)
 
     def child_env(self) -> dict[str, str]:
-        """Environment entries that make a child process resolve what this command line set,
-        even when it runs in another directory: aggregate sets and paths given relative to this
-        process's working directory are passed on as absolute paths."""
-        env = {}
+        """Environment entries that make a child process resolve what this process resolved.
+
+        Command-line values become ``OMPI_MCA_*`` variables (paths made absolute, as the child
+        may run elsewhere). Aggregate sets are passed on expanded, value by value, and never by
+        name: Open MPI's own processes read ``OMPI_MCA_mca_base_param_file_prefix`` too and fail
+        on a set they cannot find. Values the environment already sets are left to it."""
+        env: dict[str, str] = {}
+        inherited = self._from_env()
+        for source, values in reversed(self.layers()):
+            if source.startswith("aggregate set"):
+                env.update({ENV_PREFIX + k: v for k, v in values.items() if k not in inherited})
         for k, v in self.cli.items():
-            kind = _REGISTRY[k].kind if k in _REGISTRY else "string"
             if k == AMCA_PARAM:
-                self.layers()
-                v = ":".join(self._amca_for_child)
-            elif kind == "path":
+                continue
+            kind = _REGISTRY[k].kind if k in _REGISTRY else "string"
+            if kind == "path":
                 v = _absolute(v)
             elif kind == "paths":
                 v = ":".join(_absolute(p) if p else p for p in v.split(":"))

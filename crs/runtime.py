@@ -199,7 +199,8 @@ def _deliver_restart() -> None:
 # -- taking a checkpoint ----------------------------------------------------------------------
 def save_local(final: Path, only: str | None = None,
                options: CheckpointOptions = CheckpointOptions(),
-               on_started: Callable[[str], None] | None = None) -> tuple[Path, str]:
+               on_started: Callable[[str], None] | None = None,
+               create_parent: bool = True) -> tuple[Path, str]:
     """Save this process into the local snapshot ``final`` with the selected component and
     commit it; return (path, component). Raises CheckpointError; the process can go on."""
     from .framework import broadcast_ft_event, select
@@ -210,7 +211,8 @@ def save_local(final: Path, only: str | None = None,
         component = select(target, params(), only)
         if on_started:
             on_started(component.name)
-        with SnapshotWriter(final, fsync=params().get_bool("crs_base_fsync")) as writer:
+        with SnapshotWriter(final, fsync=params().get_bool("crs_base_fsync"),
+                            create_parent=create_parent) as writer:
             standard_meta(writer.meta, component.name, target.pid, writer.final)
             _relaunch_meta(writer)
             broadcast_ft_event(State.CHECKPOINT)

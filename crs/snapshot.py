@@ -36,7 +36,22 @@ def local_snapshot_name(ident: int) -> str:
     return f"opal_snapshot_{ident}.ckpt"
 
 
-def _fsync_dir(path: Path) -> None:
+def remove_stale_partials(directory: Path, prefix: str) -> None:
+    """Remove ``<prefix><pid>-*`` directories whose writer (``pid``) is gone: what a writer
+    killed mid-snapshot left behind. A live writer's directory is never touched."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -161,11 +176,15 @@ class SnapshotWriter:
     and leaves any earlier snapshot of the same name untouched.
     """
 
-    def __init__(self, final: Path, fsync: bool = True) -> None:
+    def __init__(self, final: Path, fsync: bool = True, create_parent: bool = True) -> None:
+        """``create_parent`` False: the directory must exist already (a coordinator made it and
+        may withdraw it; a late writer must then fail rather than bring it back)."""
         self.final = Path(final).absolute()
         self.fsync = fsync
         self.meta = Meta()
-        self.final.parent.mkdir(parents=True, exist_ok=True)
+        if create_parent:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.final.parent, f".{self.final.name}.partial-")
         self.aside = self.final.with_name(f".{self.final.name}.partial-{os.getpid()}-{time.time_ns()}")
         self.aside.mkdir()
         self._files: list[ChecksummedWriter] = []
@@ -194,14 +213,14 @@ class SnapshotWriter:
             self.meta.add("File", f"{name} {size} {digest}")
         self.meta.write(self.aside / META_FILE, self.fsync)
         if self.fsync:
-            _fsync_dir(self.aside)
+            fsync_dir(self.aside)
         if self.final.exists():
             native.rename_exchange(self.aside, self.final)
             shutil.rmtree(self.aside)  # now holds the previous snapshot
         else:
             native.rename_noreplace(self.aside, self.final)
         if self.fsync:
-            _fsync_dir(self.final.parent)
+            fsync_dir(self.final.parent)
         return self.final
 
     def abort(self) -> None:

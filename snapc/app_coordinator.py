@@ -123,7 +123,8 @@ class AppCoordinator:
             if comm is not None:
                 quiesce.ensure_quiet(comm)
             final = target.directory / local_snapshot_name(self.rank)
-            _, component = runtime.save_local(final, target.only, target.options)
+            _, component = runtime.save_local(final, target.only, target.options,
+                                              create_parent=False)
         except Exception as exc:  # noqa: BLE001 - reported to the coordinator, the job goes on
             ok, message = False, f"rank {self.rank}: {exc}"
         if comm is not None:

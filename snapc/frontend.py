@@ -166,12 +166,15 @@ def _forward_signals(child: subprocess.Popen[bytes], coordinator: object,
         info = signal.sigwaitinfo(signals)
         sig = signal.Signals(info.si_signo)
         from_terminal = info.si_code == SI_KERNEL
-        targets = [] if from_terminal else [child.pid]
+        sends = [] if from_terminal else [(child.pid, sig)]
         if sig in (signal.SIGTSTP, signal.SIGCONT):
-            targets += coordinator.local_rank_pids()  # type: ignore[attr-defined]
-        for pid in targets:
+            # hydra passes neither on, and its ranks sit in sessions of their own, where the
+            # kernel drops a SIGTSTP: stop (and continue) the local ranks ourselves.
+            rank_sig = signal.SIGSTOP if sig == signal.SIGTSTP else sig
+            sends += [(pid, rank_sig) for pid in coordinator.local_rank_pids()]  # type: ignore[attr-defined]
+        for pid, s in sends:
             try:
-                os.kill(pid, sig)
+                os.kill(pid, s)
             except ProcessLookupError:
                 pass
         if sig == signal.SIGTSTP:

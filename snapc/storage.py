@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crs import native
-from crs.snapshot import LocalSnapshot, Meta, SnapshotError, _fsync_dir, local_snapshot_name
+from crs.snapshot import (LocalSnapshot, Meta, SnapshotError, fsync_dir, local_snapshot_name,
+                          remove_stale_partials)
 
 META_FILE = "global_snapshot_meta.data"
 
@@ -133,6 +134,7 @@ class GlobalSnapshotWriter:
 
     def begin(self, seq: int) -> Path:
         """A fresh partial directory for ``seq``, where ranks write their local snapshots."""
+        self._clean_partials()
         partial = self.path / f".{seq}.partial-{os.getpid()}-{time.time_ns()}"
         partial.mkdir()
         return partial
@@ -143,11 +145,11 @@ class GlobalSnapshotWriter:
         for rank in range(nprocs):
             LocalSnapshot(partial / local_snapshot_name(rank))  # present, metadata intact
         if self.fsync:
-            _fsync_dir(partial)
+            fsync_dir(partial)
         final = self.seq_dir(seq)
         native.rename_noreplace(partial, final)
         if self.fsync:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         self.meta.add("Seq", str(seq))
         self.meta.add("Timestamp", time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         self.meta.add("OPAL CRS Component", component)
@@ -162,7 +164,14 @@ class GlobalSnapshotWriter:
         return final
 
     def abort(self, partial: Path) -> None:
-        shutil.rmtree(partial, ignore_errors=True)
+        """Withdraw a partial sequence. It is renamed first, so that a rank still writing into
+        it fails instead of recreating it, then removed."""
+        withdrawn = partial.with_name(partial.name.replace(".partial-", ".aborted-", 1))
+        try:
+            os.rename(partial, withdrawn)
+        except OSError:
+            withdrawn = partial
+        shutil.rmtree(withdrawn, ignore_errors=True)
 
     def seq_dir(self, seq: int) -> Path:
         return self.path / str(seq)
@@ -173,11 +182,12 @@ class GlobalSnapshotWriter:
         self.meta.write(tmp, self.fsync)
         os.replace(tmp, self.path / META_FILE)
         if self.fsync:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
     def _clean_partials(self) -> None:
-        """Remove partial sequences left by a coordinator that died mid-checkpoint."""
+        """Remove withdrawn sequences, and partial ones whose coordinator died."""
+        for p in self.path.glob(".*.aborted-*"):
+            shutil.rmtree(p, ignore_errors=True)
         for p in self.path.glob(".*.partial-*"):
-            pid = p.name.rsplit("-", 2)[-2]
-            if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
-                shutil.rmtree(p, ignore_errors=True)
+            seq_prefix = p.name[: p.name.index(".partial-") + len(".partial-")]
+            remove_stale_partials(self.path, seq_prefix)

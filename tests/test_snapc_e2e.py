@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, kill_session, run, tool, tree_digest
+from conftest import APPS, MPI, ROOT, kill_session, run, tree_digest
 
 STENCIL = str(ROOT / "examples" / "mpi_stencil.py")
 STEPS, DELAY = "400", "0.02"
 FAULTY = str(APPS / "mpi_faulty.py")
 
 
-def start_job(args: list[str], gdir: Path, np_: int = 4, env: dict[str, str] | None = None,
-              ) -> subprocess.Popen[str]:
+def start_job(mpi: MPI, args: list[str], gdir: Path, np_: int = 4,
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Our mpirun in C/R mode, as a user starts it, in its own session so that it can be killed
     whole; returns once the job's control endpoint is up."""
-    cmd = [tool("mpirun"), "-am", "ft-enable-cr", "--mca", "snapc_base_global_snapshot_dir",
-           str(gdir), "-np", str(np_), sys.executable, *args]
+    cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr", "--mca",
+           "snapc_base_global_snapshot_dir", str(gdir), "-np", str(np_), mpi.python, *args]
     proc = subprocess.Popen(cmd, cwd=gdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env=env)
     sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mpirun-{proc.pid}.sock"
@@ -36,16 +36,16 @@ def start_job(args: list[str], gdir: Path, np_: int = 4, env: dict[str, str] | N
     return proc
 
 
-def checkpoint(jobid: int, *extra: str) -> tuple[int, Path]:
-    res = run([tool("ompi-checkpoint"), *extra, str(jobid)])
+def checkpoint(mpi: MPI, jobid: int, *extra: str) -> tuple[int, Path]:
+    res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
     assert res.returncode == 0, res.stderr
     m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
     assert m, res.stdout
     return int(m.group(1)), Path(m.group(2))
 
 
-def restart(gdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run([tool("ompi-restart"), *extra, str(gdir)])
+def restart(mpi: MPI, gdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run([mpi.tool("ompi-restart"), *extra, str(gdir)])
 
 
 def restarted_at(stderr: str) -> int:
@@ -60,44 +60,43 @@ def expected_after(reference: list[str], step: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference() -> list[str]:
+def reference(mpi: MPI) -> list[str]:
     """The stencil's output under the plain launcher, without C/R."""
-    res = run([str(Path(sys.executable).parent / "mpiexec"), "-n", "4", sys.executable, STENCIL,
-               STEPS, "0"])
+    res = run([*mpi.plain(4), mpi.python, STENCIL, STEPS, "0"])
     assert res.returncode == 0, res.stderr
     return res.stdout.splitlines()
 
 
-def test_checkpoint_twice_kill_restart_newest_then_seq0(tmp_path: Path, reference: list[str]) -> None:
-    job = start_job([STENCIL, STEPS, DELAY], tmp_path)
+def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+    job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    seq0, gdir = checkpoint(job.pid)
+    seq0, gdir = checkpoint(mpi, job.pid)
     time.sleep(1)
-    seq1, gdir1 = checkpoint(job.pid)
+    seq1, gdir1 = checkpoint(mpi, job.pid)
     assert (seq0, seq1) == (0, 1) and gdir == gdir1 == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
     kill_session(job.pid)
     job.wait()
 
-    newest = restart(gdir)
+    newest = restart(mpi, gdir)
     assert newest.returncode == 0, newest.stderr
     at = restarted_at(newest.stderr)
     assert newest.stdout.splitlines() == expected_after(reference, at)
 
-    oldest = restart(gdir, "--seq", "0")
+    oldest = restart(mpi, gdir, "--seq", "0")
     assert oldest.returncode == 0, oldest.stderr
     at0 = restarted_at(oldest.stderr)
     assert at0 < at
     assert oldest.stdout.splitlines() == expected_after(reference, at0)
 
 
-def test_term_ends_the_job_then_restart(tmp_path: Path, reference: list[str]) -> None:
-    job = start_job([STENCIL, STEPS, DELAY], tmp_path)
+def test_term_ends_the_job_then_restart(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+    job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    _, gdir = checkpoint(job.pid, "--term")
+    _, gdir = checkpoint(mpi, job.pid, "--term")
     out, err = job.communicate(timeout=120)
     assert job.returncode == 0, err
     assert "result" not in out
-    res = restart(gdir)
+    res = restart(mpi, gdir)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
@@ -106,10 +105,10 @@ def _process_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
-def test_stop_then_sigcont_to_mpirun(tmp_path: Path, reference: list[str]) -> None:
-    job = start_job([STENCIL, STEPS, DELAY], tmp_path)
+def test_stop_then_sigcont_to_mpirun(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+    job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    _, gdir = checkpoint(job.pid, "--stop")
+    _, gdir = checkpoint(mpi, job.pid, "--stop")
     ranks = [int(p.stem.split("-")[1]) for p in Path(os.environ["PYCRS_CONTROL_DIR"]).glob("crs-*.sock")]
     assert len(ranks) == 4
     deadline = time.monotonic() + 30
@@ -122,47 +121,46 @@ def test_stop_then_sigcont_to_mpirun(tmp_path: Path, reference: list[str]) -> No
     out, err = job.communicate(timeout=180)
     assert job.returncode == 0, err
     assert out.splitlines() == reference
-    res = restart(gdir)
+    res = restart(mpi, gdir)
     assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
-def test_restarted_job_continues_the_same_history(tmp_path: Path, reference: list[str]) -> None:
-    job = start_job([STENCIL, STEPS, DELAY], tmp_path)
+def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+    job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    _, gdir = checkpoint(job.pid)
+    _, gdir = checkpoint(mpi, job.pid)
     kill_session(job.pid)
     job.wait()
 
-    again = subprocess.Popen([tool("ompi-restart"), str(gdir)], stdout=subprocess.PIPE,
+    again = subprocess.Popen([mpi.tool("ompi-restart"), str(gdir)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mpirun-{again.pid}.sock"
     while not sock.exists():
         assert again.poll() is None, again.communicate()
         time.sleep(0.05)
     time.sleep(2)
-    seq, gdir2 = checkpoint(again.pid)
+    seq, gdir2 = checkpoint(mpi, again.pid)
     assert (seq, gdir2) == (1, gdir)  # same directory, next sequence
     kill_session(again.pid)
     again.wait()
-    res = restart(gdir)  # newest: the restarted job's own snapshot
+    res = restart(mpi, gdir)  # newest: the restarted job's own snapshot
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
 @pytest.fixture(scope="module")
-def faulty_reference() -> str:
-    res = run([str(Path(sys.executable).parent / "mpiexec"), "-n", "4", sys.executable, FAULTY,
-               "150", "0", "none"])
+def faulty_reference(mpi: MPI) -> str:
+    res = run([*mpi.plain(4), mpi.python, FAULTY, "150", "0", "none"])
     assert res.returncode == 0, res.stderr
     return res.stdout
 
 
-def test_failing_rank_fails_the_checkpoint_cleanly(tmp_path: Path, faulty_reference: str) -> None:
-    job = start_job([FAULTY, "150", "0.02", "raise:2:2"], tmp_path)
+def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path, faulty_reference: str) -> None:
+    job = start_job(mpi, [FAULTY, "150", "0.02", "raise:2:2"], tmp_path)
     time.sleep(1.5)
-    _, gdir = checkpoint(job.pid)
+    _, gdir = checkpoint(mpi, job.pid)
     before = tree_digest(gdir)
-    res = run([tool("ompi-checkpoint"), str(job.pid)])
+    res = run([mpi.tool("ompi-checkpoint"), str(job.pid)])
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert "rank 2" in res.stderr and "cannot save" in res.stderr
     assert tree_digest(gdir) == before, "the earlier snapshot is untouched"
@@ -170,30 +168,30 @@ def test_failing_rank_fails_the_checkpoint_cleanly(tmp_path: Path, faulty_refere
     out, err = job.communicate(timeout=120)
     assert job.returncode == 0, err
     assert out == faulty_reference  # the job went on
-    assert restart(gdir).stdout == faulty_reference
+    assert restart(mpi, gdir).stdout == faulty_reference
 
 
-def test_rank_dying_during_checkpoint(tmp_path: Path, faulty_reference: str) -> None:
-    job = start_job([FAULTY, "150", "0.02", "die:1:2"], tmp_path)
+def test_rank_dying_during_checkpoint(mpi: MPI, tmp_path: Path, faulty_reference: str) -> None:
+    job = start_job(mpi, [FAULTY, "150", "0.02", "die:1:2"], tmp_path)
     time.sleep(1.5)
-    _, gdir = checkpoint(job.pid)
-    res = run([tool("ompi-checkpoint"), str(job.pid)])
+    _, gdir = checkpoint(mpi, job.pid)
+    res = run([mpi.tool("ompi-checkpoint"), str(job.pid)])
     assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
     assert "rank 1 " in res.stderr and "died during the checkpoint" in res.stderr
     kill_session(job.pid)
     job.wait()
     assert not list(gdir.glob(".*partial*"))
-    again = restart(gdir)
+    again = restart(mpi, gdir)
     assert again.returncode == 0, again.stderr
     assert again.stdout == faulty_reference
 
 
-def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(tmp_path: Path,
+def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_path: Path,
                                                                faulty_reference: str) -> None:
-    job = start_job([FAULTY, "150", "0.02", "slow:0:2"], tmp_path)
+    job = start_job(mpi, [FAULTY, "150", "0.02", "slow:0:2"], tmp_path)
     time.sleep(1.5)
-    _, gdir = checkpoint(job.pid)
-    pending = subprocess.Popen([tool("ompi-checkpoint"), str(job.pid)], stdout=subprocess.PIPE,
+    _, gdir = checkpoint(mpi, job.pid)
+    pending = subprocess.Popen([mpi.tool("ompi-checkpoint"), str(job.pid)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(gdir.glob(".*partial*/opal_snapshot_1.ckpt")):  # others saved, rank 0 is slow
@@ -203,8 +201,8 @@ def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(tmp_path: Path,
     job.wait()
     _, err = pending.communicate(timeout=60)
     assert pending.returncode == 1 and err.count("\n") == 1, err
-    res = restart(gdir)
+    res = restart(mpi, gdir)
     assert res.returncode == 0, res.stderr
     assert res.stdout == faulty_reference
-    listing = run([tool("ompi-restart"), "--showme", "--seq", "1", str(gdir)])
+    listing = run([mpi.tool("ompi-restart"), "--showme", "--seq", "1", str(gdir)])
     assert listing.returncode == 1 and "sequence 1" in listing.stderr

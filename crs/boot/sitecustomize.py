@@ -18,7 +18,16 @@ def _activate() -> None:
             from snapc.app_coordinator import activate_if_in_job
 
             activate_if_in_job()  # a rank of a C/R job started by our mpirun
-    except Exception as exc:  # noqa: BLE001 - never keep the application from starting
+    except Exception as exc:  # noqa: BLE001
+        restarting = os.environ.get("PYCRS_RESTART_SNAPSHOT") or os.environ.get(
+            "PYCRS_RESTART_SEQ_DIR")
+        if restarting:
+            # Going on would start the application from scratch, silently losing its state.
+            print(f"pycrs: cannot restart process {os.getpid()} from {restarting}: {exc}",
+                  file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)
+        # A fresh start: never keep the application from running, but say why C/R is off.
         print(f"pycrs: checkpoint/restart not enabled in process {os.getpid()}: {exc}",
               file=sys.stderr)
 

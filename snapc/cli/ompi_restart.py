@@ -70,7 +70,31 @@ def our_mpirun() -> list[str]:
     return [sys.executable, "-m", "snapc.frontend"]
 
 
-def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params) -> tuple[list[str], Relaunch]:
+_RANK_COUNT = {"-n", "-np", "--n", "--np", "-c"}
+_HOSTS = {"-host", "--host", "-hosts", "-f", "-hostfile", "--hostfile", "-machinefile",
+          "--machinefile"}
+
+
+def original_launcher_options(gs: GlobalSnapshot, new_hosts: bool) -> list[str]:
+    """The launcher options the job was started with, without its rank count (the snapshot
+    fixes it) and, when the restart names its own hosts, without the old ones."""
+    try:
+        options = json.loads(gs.job("Launcher Options") or "[]")
+    except ValueError:
+        raise SnapshotError(f"{gs.path}: malformed Launcher Options record") from None
+    drop = _RANK_COUNT | (_HOSTS if new_hosts else set())
+    kept, i = [], 0
+    while i < len(options):
+        if options[i] in drop:
+            i += 2
+            continue
+        kept.append(options[i])
+        i += 1
+    return kept
+
+
+def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
+                  launcher_options: list[str]) -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
     launches = []
     for rank, snap in enumerate(snaps):
@@ -78,7 +102,7 @@ def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params) ->
         component_for_snapshot(snap.component).call(
             "crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
         launches.append(relaunch)
-    cmd = our_mpirun()
+    cmd = our_mpirun() + launcher_options
     if getattr(ns, "hostfile"):
         cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]  # type: ignore[attr-defined]
     cmd += shlex.split(getattr(ns, "mpirun_opts"))
@@ -92,8 +116,21 @@ def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params) ->
     return cmd, launches[0]
 
 
+def _glue_mpirun_opts(argv: list[str]) -> list[str]:
+    """``--mpirun_opts "--x"``: argparse would take the quoted options for options of ours."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--mpirun_opts", "--mpirun-opts") and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _run(argv: list[str] | None) -> int:
-    ns = build_parser().parse_args(argv)
+    ns = build_parser().parse_args(_glue_mpirun_opts(sys.argv[1:] if argv is None else argv))
     prm = params.from_arguments(ns)
     prm.validate()
     gs = GlobalSnapshot(find_global_snapshot(ns.snapshot, prm))
@@ -101,7 +138,7 @@ def _run(argv: list[str] | None) -> int:
     if ns.verbose:
         print(f"{TOOL}: verifying sequence {seq} of {gs.path}", file=sys.stderr)
     snaps = gs.verify(seq)
-    cmd, first = build_command(snaps, ns, prm)
+    cmd, first = build_command(snaps, ns, prm, original_launcher_options(gs, bool(ns.hostfile)))
     env = dict(os.environ)
     env.update(first.env)  # the C/R parameters the job ran with
     env["OMPI_MCA_ft_cr_enabled"] = "1"
