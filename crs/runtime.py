@@ -164,6 +164,11 @@ def disable_checkpoint() -> None:
         manager().hook.crs_disable_checkpoint()
 
 
+def in_critical_section() -> bool:
+    """Whether the process is between disable_checkpoint() and the matching enable."""
+    return _disabled > 0
+
+
 def enable_checkpoint() -> None:
     """Leave a critical section entered with disable_checkpoint()."""
     global _disabled

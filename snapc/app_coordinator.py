@@ -120,6 +120,10 @@ class AppCoordinator:
             if count != target.at:
                 raise runtime.CheckpointError(f"passed the agreed safe point {target.at} "
                                               f"(at {count})")
+            if runtime.in_critical_section():
+                # The ranks cannot all wait for it: this checkpoint fails, a later one may not.
+                raise runtime.CheckpointError(f"inside a critical section at the agreed safe "
+                                              f"point {target.at}")
             if comm is not None:
                 quiesce.ensure_quiet(comm)
             final = target.directory / local_snapshot_name(self.rank)
