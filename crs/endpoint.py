@@ -65,6 +65,30 @@ def messages(sock: socket.socket) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
+Handler = Callable[[socket.socket, dict[str, Any]], None]
+
+
+def answer(conn: socket.socket, handlers: dict[str, Handler]) -> None:
+    """Serve one tool's connection: check it comes from our user, read its request and pass it
+    to the handler of its ``op``. Closes the connection; a tool that goes away is not an error."""
+    with conn:
+        try:
+            _, uid, _ = peer_credentials(conn)
+            if uid != os.getuid():
+                send(conn, {"event": "error", "message": "permission denied"})
+                return
+            message = next(messages(conn), None)
+            if message is None:
+                return
+            handler = handlers.get(str(message.get("op")))
+            if handler is None:
+                send(conn, {"event": "error", "message": f"unknown request {message.get('op')!r}"})
+                return
+            handler(conn, message)
+        except (OSError, ValueError):
+            pass
+
+
 def listen(path: Path) -> socket.socket:
     """Bind a listening socket at ``path``, replacing a stale socket file of an earlier process."""
     ensure_control_dir()

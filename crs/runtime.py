@@ -370,25 +370,11 @@ def _serve(listener: socket.socket) -> None:
 
 
 def _handle(conn: socket.socket) -> None:
-    with conn:
-        try:
-            _, uid, _ = endpoint.peer_credentials(conn)
-            if uid != os.getuid():
-                endpoint.send(conn, {"event": "error", "message": "permission denied"})
-                return
-            message = next(endpoint.messages(conn), None)
-            if message is None:
-                return
-            op = message.get("op")
-            if op == "ping":
-                endpoint.send(conn, {"event": "done", "pid": os.getpid(),
-                                     "restarted_from": str(_restart_from or "")})
-            elif op == "checkpoint":
-                _serve_checkpoint(conn, message)
-            else:
-                endpoint.send(conn, {"event": "error", "message": f"unknown request {op!r}"})
-        except (OSError, ValueError):
-            pass  # the tool went away mid-conversation
+    def ping(conn: socket.socket, _message: dict[str, Any]) -> None:
+        endpoint.send(conn, {"event": "done", "pid": os.getpid(),
+                             "restarted_from": str(_restart_from or "")})
+
+    endpoint.answer(conn, {"ping": ping, "checkpoint": _serve_checkpoint})
 
 
 def _serve_checkpoint(conn: socket.socket, message: dict[str, Any]) -> None:

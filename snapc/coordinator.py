@@ -231,24 +231,10 @@ class GlobalCoordinator:
             self._tool_threads.discard(threading.current_thread())
 
     def _answer_tool(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                _, uid, _ = endpoint.peer_credentials(conn)
-                if uid != os.getuid():
-                    endpoint.send(conn, {"event": "error", "message": "permission denied"})
-                    return
-                message = next(endpoint.messages(conn), None)
-                if message is None:
-                    return
-                if message.get("op") == "ping":
-                    endpoint.send(conn, {"event": "done", **self.info()})
-                elif message.get("op") == "checkpoint":
-                    self._serve_checkpoint(conn, message)
-                else:
-                    endpoint.send(conn, {"event": "error",
-                                         "message": f"unknown request {message.get('op')!r}"})
-            except (OSError, ValueError):
-                pass
+        def ping(conn: socket.socket, _message: dict[str, Any]) -> None:
+            endpoint.send(conn, {"event": "done", **self.info()})
+
+        endpoint.answer(conn, {"ping": ping, "checkpoint": self._serve_checkpoint})
 
     def _serve_checkpoint(self, conn: socket.socket, message: dict[str, Any]) -> None:
         req = Request(term=bool(message.get("term")), stop=bool(message.get("stop")),

@@ -129,3 +129,18 @@ def kill_session(sid: int) -> None:
                 pass
         assert time.monotonic() < deadline, f"processes survive: {pids}"
         time.sleep(0.05)
+
+
+def restarted_at(stderr: str) -> int:
+    """The step a restarted example says it resumed from ("restarted at step N" on stderr)."""
+    import re
+
+    m = re.search(r"restarted at step (\d+)", stderr)
+    assert m, stderr
+    return int(m.group(1))
+
+
+def expected_after(reference: list[str], step: int) -> list[str]:
+    """What a run resumed after ``step`` must print: the later progress lines and the result."""
+    later = [l for l in reference if l.startswith("step ") and int(l.split()[1]) > step]
+    return later + [reference[-1]]

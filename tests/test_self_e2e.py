@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, run, start_under_pycrs, tool, tree_digest, wait_for_endpoint
+from conftest import expected_after, restarted_at, APPS, ROOT, run, start_under_pycrs, tool, tree_digest, wait_for_endpoint
 
 LOOP = str(ROOT / "examples" / "numpy_loop.py")
 STEPS, DELAY = "300", "0.02"
@@ -32,18 +32,6 @@ def checkpoint(pid: int, where: Path, *extra: str) -> Path:
     return Path(m.group(1))
 
 
-def restarted_step(stderr: str) -> int:
-    m = re.search(r"restarted at step (\d+)", stderr)
-    assert m, stderr
-    return int(m.group(1))
-
-
-def expected_after(reference: list[str], step: int) -> list[str]:
-    """What a run resumed after ``step`` must print: the later progress lines and the result."""
-    later = [l for l in reference if l.startswith("step ") and int(l.split()[1]) > step]
-    return later + [reference[-1]]
-
-
 def test_checkpoint_twice_kill_restart(tmp_path: Path, reference: list[str]) -> None:
     proc = start_under_pycrs([LOOP, STEPS, DELAY], cwd=tmp_path)
     time.sleep(1.0)
@@ -59,7 +47,7 @@ def test_checkpoint_twice_kill_restart(tmp_path: Path, reference: list[str]) -> 
 
     res = run([tool("opal-restart"), str(second)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    step = restarted_step(res.stderr)
+    step = restarted_at(res.stderr)
     assert 0 < step < int(STEPS)
     assert res.stdout.splitlines() == expected_after(reference, step)
 
@@ -84,7 +72,7 @@ def test_restarted_process_can_be_checkpointed_and_restarted_again(tmp_path: Pat
     res = run([tool("opal-restart"), snap2.name], cwd=tmp_path,
               env={**__import__("os").environ, "OMPI_MCA_crs_base_snapshot_dir": str(tmp_path)})
     assert res.returncode == 0, res.stderr
-    step = restarted_step(res.stderr)
+    step = restarted_at(res.stderr)
     assert res.stdout.splitlines() == expected_after(reference, step)
 
 
@@ -96,7 +84,7 @@ def test_term_ends_the_process_after_the_snapshot(tmp_path: Path, reference: lis
     assert "result" not in proc.stdout.read()
     res = run([tool("opal-restart"), str(snap)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == expected_after(reference, restarted_step(res.stderr))
+    assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
 def test_stop_then_sigcont(tmp_path: Path, reference: list[str]) -> None:
@@ -112,7 +100,7 @@ def test_stop_then_sigcont(tmp_path: Path, reference: list[str]) -> None:
     assert proc.returncode == 0
     assert out.splitlines() == reference  # the original run was only paused
     res = run([tool("opal-restart"), str(snap)], cwd=tmp_path)
-    assert res.stdout.splitlines() == expected_after(reference, restarted_step(res.stderr))
+    assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
 @pytest.mark.parametrize("prefix", [None, "myapp"])
@@ -145,7 +133,7 @@ def test_application_asks_for_its_own_checkpoint(tmp_path: Path) -> None:
     assert res.stdout == ref
 
 
-def test_critical_section_defers_a_request(tmp_path: Path) -> None:
+def _enter_critical_section(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     marker = tmp_path / "inside"
     proc = start_under_pycrs([str(APPS / "features.py"), "critical", "60", str(marker)],
                              cwd=tmp_path)
@@ -153,7 +141,26 @@ def test_critical_section_defers_a_request(tmp_path: Path) -> None:
     while not marker.exists():
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    checkpoint(proc.pid, tmp_path)  # sent inside the section (steps 20-39): waits for its end
+    return proc, marker
+
+
+def _request_waiting(pid: int, where: Path) -> subprocess.Popen[str]:
+    """opal-checkpoint -v, returned once the process has taken the request and waits with it."""
+    tool_proc = subprocess.Popen([tool("opal-checkpoint"), "-v", "-w", str(where), str(pid)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in tool_proc.stderr:  # type: ignore[union-attr]
+        if "waiting for the next safe point" in line:
+            return tool_proc
+    raise AssertionError(f"request never reached the process: {tool_proc.communicate()}")
+
+
+def test_critical_section_defers_a_request(tmp_path: Path) -> None:
+    proc, marker = _enter_critical_section(tmp_path)
+    request = _request_waiting(proc.pid, tmp_path)  # sent inside the section: it must wait
+    time.sleep(0.5)
+    assert request.poll() is None, "no checkpoint inside the critical section"
+    (tmp_path / "inside.release").touch()
+    assert request.wait(timeout=120) == 0
     out, err = proc.communicate(timeout=120)
     taken = int(re.search(r"checkpoint at step (\d+)", err).group(1))  # type: ignore[union-attr]
     assert taken >= 40
@@ -174,16 +181,11 @@ def test_failed_checkpoint_leaves_process_and_earlier_snapshot(tmp_path: Path) -
 
 
 def test_overlapping_requests_are_refused_clearly(tmp_path: Path) -> None:
-    marker = tmp_path / "inside"
-    proc = start_under_pycrs([str(APPS / "features.py"), "critical", "60", str(marker)],
-                             cwd=tmp_path)
-    while not marker.exists():
-        time.sleep(0.01)
-    first = subprocess.Popen([tool("opal-checkpoint"), "-w", str(tmp_path), str(proc.pid)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    proc, marker = _enter_critical_section(tmp_path)
+    first = _request_waiting(proc.pid, tmp_path)
     second = run([tool("opal-checkpoint"), "-w", str(tmp_path), str(proc.pid)])
     assert second.returncode == 1
     assert "already in progress" in second.stderr and second.stderr.count("\n") == 1
+    (tmp_path / "inside.release").touch()
     assert first.wait(timeout=120) == 0
     proc.communicate(timeout=120)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, MPI, ROOT, kill_session, run, tree_digest
+from conftest import expected_after, restarted_at, APPS, MPI, ROOT, kill_session, run, tree_digest
 
 STENCIL = str(ROOT / "examples" / "mpi_stencil.py")
 STEPS, DELAY = "400", "0.02"
@@ -46,17 +46,6 @@ def checkpoint(mpi: MPI, jobid: int, *extra: str) -> tuple[int, Path]:
 
 def restart(mpi: MPI, gdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run([mpi.tool("ompi-restart"), *extra, str(gdir)])
-
-
-def restarted_at(stderr: str) -> int:
-    m = re.search(r"restarted at step (\d+)", stderr)
-    assert m, stderr
-    return int(m.group(1))
-
-
-def expected_after(reference: list[str], step: int) -> list[str]:
-    later = [l for l in reference if l.startswith("step ") and int(l.split()[1]) > step]
-    return later + [reference[-1]]
 
 
 @pytest.fixture(scope="module")

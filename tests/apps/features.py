@@ -1,6 +1,7 @@
 """Exercises the self component's extras, chosen by argv[1]:
 
-critical   steps 20-39 run inside crs.no_checkpoint(); writes 'inside' to argv[3] on entry
+critical   from step 20 runs inside crs.no_checkpoint() until step 40 and until a file argv[3]
+           + '.release' exists; writes 'inside' to argv[3] on entry
 selfreq    asks for its own checkpoint at step 30 (into argv[3]), then SIGKILLs itself at step 60
 failing    the checkpoint callback fails from the second checkpoint on
 """
@@ -43,7 +44,7 @@ while step < steps:
     if mode == "critical" and step == 20:
         with crs.no_checkpoint():
             open(extra, "w").write("inside")
-            while step < 40:
+            while step < 40 or not os.path.exists(extra + ".release"):
                 crs.safe_point()  # a request must wait: this is inside the critical section
                 work()
         continue
