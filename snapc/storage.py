@@ -49,7 +49,11 @@ class GlobalSnapshot:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).absolute()
         if not self.path.is_dir():
+            if self.path.exists():
+                raise SnapshotError(f"{self.path}: not a global snapshot directory")
             raise SnapshotError(f"{self.path}: no such global snapshot")
+        if not (self.path / META_FILE).exists():
+            raise SnapshotError(f"{self.path}: not a global snapshot (no {META_FILE})")
         self.meta = Meta.read(self.path / META_FILE)
         self.seqs: dict[int, SeqRecord] = {}
         current: dict[str, str] = {}
