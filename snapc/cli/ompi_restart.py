@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from crs import params
-from crs.cli.errors import ToolParser, run_tool
+from crs.cli.errors import ToolParser, UsageError, run_tool
 from crs.framework import component_for_snapshot
 from crs.hookspecs import Relaunch
 from crs.snapshot import LocalSnapshot, SnapshotError
@@ -93,6 +93,14 @@ def original_launcher_options(gs: GlobalSnapshot, new_hosts: bool) -> list[str]:
     return kept
 
 
+def mpirun_options(text: str) -> list[str]:
+    """The options of ``--mpirun_opts``, split as a shell would."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"--mpirun_opts {text!r}: {str(exc).lower()}") from None
+
+
 def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
                   launcher_options: list[str]) -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
@@ -105,7 +113,7 @@ def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
     cmd = our_mpirun() + launcher_options
     if getattr(ns, "hostfile"):
         cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]  # type: ignore[attr-defined]
-    cmd += shlex.split(getattr(ns, "mpirun_opts"))
+    cmd += mpirun_options(getattr(ns, "mpirun_opts"))
     for name, value in prm.cli.items():
         cmd += ["--mca", name, value]
     if all(r.argv == launches[0].argv for r in launches):
@@ -133,6 +141,7 @@ def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(_glue_mpirun_opts(sys.argv[1:] if argv is None else argv))
     prm = params.from_arguments(ns)
     prm.validate()
+    mpirun_options(ns.mpirun_opts)  # a usage mistake is reported before the snapshot is read
     gs = GlobalSnapshot(find_global_snapshot(ns.snapshot, prm))
     seq = gs.newest() if ns.seq is None else ns.seq
     if ns.verbose:
