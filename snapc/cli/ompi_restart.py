@@ -148,14 +148,13 @@ def _run(argv: list[str] | None) -> int:
         print(f"{TOOL}: verifying sequence {seq} of {gs.path}", file=sys.stderr)
     snaps = gs.verify(seq)
     cmd, first = build_command(snaps, ns, prm, original_launcher_options(gs, bool(ns.hostfile)))
-    env = dict(os.environ)
-    env.update(first.env)  # the C/R parameters the job ran with
-    env["OMPI_MCA_ft_cr_enabled"] = "1"
-    env[ENV_RESTART_GLOBAL] = str(gs.path)
-    env[ENV_RESTART_SEQ] = str(seq)
-    if ns.showme:
-        print(f"cd {shlex.quote(first.cwd)} && {ENV_RESTART_GLOBAL}={shlex.quote(str(gs.path))} "
-              f"{ENV_RESTART_SEQ}={seq} {shlex.join(cmd)}")
+    job_env = {**first.env,  # the C/R parameters the job ran with
+               "OMPI_MCA_ft_cr_enabled": "1",
+               ENV_RESTART_GLOBAL: str(gs.path), ENV_RESTART_SEQ: str(seq)}
+    env = {**os.environ, **job_env}
+    if ns.showme:  # everything the restart sets, so that the printed command does the same
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env.items())
+        print(f"cd {shlex.quote(first.cwd)} && {assignments} {shlex.join(cmd)}")
         return 0
     if ns.verbose:
         print(f"{TOOL}: restarting {len(snaps)} ranks: {shlex.join(cmd)}", file=sys.stderr)
