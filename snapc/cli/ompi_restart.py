@@ -101,6 +101,16 @@ def mpirun_options(text: str) -> list[str]:
         raise UsageError(f"--mpirun_opts {text!r}: {str(exc).lower()}") from None
 
 
+def check_hostfile(name: str | None) -> None:
+    """A hostfile the launcher could not read would fail the restart in the launcher's words."""
+    if name:
+        try:
+            with open(name, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"--hostfile {name}: {exc.strerror}") from None
+
+
 def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
                   launcher_options: list[str]) -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
@@ -141,7 +151,8 @@ def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(_glue_mpirun_opts(sys.argv[1:] if argv is None else argv))
     prm = params.from_arguments(ns)
     prm.validate()
-    mpirun_options(ns.mpirun_opts)  # a usage mistake is reported before the snapshot is read
+    mpirun_options(ns.mpirun_opts)  # usage mistakes are reported before the snapshot is read
+    check_hostfile(ns.hostfile)
     gs = GlobalSnapshot(find_global_snapshot(ns.snapshot, prm))
     seq = gs.newest() if ns.seq is None else ns.seq
     if ns.verbose:
