@@ -10,7 +10,7 @@ from pathlib import Path
 
 from crs import params
 from crs.cli.errors import ToolParser, UsageError, run_tool
-from crs.framework import component_for_snapshot
+from crs.framework import ComponentError, component_for_snapshot
 from crs.hookspecs import Relaunch
 from crs.snapshot import LocalSnapshot, SnapshotError
 
@@ -117,8 +117,11 @@ def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
     launches = []
     for rank, snap in enumerate(snaps):
         relaunch = rank_relaunch(snap)
-        component_for_snapshot(snap.component).call(
-            "crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
+        try:
+            component = component_for_snapshot(snap.component)
+        except ComponentError as exc:
+            raise ComponentError(f"{snap.path}: {exc}") from None  # which rank's snapshot
+        component.call("crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
         launches.append(relaunch)
     cmd = our_mpirun() + launcher_options
     if getattr(ns, "hostfile"):
