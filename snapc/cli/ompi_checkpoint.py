@@ -2,7 +2,9 @@
 mpirun), or list the C/R jobs of this user."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from crs import endpoint, params
 from crs.cli.errors import ToolParser, UsageError, run_tool
@@ -30,6 +32,22 @@ def build_parser() -> ToolParser:
                    help="list the running checkpoint-enabled jobs of this user")
     p.add_argument("jobid", nargs="?", metavar="JOBID", help="the PID of the job's mpirun")
     return p
+
+
+def job_of(pid: int) -> int | None:
+    """The checkpoint-enabled job of ours that process ``pid`` runs in (a rank, or the real
+    launcher under our mpirun): the PID of the nearest ancestor serving a job endpoint."""
+    try:
+        if pid <= 1 or Path(f"/proc/{pid}").stat().st_uid != os.getuid():
+            return None
+        while pid > 1:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent
+            if job_socket(pid).exists():
+                return pid
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def list_jobs() -> int:
@@ -64,7 +82,15 @@ def _run(argv: list[str] | None) -> int:
         jobid = int(ns.jobid)
     except ValueError:
         raise UsageError(f"JOBID must be a number, not {ns.jobid!r}") from None
-    sock = endpoint.connect(jobid, "job", job_socket(jobid), HINT)
+    try:
+        sock = endpoint.connect(jobid, "job", job_socket(jobid), HINT)
+    except endpoint.EndpointError:
+        owner = job_of(jobid)
+        if owner is None:
+            raise
+        raise endpoint.EndpointError(
+            f"process {jobid} is part of job {owner}, not its mpirun: the JOBID is the PID of "
+            f"the job's mpirun (ompi-checkpoint {owner})") from None
 
     def progress(event: dict) -> None:
         if ns.status or ns.verbose:
