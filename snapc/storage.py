@@ -100,6 +100,9 @@ class GlobalSnapshot:
         record = self.check_seq(seq)
         if record.nprocs <= 0:
             raise SnapshotError(f"{self.path / META_FILE}: sequence {seq} has no NP record")
+        if not self.seq_dir(seq).is_dir():
+            raise SnapshotError(f"{self.seq_dir(seq)}: no such sequence directory (sequence "
+                                f"{seq} is recorded as finished)")
         paths = [self.rank_snapshot(seq, r) for r in range(record.nprocs)]
         snaps = [LocalSnapshot(p) for p in paths]
         with ThreadPoolExecutor(max_workers=min(8, len(snaps))) as pool:
