@@ -3,12 +3,14 @@
 Without checkpoint/restart it execs the real launcher with exactly the arguments it was given.
 With ``-am ft-enable-cr`` (or ``--mca ft_cr_enabled 1``, or the same in the environment) it
 becomes the job's global coordinator (``snapc.coordinator``): it starts the real launcher as its
-child with the ranks' C/R environment, forwards signals, and exits with the job's status.
+child with the ranks' C/R environment, forwards signals, and ends as the launcher ended: with
+its exit status, or killed by the same signal.
 """
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -153,7 +155,29 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
         status = child.wait()
     finally:
         coordinator.close()
+    if status < 0:
+        _die_of(-status)
     return 128 - status if status < 0 else status
+
+
+def _die_of(sig: int) -> None:
+    """End this process by the signal that ended the launcher (hydra dies of SIGHUP, say), so
+    that our parent (a shell, a batch system, ``subprocess``) sees the wait status the plain
+    launcher gives it, not an exit with 128 + N. No core file of ours: the launcher's was the
+    crash. Returns only if the signal did not end the process."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    except (ValueError, OSError):
+        pass
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_DFL)
+    # To this thread, with the signal unblocked here: a process-wide one could be taken by the
+    # forwarding thread's sigwaitinfo instead.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    signal.pthread_kill(threading.get_ident(), sig)
 
 
 def _forward_signals(child: subprocess.Popen[bytes], coordinator: object,
