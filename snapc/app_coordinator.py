@@ -57,7 +57,9 @@ class AppCoordinator:
         self.seq: int | None = None
         self.hold_at = 0
         self.target: Target | None = None
-        self.outcome: dict[str, Any] | None = None
+        # Outcomes by sequence: the next request's prepare may arrive before this rank's
+        # application thread has read the outcome of the previous one.
+        self.outcomes: dict[int, dict[str, Any]] = {}
         self.connected = True
 
     # -- control thread -------------------------------------------------------------------------
@@ -80,7 +82,8 @@ class AppCoordinator:
         op = msg.get("op")
         with self.cond:
             if op == "prepare":
-                self.seq, self.target, self.outcome = msg["seq"], None, None
+                self.seq, self.target = msg["seq"], None
+                self.outcomes = {k: v for k, v in self.outcomes.items() if k >= self.seq - 1}
                 runtime.request_safe_point_call()
                 count = runtime.safe_points_passed()  # read after the request: none is missed
                 self.hold_at = count + 1
@@ -92,7 +95,7 @@ class AppCoordinator:
             elif op == "abort" and msg["seq"] == self.seq:
                 self.seq = self.target = None
             elif op == "committed":
-                self.outcome = msg
+                self.outcomes[msg["seq"]] = msg
             self.cond.notify_all()
         if op == "prepare":
             self.send({"op": "count", "seq": msg["seq"], "count": count})
@@ -139,10 +142,11 @@ class AppCoordinator:
         except OSError:
             pass
         with self.cond:
-            while self.outcome is None and self.connected:
+            while target.seq not in self.outcomes and self.connected:
                 self.cond.wait()
-            outcome = self.outcome or {"ok": False}
-            self.seq = self.target = self.outcome = None
+            outcome = self.outcomes.pop(target.seq, {"ok": False})
+            if self.seq == target.seq:  # not yet the next request's
+                self.seq = self.target = None
         if not outcome.get("ok"):
             if ok:  # this rank's part was fine: the application simply goes on
                 broadcast_ft_event(State.CONTINUE)

@@ -195,3 +195,24 @@ def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_pat
     assert res.stdout == faulty_reference
     listing = run([mpi.tool("ompi-restart"), "--showme", "--seq", "1", str(gdir)])
     assert listing.returncode == 1 and "sequence 1" in listing.stderr
+
+
+def test_overlapping_requests_are_queued_in_order(mpi: MPI, tmp_path: Path,
+                                                  faulty_reference: str) -> None:
+    job = start_job(mpi, [FAULTY, "150", "0.02", "pause:0:1"], tmp_path)  # the first one lasts
+    waiting = [subprocess.Popen([mpi.tool("ompi-checkpoint"), "-s", str(job.pid)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    nowait = run([mpi.tool("ompi-checkpoint"), "--nowait", str(job.pid)])
+    assert nowait.returncode == 0 and nowait.stdout == f"Checkpoint of job {job.pid} requested\n"
+    results = [p.communicate(timeout=300) for p in waiting]
+    assert all(p.returncode == 0 for p in waiting), results
+    seqs = sorted(int(out.split()[2]) for out, _ in results)
+    assert len(set(seqs)) == 2 and set(seqs) <= {0, 1, 2}  # each its own sequence, none mixed
+    assert any("queued behind" in err for _, err in results)
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err
+    assert out == faulty_reference
+    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    for seq in (0, 1, 2):  # the --nowait request was served too
+        assert restart(mpi, gdir, "--seq", str(seq)).stdout == faulty_reference

@@ -1,7 +1,7 @@
 """An MPI loop whose checkpoint callback misbehaves on the Nth checkpoint of one rank.
 
 argv: steps delay fault, where fault is KIND:RANK:N with KIND one of die (SIGKILL itself),
-raise (the callback raises) or slow (the callback sleeps 60 s), or 'none'.
+raise (the callback raises), slow (the callback sleeps 60 s) or pause (it sleeps 3 s), or 'none'.
 """
 import os
 import signal
@@ -32,6 +32,8 @@ def save():
             raise RuntimeError(f"rank {rank} cannot save")
         if kind == "slow":
             time.sleep(60)
+        if kind == "pause":
+            time.sleep(3)
     return (step, total)
 
 
