@@ -15,6 +15,7 @@ single global test.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -99,6 +100,13 @@ class AppCoordinator:
             self.cond.notify_all()
         if op == "prepare":
             self.send({"op": "count", "seq": msg["seq"], "count": count})
+
+    def goodbye(self) -> None:
+        """At a normal exit: tell the coordinator this rank finished (it did not die)."""
+        try:
+            self.send({"op": "bye"})
+        except OSError:
+            pass
 
     # -- application thread (safe points) -------------------------------------------------------
     def busy(self) -> bool:
@@ -186,5 +194,6 @@ def activate_if_in_job() -> AppCoordinator | None:
         runtime.set_restart_snapshot(Path(restart_dir) / local_snapshot_name(rank))
     runtime.set_coordinator(coordinator)
     threading.Thread(target=coordinator.serve, name="pycrs-snapc", daemon=True).start()
+    atexit.register(coordinator.goodbye)
     _coordinator = coordinator
     return coordinator

@@ -51,6 +51,7 @@ class RankLink:
     host: str
     sock: socket.socket
     alive: bool = True
+    finished: bool = False  # the rank's program ended normally
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -161,6 +162,9 @@ class GlobalCoordinator:
             self.registered.notify_all()
         try:
             for message in stream:
+                if message.get("op") == "bye":
+                    link.finished = True
+                    continue
                 self.inbox.put((link, message))
         except (OSError, ValueError):
             pass
@@ -201,6 +205,9 @@ class GlobalCoordinator:
                     raise CheckpointFailed("the job ended during the checkpoint") from None
                 continue
             if message is None and link in links:
+                if link.finished:  # it said goodbye: the program ended, it did not die
+                    raise CheckpointFailed(f"the job ended during the checkpoint (rank "
+                                           f"{link.rank} finished before the agreed safe point)")
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
                                        "during the checkpoint")
             if message is not None and message.get("op") == op and message.get("seq") == seq:
