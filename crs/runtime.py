@@ -328,13 +328,13 @@ def activate() -> None:
     with _lock:
         if _active:
             return
+        path = endpoint.process_socket(os.getpid())
+        sock = endpoint.listen(path)  # may fail: then the process is not under pycrs
         _active = True
     snap = os.environ.pop(RESTART_ENV, None)
     if snap:
         _restart_from = Path(snap)
         _pending = True
-    path = endpoint.process_socket(os.getpid())
-    sock = endpoint.listen(path)
     thread = threading.Thread(target=_serve, args=(sock,), name="pycrs-control", daemon=True)
     thread.start()
     pid = os.getpid()
