@@ -73,6 +73,18 @@ def private_control_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     return d
 
 
+@pytest.fixture
+def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME of the test's own and no inherited OMPI_MCA_* settings: the user's real parameter
+    files and environment never leak into a test."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for k in list(os.environ):
+        if k.startswith("OMPI_MCA_"):
+            monkeypatch.delenv(k)
+    return home
+
+
 def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command to completion, capturing text output (with a safety-net timeout)."""
     kw.setdefault("timeout", 300)

@@ -48,14 +48,7 @@ APP = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True)
-def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    for k in list(os.environ):
-        if k.startswith("OMPI_MCA_"):
-            monkeypatch.delenv(k)
-    return home
+pytestmark = pytest.mark.usefixtures("private_home")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ PY = sys.executable
 PYCRS = str(Path(PY).parent / "pycrs")
 
 
-@pytest.fixture(autouse=True)
-def fake_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    for k in list(os.environ):
-        if k.startswith("OMPI_MCA_"):
-            monkeypatch.delenv(k)
-    return home
+pytestmark = pytest.mark.usefixtures("private_home")
 
 
 def write(path: Path, text: str) -> Path:
@@ -108,11 +101,11 @@ def test_shipped_ft_enable_cr() -> None:
         "ft_cr_enabled") is False
 
 
-def test_per_user_file_default_location(fake_home: Path) -> None:
-    conf = write(fake_home / ".pycrs" / "mca-params.conf", "crs_base_snapshot_dir = ~/snaps\n")
+def test_per_user_file_default_location(private_home: Path) -> None:
+    conf = write(private_home / ".pycrs" / "mca-params.conf", "crs_base_snapshot_dir = ~/snaps\n")
     prm = Params(env={})
     assert prm.lookup("crs_base_snapshot_dir").source == f"file {conf}"
-    assert prm.get_path("crs_base_snapshot_dir") == fake_home / "snaps"
+    assert prm.get_path("crs_base_snapshot_dir") == private_home / "snaps"
 
 
 def test_several_per_user_files_first_wins(tmp_path: Path) -> None:
@@ -222,7 +215,7 @@ RESOLVE = ("import json; from crs.params import Params; "
            "['crs', 'crs_base_fsync', 'ft_cr_enabled', 'crs_base_snapshot_dir']}))")
 
 
-def test_child_resolves_what_its_launcher_did(tmp_path: Path, fake_home: Path,
+def test_child_resolves_what_its_launcher_did(tmp_path: Path, private_home: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A child started elsewhere (opal-restart starts it in the snapshot's CWD) with the launcher's
     environment plus child_env() resolves the same values, even for sets and paths given
@@ -236,7 +229,7 @@ def test_child_resolves_what_its_launcher_did(tmp_path: Path, fake_home: Path,
     want = {n: prm.get(n) for n in ["crs", "crs_base_fsync", "ft_cr_enabled"]}
     want["crs_base_snapshot_dir"] = str(launcher_dir / "snaps")
     assert prm.get_path("crs_base_snapshot_dir").absolute() == launcher_dir / "snaps"
-    env = {"PATH": os.environ["PATH"], "HOME": str(fake_home), **prm.child_env()}
+    env = {"PATH": os.environ["PATH"], "HOME": str(private_home), **prm.child_env()}
     res = subprocess.run([PY, "-c", RESOLVE], cwd=child_dir, env=env, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -251,9 +244,9 @@ def _info(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[s
                           timeout=120)
 
 
-def test_pycrs_info_lists_components_and_sources(tmp_path: Path, fake_home: Path) -> None:
+def test_pycrs_info_lists_components_and_sources(tmp_path: Path, private_home: Path) -> None:
     user = write(tmp_path / "user.conf", "crs_base_snapshot_dir = /from/file\ncrs = file\n")
-    env = {**os.environ, "HOME": str(fake_home), "OMPI_MCA_crs_base_fsync": "0",
+    env = {**os.environ, "HOME": str(private_home), "OMPI_MCA_crs_base_fsync": "0",
            "OMPI_MCA_crs": "env", "OMPI_MCA_mca_base_param_files": str(user)}
     res = _info(["--mca", "crs", "self", "-am", "ft-enable-cr", "--mca", "my_extra", "42"], env)
     assert res.returncode == 0, res.stderr
@@ -282,8 +275,8 @@ def test_pycrs_info_lists_components_and_sources(tmp_path: Path, fake_home: Path
     (["--mca", "crs_base_fsync", "maybe"], "crs_base_fsync: 'maybe' is not a valid boolean "
                                            "(from command line)"),
 ])
-def test_pycrs_info_bad_parameters(fake_home: Path, args: list[str], needle: str) -> None:
-    res = _info(args, {**os.environ, "HOME": str(fake_home)})
+def test_pycrs_info_bad_parameters(private_home: Path, args: list[str], needle: str) -> None:
+    res = _info(args, {**os.environ, "HOME": str(private_home)})
     assert res.returncode != 0
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("pycrs: ")
     assert needle in res.stderr
