@@ -16,6 +16,11 @@ class ComponentError(Exception):
     """The requested component does not exist or cannot serve; the message says which and why."""
 
 
+class CRSError(Exception):
+    """A component could not do what it was asked (save or restore a process); the message
+    says why in one line."""
+
+
 _manager: pluggy.PluginManager | None = None
 
 

@@ -57,6 +57,9 @@ class Relaunch:
     argv: list[str]
     cwd: str
     env: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False  # report progress on stderr
+    stop: bool = False  # leave the process stopped (SIGSTOP) once it is back
+    detach: bool = False  # do not wait for it (image-based components)
 
 
 class CRSSpec:

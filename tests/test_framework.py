@@ -33,8 +33,16 @@ def test_shipped_components_are_discovered_by_entry_point() -> None:
 def test_offers_give_a_priority_or_a_reason() -> None:
     offers = {o.component: o for o in framework.offers(OUTSIDE, Params(env={}))}
     assert SHIPPED <= set(offers)
-    for name in SHIPPED:  # none can save a process from outside in this release
+    assert offers["blcr"].priority == 10  # the one that saves a process from outside
+    for name in SHIPPED - {"blcr"}:
         assert offers[name].priority is None and offers[name].reason
+
+
+def test_outside_selects_blcr_and_inside_refuses_it() -> None:
+    assert select(OUTSIDE, Params(env={})).name == "blcr"
+    inside = Target(os.getpid(), in_process=True)
+    offer = {o.component: o for o in framework.offers(inside, Params(env={}))}["blcr"]
+    assert offer.priority is None and "from outside" in offer.reason
 
 
 @pytest.mark.parametrize("crs", ["bogus", "self,bogus", "^bogus", "^mtcp,bogus"])
@@ -53,7 +61,7 @@ def test_unknown_component_from_environment_and_only() -> None:
         select(OUTSIDE, Params(cli=[("crs", "self")], env={}), only="nope")
 
 
-@pytest.mark.parametrize("crs", ["", "blcr", "self,mtcp", "^self"])
+@pytest.mark.parametrize("crs", ["self", "mtcp", "self,mtcp", "^blcr"])
 def test_no_usable_component_gives_each_reason(crs: str) -> None:
     prm = Params(cli=[("crs", crs)], env={})
     with pytest.raises(ComponentError) as ei:
@@ -194,7 +202,8 @@ def test_selection_with_third_party(selections: dict[str, object], crs: str) -> 
 def test_third_party_errors_list_it(selections: dict[str, object]) -> None:
     assert "unknown CRS component bogus" in selections["bogus"]  # type: ignore[operator]
     assert "grumpy, low, mtcp, renamed, self, toy" in selections["bogus"]  # type: ignore[operator]
-    assert "blcr: not available" in selections["blcr"]  # type: ignore[operator]
+    # blcr works from outside a process only, and says so when asked to save one from inside
+    assert "blcr: saves a process from outside" in selections["blcr"]  # type: ignore[operator]
     # a query that raises is that component's reason not to serve, not a crash
     assert ("grumpy: query failed: RuntimeError: grumpy cannot read /proc/self/grumpy"
             in selections["grumpy"])  # type: ignore[operator]

@@ -6,12 +6,12 @@ import sys
 from typing import Callable, NoReturn
 
 from crs.endpoint import EndpointError
-from crs.framework import ComponentError
+from crs.framework import ComponentError, CRSError
 from crs.params import ParamError
 from crs.runtime import CheckpointError
 from crs.snapshot import SnapshotError
 
-EXPECTED = (EndpointError, ComponentError, ParamError, CheckpointError, SnapshotError, OSError)
+EXPECTED = (EndpointError, ComponentError, CRSError, ParamError, CheckpointError, SnapshotError, OSError)
 
 
 class UsageError(Exception):

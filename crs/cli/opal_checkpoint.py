@@ -1,11 +1,19 @@
-"""``opal-checkpoint PID``: take a local snapshot of one process running under pycrs."""
+"""``opal-checkpoint PID``: take a local snapshot of one process.
+
+A process running under pycrs saves itself, through its control endpoint. With ``--mca crs
+blcr`` (a component that works from outside) the tool saves any process of the user itself.
+"""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
-from crs import endpoint, params
-from crs.snapshot import local_snapshot_name
+from crs import endpoint, framework, params
+from crs.hookspecs import CheckpointOptions, Target
+from crs.snapshot import SnapshotWriter, local_snapshot_name, standard_meta
 
 from .errors import ToolParser, UsageError, run_tool
 
@@ -45,7 +53,10 @@ def _run(argv: list[str] | None) -> int:
 
     if ns.verbose:
         print(f"{TOOL}: checkpointing process {pid} into {target}", file=sys.stderr)
-    reply = endpoint.request(endpoint.connect(pid),
+    if _from_outside(prm):
+        return _save_from_outside(pid, target, prm, CheckpointOptions(ns.term, ns.stop),
+                                  ns.verbose)
+    reply = endpoint.request(endpoint.connect(pid, hint=HINT),
                              {"op": "checkpoint", "path": str(target), "crs": prm.cli.get("crs"),
                               "term": ns.term, "stop": ns.stop},
                              progress, what=f"process {pid}")
@@ -53,6 +64,46 @@ def _run(argv: list[str] | None) -> int:
         print(f"{TOOL}: checkpoint of process {pid} failed: {reply['message']}", file=sys.stderr)
         return 1
     print(f"Local Snapshot Reference: {reply['snapshot']}")
+    return 0
+
+
+HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save it from outside "
+        "with --mca crs blcr")
+
+
+def _from_outside(prm: params.Params) -> bool:
+    """Whether the ``crs`` selection names only components that save a process from outside."""
+    include, _ = framework.parse_selection(prm.get("crs"))
+    return bool(include) and include <= OUTSIDE
+
+
+OUTSIDE = {"blcr"}
+
+
+def _save_from_outside(pid: int, target: Path, prm: params.Params, options: CheckpointOptions,
+                       verbose: bool) -> int:
+    """Run the component here, against the process, and commit the snapshot."""
+    outside = Target(pid, in_process=False)
+    component = framework.select(outside, prm)
+    component.call("crs_init", params=prm)
+    t0 = time.monotonic()
+    with SnapshotWriter(target, fsync=prm.get_bool("crs_base_fsync")) as writer:
+        standard_meta(writer.meta, component.name, pid, writer.final)
+        writer.meta.add("Executable", os.readlink(f"/proc/{pid}/exe"))
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
+        writer.meta.add("Command", argv)
+        writer.meta.add("CWD", os.readlink(f"/proc/{pid}/cwd"))
+        component.call("crs_checkpoint", target=outside, snapshot=writer, options=options)
+        path = writer.commit()
+    if options.term:
+        os.kill(pid, signal.SIGKILL)
+    if verbose:
+        frozen = writer.meta.get("BLCR Frozen Seconds")
+        print(f"{TOOL}: saved process {pid} with {component.name} in "
+              f"{time.monotonic() - t0:.3f} s" + (f" (frozen {float(frozen):.3f} s)" if frozen
+                                                  else ""), file=sys.stderr)
+    print(f"Local Snapshot Reference: {path}")
     return 0
 
 

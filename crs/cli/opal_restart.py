@@ -24,6 +24,11 @@ def build_parser() -> ToolParser:
     p.add_argument("--showme", action="store_true",
                    help="print the command that would be run, run nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="report progress")
+    p.add_argument("--stop", action="store_true",
+                   help="leave the restored process stopped (image-based components)")
+    p.add_argument("--detach", action="store_true",
+                   help="print the restored process's PID and return instead of waiting for "
+                        "it (image-based components)")
     p.add_argument("snapshot", metavar="SNAPSHOT",
                    help="snapshot directory (a path, or a name in crs_base_snapshot_dir)")
     return p
@@ -63,6 +68,7 @@ def _run(argv: list[str] | None) -> int:
     snap.verify()
     component = component_for_snapshot(snap.component)
     relaunch = relaunch_for(snap, prm)
+    relaunch.verbose, relaunch.stop, relaunch.detach = ns.verbose, ns.stop, ns.detach
     component.call("crs_prelaunch", rank=0, snapshot=snap, relaunch=relaunch)
     if ns.showme:
         print(f"cd {shlex.quote(relaunch.cwd)} && {shlex.join(relaunch.argv)}")
@@ -71,6 +77,7 @@ def _run(argv: list[str] | None) -> int:
         print(f"{TOOL}: restarting with component {component.name}: {shlex.join(relaunch.argv)}",
               file=sys.stderr)
     sys.stdout.flush()
+    component.call("crs_init", params=prm)
     component.call("crs_restart", snapshot=snap, relaunch=relaunch, spawn=False)
     return 0
 

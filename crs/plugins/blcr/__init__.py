@@ -1,0 +1,6 @@
+"""The ``blcr`` CRS component: a native ptrace dumper and restorer (see component.py)."""
+from crs import params as _params
+
+_params.register("crs_blcr_truncate_files", "1", "On restore, cut files the process had open for "
+                 "writing back to their size at the checkpoint (what it wrote later is undone)",
+                 "bool")

@@ -1,0 +1,433 @@
+"""File descriptors: what a process holds, saved from outside; rebuilt in the restorer's process
+and handed to the restored one by number.
+
+Descriptors that cannot be rebuilt (network sockets, devices, a pipe whose other end another
+process holds) are refused at dump time with a message naming the descriptor.
+"""
+from __future__ import annotations
+
+from crs.framework import CRSError
+
+import errno
+import os
+import select
+import socket
+import stat
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Callable
+
+from . import procfs
+from ._native import ffi, lib
+from .unixdiag import unix_peer
+
+O_ACCMODE = 0o3
+O_CLOEXEC = os.O_CLOEXEC
+SETFL_FLAGS = os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_DIRECT", 0) | os.O_NOATIME | 0o20000
+OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | O_CLOEXEC
+# character devices a restored process can simply open again: null, zero, full, random, urandom
+PLAIN_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
+TTY_MAJORS = {4, 5} | set(range(136, 144))
+SO_PEEK_OFF = 42
+
+
+class Unrestorable(CRSError):
+    """A descriptor the image could not bring back; the message names it."""
+
+
+def _grab(pidfd: int, fd: int) -> int:
+    ours = lib.blcr_pidfd_getfd(pidfd, fd)
+    if ours < 0:
+        raise Unrestorable(f"descriptor {fd}: cannot be duplicated for reading: "
+                           f"{os.strerror(-ours)}")
+    return ours
+
+
+def _read_all(fd: int, nonblock: bool = False) -> bytes:
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+def _pipe_data(pid: int, fd: int) -> tuple[bytes, int]:
+    """Unread bytes of the pipe or FIFO at ``fd`` (left in place) and the pipe's capacity."""
+    reader = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
+    try:
+        import fcntl
+        cap = fcntl.fcntl(reader, 1032)  # F_GETPIPE_SZ
+        n = ffi.new("long *")
+        copy = lib.blcr_pipe_peek(reader, cap, n)
+        if copy < 0:
+            raise Unrestorable(f"descriptor {fd}: cannot copy the pipe's buffered data: "
+                               f"{os.strerror(-copy)}")
+        try:
+            return _read_all(copy), cap
+        finally:
+            os.close(copy)
+    finally:
+        os.close(reader)
+
+
+def _socket_queue(sock: socket.socket) -> list[bytes]:
+    """Messages (or stream bytes) waiting in a socket's receive queue, peeked, not taken."""
+    before = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
+    sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+    found = []
+    try:
+        while True:
+            try:
+                data = sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            found.append(data)
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, before)
+    return found
+
+
+def _parse_pair(text: str) -> tuple[int, int]:
+    a, b = text.strip("() ").split(",")
+    return int(a), int(b)
+
+
+SaveFile = Callable[[str, bytes], str]
+
+
+def collect(pid: int, pidfd: int, save: SaveFile) -> list[dict[str, Any]]:
+    """Describe every descriptor of ``pid``; ``save(name, data)`` stores bulk data in the
+    snapshot and returns the name to record. Raises Unrestorable naming the first descriptor
+    that cannot be brought back."""
+    fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+    records: list[dict[str, Any]] = []
+    by_link: dict[str, list[int]] = {}
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            info = procfs.fdinfo(pid, fd)
+        except FileNotFoundError:
+            continue  # closed meanwhile by nobody: the process is stopped, so it never existed
+        flags = int(info["flags"], 8)
+        rec: dict[str, Any] = {"fd": fd, "flags": flags & ~O_CLOEXEC,
+                               "cloexec": bool(flags & O_CLOEXEC), "pos": int(info.get("pos", 0))}
+        same = next((k for k in by_link.get(link, []) if lib.blcr_kcmp_file(pid, k, fd) == 0), None)
+        by_link.setdefault(link, []).append(fd)
+        if same is not None:
+            rec.update(kind="dup", of=same)
+        else:
+            rec.update(_describe(pid, pidfd, fd, link, info, save))
+        records.append(rec)
+    _pair_up(pid, records)
+    return records
+
+
+def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
+              save: SaveFile) -> dict[str, Any]:
+    if link.startswith("pipe:["):
+        return {"kind": "pipe", "ino": int(link[6:-1])}
+    if link.startswith("socket:["):
+        return _describe_socket(pidfd, fd, int(link[8:-1]))
+    if link == "anon_inode:[eventfd]":
+        return {"kind": "eventfd", "count": int(info["eventfd-count"], 16),
+                "semaphore": info.get("eventfd-semaphore", "0") == "1"}
+    if link == "anon_inode:[timerfd]":
+        return {"kind": "timerfd", "clockid": int(info["clockid"]), "ticks": int(info["ticks"]),
+                "settime_flags": int(info["settime flags"], 8),
+                "value": _parse_pair(info["it_value"]), "interval": _parse_pair(info["it_interval"])}
+    if link == "anon_inode:[signalfd]":
+        return {"kind": "signalfd", "mask": int(info["sigmask"], 16)}
+    if link == "anon_inode:[eventpoll]":
+        return {"kind": "epoll", "watch": procfs.epoll_targets(info)}
+    if not link.startswith("/"):
+        raise Unrestorable(f"descriptor {fd} is {link}, which blcr cannot restore")
+    st = os.stat(f"/proc/{pid}/fd/{fd}")
+    if link.startswith("/memfd:"):
+        ours = _grab(pidfd, fd)
+        try:
+            data = os.pread(ours, st.st_size, 0) if st.st_size else b""
+            import fcntl
+            seals = fcntl.fcntl(ours, 1034)  # F_GET_SEALS
+        finally:
+            os.close(ours)
+        name = link[len("/memfd:"):].removesuffix(" (deleted)")
+        return {"kind": "memfd", "name": name, "ino": st.st_ino, "size": st.st_size,
+                "seals": seals, "data": save(f"fd-{fd}.data", data)}
+    if stat.S_ISREG(st.st_mode):
+        if link.endswith(" (deleted)") and st.st_nlink == 0:
+            ours = _grab(pidfd, fd)
+            try:
+                data = os.pread(ours, st.st_size, 0) if st.st_size else b""
+            finally:
+                os.close(ours)
+            return {"kind": "deleted", "path": link[:-len(" (deleted)")],
+                    "data": save(f"fd-{fd}.data", data)}
+        return {"kind": "file", "path": link, "size": st.st_size}
+    if stat.S_ISDIR(st.st_mode):
+        return {"kind": "dir", "path": link}
+    if stat.S_ISFIFO(st.st_mode):
+        data, cap = _pipe_data(pid, fd)
+        return {"kind": "fifo", "path": link, "capacity": cap, "data": save(f"fd-{fd}.data", data)}
+    if stat.S_ISCHR(st.st_mode):
+        dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        if dev[0] in TTY_MAJORS:
+            return {"kind": "stdio" if fd <= 2 else "device", "path": link}
+        if dev in PLAIN_DEVICES:
+            return {"kind": "device", "path": link}
+    raise Unrestorable(f"descriptor {fd} is {link}, a device or special file that blcr cannot "
+                       "restore")
+
+
+def _describe_socket(pidfd: int, fd: int, ino: int) -> dict[str, Any]:
+    ours = _grab(pidfd, fd)
+    try:
+        sock = socket.socket(fileno=ours)
+    except OSError as exc:
+        os.close(ours)
+        raise Unrestorable(f"descriptor {fd}: not a readable socket ({exc})") from None
+    try:
+        family, kind = sock.family, sock.type
+        if family != socket.AF_UNIX:
+            try:
+                where = sock.getsockname()
+            except OSError:
+                where = "?"
+            name = {socket.AF_INET: "an IPv4", socket.AF_INET6: "an IPv6"}.get(family, "a")
+            proto = {socket.SOCK_STREAM: "TCP", socket.SOCK_DGRAM: "UDP"}.get(kind, str(kind))
+            return {"kind": "refuse", "why": f"descriptor {fd} is {name} {proto} socket "
+                    f"({where}); network connections cannot be restored"}
+        listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        bound = sock.getsockname()
+        if listening:
+            if not bound:
+                return {"kind": "refuse", "why": f"descriptor {fd} is an unnamed listening socket"}
+            if isinstance(bound, bytes):
+                bound = "\0" + bound[1:].decode("latin-1")
+            return {"kind": "unix-listen", "type": int(kind), "path": bound}
+        return {"kind": "unix", "type": int(kind), "ino": ino, "peer": unix_peer(ino),
+                "queue": [q.hex() for q in _socket_queue(sock)]}
+    finally:
+        sock.close()
+
+
+def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
+    """Pipes and socketpairs come back whole only when both ends are in the process; the
+    standard descriptors connected elsewhere are given the restorer's own."""
+    pipe_ends: dict[int, list[dict[str, Any]]] = {}
+    socks = {r["ino"]: r for r in records if r.get("kind") == "unix"}
+    for r in records:
+        if r.get("kind") == "pipe":
+            pipe_ends.setdefault(r["ino"], []).append(r)
+    for r in records:
+        kind = r.get("kind")
+        if kind == "pipe":
+            modes = {e["flags"] & O_ACCMODE for e in pipe_ends[r["ino"]]}
+            if modes >= {os.O_RDONLY, os.O_WRONLY}:
+                continue
+            if r["fd"] <= 2:
+                r.update(kind="stdio")
+                continue
+            raise Unrestorable(f"descriptor {r['fd']} is a pipe whose other end another "
+                               "process holds; only pipes within the process can be restored")
+        if kind == "unix" and r["peer"] not in socks:
+            if r["fd"] <= 2:
+                r.update(kind="stdio")
+                continue
+            raise Unrestorable(f"descriptor {r['fd']} is a Unix socket connected to another "
+                               "process; only socket pairs within the process can be restored")
+        if kind == "refuse":
+            if r["fd"] <= 2:
+                r.update(kind="stdio")
+                continue
+            raise Unrestorable(r["why"])
+    for ino, ends in pipe_ends.items():
+        reader = next((e for e in ends if e["flags"] & O_ACCMODE == os.O_RDONLY), None)
+        if reader is not None and reader["kind"] == "pipe":
+            data, cap = _pipe_data(pid, reader["fd"])
+            reader["data_bytes"], reader["capacity"] = data.hex(), cap
+
+
+# -- restore side --------------------------------------------------------------------------------
+class Rebuilt:
+    """Descriptors rebuilt in this process for the restored one: ``moves`` are (ours, theirs,
+    cloexec), ``epoll`` are (epoll fd, watched fd, events, data) as numbered in the restored
+    process. ``close()`` drops our copies once the restored process has its own."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[int, int, bool]] = []
+        self.epoll: list[tuple[int, int, int, int]] = []
+        self.ours: list[int] = []
+        self.memfds: dict[int, int] = {}  # inode in the image -> our memfd
+        self.after: list[Callable[[], None]] = []
+
+    def own(self, fd: int) -> int:
+        self.ours.append(fd)
+        return fd
+
+    def close(self) -> None:
+        for fd in self.ours:
+            with suppress(OSError):
+                os.close(fd)
+        self.ours.clear()
+
+
+def _setfl(fd: int, flags: int) -> None:
+    import fcntl
+    cur = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, (cur & ~SETFL_FLAGS) | (flags & SETFL_FLAGS))
+
+
+def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
+            truncate_files: bool) -> Rebuilt:
+    """Open, create and fill every descriptor of the image here; raise OSError or ValueError
+    naming the descriptor that cannot be rebuilt."""
+    out = Rebuilt()
+    mine: dict[int, int] = {}
+    pipes: dict[int, tuple[int, int]] = {}
+    pairs: dict[int, int] = {}
+    try:
+        for r in records:
+            fd = r["fd"]
+            try:
+                ours = _rebuild_one(r, mine, pipes, pairs, records, load, truncate_files, out)
+            except OSError as exc:
+                raise OSError(exc.errno, f"descriptor {fd} ({r['kind']} "
+                              f"{r.get('path', '')}): {exc.strerror}") from None
+            mine[fd] = ours
+            out.moves.append((ours, fd, r["cloexec"]))
+        for r in records:
+            if r["kind"] == "epoll":
+                for tfd, events, data in r["watch"]:
+                    out.epoll.append((r["fd"], tfd, events, data))
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple[int, int]],
+                 pairs: dict[int, int], records: list[dict[str, Any]],
+                 load: Callable[[str], bytes], truncate_files: bool, out: Rebuilt) -> int:
+    kind, flags = r["kind"], r["flags"]
+    if kind == "dup":
+        return mine[r["of"]]
+    if kind == "stdio":
+        return r["fd"]  # the restorer's own standard descriptor
+    if kind in ("file", "dir", "device"):
+        ours = out.own(os.open(r["path"], (flags & ~OPEN_IGNORED) | O_CLOEXEC))
+        if kind == "file":
+            if truncate_files and flags & O_ACCMODE != os.O_RDONLY:
+                if os.fstat(ours).st_size > r["size"]:
+                    os.ftruncate(ours, r["size"])
+            os.lseek(ours, r["pos"], os.SEEK_SET)
+        return ours
+    if kind == "deleted":
+        where = Path(r["path"]).parent
+        tmp = os.open(where if where.is_dir() else "/tmp",
+                      os.O_TMPFILE | os.O_RDWR | O_CLOEXEC, 0o600)
+        try:
+            os.write(tmp, load(r["data"]))
+            ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~OPEN_IGNORED) | O_CLOEXEC))
+        finally:
+            os.close(tmp)
+        os.lseek(ours, r["pos"], os.SEEK_SET)
+        return ours
+    if kind == "memfd":
+        ours = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]))
+        os.lseek(ours, r["pos"], os.SEEK_SET)
+        if r["seals"]:
+            import fcntl
+            out.after.append(lambda: fcntl.fcntl(ours, 1033, r["seals"]))  # F_ADD_SEALS
+        return ours
+    if kind == "fifo":
+        holder = out.own(os.open(r["path"], os.O_RDWR | os.O_NONBLOCK | O_CLOEXEC))
+        data = load(r["data"])
+        if data:
+            os.write(holder, data)
+        ours = out.own(os.open(f"/proc/self/fd/{holder}",
+                               (flags & ~OPEN_IGNORED) | os.O_NONBLOCK | O_CLOEXEC))
+        _setfl(ours, flags)
+        return ours
+    if kind == "pipe":
+        if r["ino"] not in pipes:
+            rd, wr = os.pipe2(os.O_NONBLOCK | O_CLOEXEC)
+            out.own(rd), out.own(wr)
+            reader = next(e for e in records if e.get("ino") == r["ino"] and e["kind"] == "pipe"
+                          and e["flags"] & O_ACCMODE == os.O_RDONLY)
+            import fcntl
+            with suppress(OSError):
+                fcntl.fcntl(wr, 1031, reader.get("capacity", 65536))  # F_SETPIPE_SZ
+            data = bytes.fromhex(reader.get("data_bytes", ""))
+            if data:
+                os.write(wr, data)
+            pipes[r["ino"]] = (rd, wr)
+        rd, wr = pipes[r["ino"]]
+        ours = rd if flags & O_ACCMODE == os.O_RDONLY else wr
+        _setfl(ours, flags)
+        return ours
+    if kind == "unix":
+        if r["ino"] not in pairs:
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SocketKind(r["type"]))
+            pairs[r["ino"]], pairs[r["peer"]] = out.own(a.detach()), out.own(b.detach())
+            peer = next(e for e in records if e.get("ino") == r["peer"] and e["kind"] == "unix")
+            for rec, sender in ((r, pairs[r["peer"]]), (peer, pairs[r["ino"]])):
+                for msg in rec["queue"]:
+                    os.write(sender, bytes.fromhex(msg))
+        ours = pairs[r["ino"]]
+        _setfl(ours, flags)
+        return ours
+    if kind == "unix-listen":
+        path = r["path"]
+        s = socket.socket(socket.AF_UNIX, socket.SocketKind(r["type"]))
+        if not path.startswith("\0"):
+            with suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+        s.bind(path if not path.startswith("\0") else b"\0" + path[1:].encode("latin-1"))
+        s.listen(socket.SOMAXCONN)
+        ours = out.own(s.detach())
+        _setfl(ours, flags)
+        return ours
+    if kind == "eventfd":
+        efd_flags = (os.EFD_SEMAPHORE if r["semaphore"] else 0) | os.EFD_CLOEXEC
+        ours = out.own(os.eventfd(r["count"], efd_flags))
+        _setfl(ours, flags)
+        return ours
+    if kind == "timerfd":
+        ours = lib.blcr_timerfd_create(r["clockid"], O_CLOEXEC | (flags & os.O_NONBLOCK))
+        if ours < 0:
+            raise OSError(-ours, os.strerror(-ours))
+        out.own(ours)
+        (vs, vns), (is_, ins) = r["value"], r["interval"]
+        rc = lib.blcr_timerfd_settime(ours, 0, vs, vns, is_, ins, r["ticks"])
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        return ours
+    if kind == "signalfd":
+        ours = lib.blcr_signalfd(r["mask"], O_CLOEXEC | (flags & os.O_NONBLOCK))
+        if ours < 0:
+            raise OSError(-ours, os.strerror(-ours))
+        return out.own(ours)
+    if kind == "epoll":
+        ep = select.epoll()
+        return out.own(ep.detach())
+    raise OSError(errno.EINVAL, f"unknown descriptor kind {kind!r} in the image")
+
+
+def memfd_for(out: Rebuilt, ino: int, name: str, size: int, data: bytes) -> int:
+    """The memfd standing for shared memory object ``ino`` of the image (one per object, shared
+    by its descriptors and mappings)."""
+    if ino not in out.memfds:
+        fd = out.own(os.memfd_create(name or "pycrs-shm", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))
+        os.ftruncate(fd, size)
+        if data:
+            os.pwrite(fd, data, 0)
+        out.memfds[ino] = fd
+    return out.memfds[ino]

@@ -1,0 +1,651 @@
+/* Native side of the blcr component: ptrace control of another process, system calls injected
+ * into it, bulk page transfer with CRC-32C checksums, and the stub a restore starts from.
+ *
+ * Every function returns 0 (or a count) on success and -errno on failure; the Python side turns
+ * that into an error that names the process and the step. x86-64 Linux only.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/elf.h>
+#include <linux/sched.h>
+#include <nmmintrin.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define SYSCALL_STOP (SIGTRAP | 0x80)
+
+/* -- ptrace control ---------------------------------------------------------------------------- */
+
+/* A signal that reached a thread while we held it; it is handed back when the thread is let go. */
+#define MAX_DEFERRED 256
+static struct { int tid; int sig; } deferred[MAX_DEFERRED];
+static int ndeferred;
+
+static void defer_signal(int tid, int sig)
+{
+    if (ndeferred < MAX_DEFERRED) {
+        deferred[ndeferred].tid = tid;
+        deferred[ndeferred].sig = sig;
+        ndeferred++;
+    }
+}
+
+int blcr_take_deferred(int tid)
+{
+    for (int i = 0; i < ndeferred; i++) {
+        if (deferred[i].tid == tid) {
+            int sig = deferred[i].sig;
+            deferred[i] = deferred[--ndeferred];
+            return sig;
+        }
+    }
+    return 0;
+}
+
+static int wait_stop(int tid, int *status)
+{
+    for (;;) {
+        int r = waitpid(tid, status, __WALL);
+        if (r == tid)
+            break;
+        if (r < 0 && errno == EINTR)
+            continue;
+        return r < 0 ? -errno : -ECHILD;
+    }
+    if (WIFEXITED(*status) || WIFSIGNALED(*status))
+        return -ESRCH;
+    return 0;
+}
+
+/* Seize one thread and bring it to a ptrace stop. Returns 1 when the thread was already in a
+ * group stop (the process had been stopped with SIGSTOP), 0 otherwise. */
+int blcr_seize(int tid)
+{
+    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) < 0)
+        return -errno;
+    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
+        return -errno;
+    for (;;) {
+        int st, r = wait_stop(tid, &st);
+        if (r < 0)
+            return r;
+        if ((st >> 16) == PTRACE_EVENT_STOP) {
+            int sig = WSTOPSIG(st);
+            return (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) ? 1 : 0;
+        }
+        /* A signal on its way in: keep it for later and wait for our interrupt stop. */
+        defer_signal(tid, WSTOPSIG(st));
+        if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
+            return -errno;
+    }
+}
+
+int blcr_detach(int tid, int sig)
+{
+    if (!sig)
+        sig = blcr_take_deferred(tid);
+    return ptrace(PTRACE_DETACH, tid, 0, (void *)(long)sig) < 0 ? -errno : 0;
+}
+
+int blcr_get_regs(int tid, void *regs)
+{
+    return ptrace(PTRACE_GETREGS, tid, 0, regs) < 0 ? -errno : 0;
+}
+
+int blcr_set_regs(int tid, const void *regs)
+{
+    return ptrace(PTRACE_SETREGS, tid, 0, regs) < 0 ? -errno : 0;
+}
+
+long blcr_get_xstate(int tid, void *buf, size_t len)
+{
+    struct iovec iov = {buf, len};
+    if (ptrace(PTRACE_GETREGSET, tid, (void *)NT_X86_XSTATE, &iov) < 0)
+        return -errno;
+    return (long)iov.iov_len;
+}
+
+int blcr_set_xstate(int tid, const void *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+    return ptrace(PTRACE_SETREGSET, tid, (void *)NT_X86_XSTATE, &iov) < 0 ? -errno : 0;
+}
+
+int blcr_get_sigmask(int tid, uint64_t *mask)
+{
+    return ptrace(PTRACE_GETSIGMASK, tid, (void *)8, mask) < 0 ? -errno : 0;
+}
+
+int blcr_set_sigmask(int tid, uint64_t mask)
+{
+    return ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &mask) < 0 ? -errno : 0;
+}
+
+/* Queued signals of a thread (shared: of the whole process), 128 bytes of siginfo each, without
+ * removing them. */
+long blcr_peek_siginfo(int tid, int shared, void *buf, int max)
+{
+    struct { uint64_t off; uint32_t flags; int32_t nr; } args = {0, shared ? 1 : 0, max};
+    long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, buf);
+    return n < 0 ? -errno : n;
+}
+
+int blcr_get_rseq(int tid, void *conf, size_t len)
+{
+    long n = ptrace(0x420f /* PTRACE_GET_RSEQ_CONFIGURATION */, tid, (void *)len, conf);
+    return n < 0 ? -errno : (int)n;
+}
+
+int blcr_get_robust_list(int tid, uint64_t *head, uint64_t *len)
+{
+    void *h = 0;
+    size_t l = 0;
+    if (syscall(SYS_get_robust_list, tid, &h, &l) < 0)
+        return -errno;
+    *head = (uint64_t)h;
+    *len = l;
+    return 0;
+}
+
+/* Run one system call in a stopped thread: point it at a `syscall` instruction (at `insn`), let
+ * it through the syscall entry and exit stops, take the result and put its registers back. */
+int blcr_inject(int tid, uint64_t insn, long nr, long a1, long a2, long a3, long a4, long a5,
+                long a6, long *result)
+{
+    struct user_regs_struct saved, r;
+    int st, stops = 0, err;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &saved) < 0)
+        return -errno;
+    r = saved;
+    r.rip = insn;
+    r.rax = nr;
+    r.orig_rax = (unsigned long)-1; /* no syscall restart on the way out of this stop */
+    r.rdi = a1; r.rsi = a2; r.rdx = a3; r.r10 = a4; r.r8 = a5; r.r9 = a6;
+    if (ptrace(PTRACE_SETREGS, tid, 0, &r) < 0)
+        return -errno;
+    while (stops < 2) {
+        if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
+            return -errno;
+        if ((err = wait_stop(tid, &st)) < 0)
+            return err;
+        if (WSTOPSIG(st) == SYSCALL_STOP)
+            stops++;
+        else if ((st >> 16) == 0 && WSTOPSIG(st) != SIGTRAP)
+            defer_signal(tid, WSTOPSIG(st));
+        /* ptrace events (a clone we asked for) need nothing but going on */
+    }
+    if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0)
+        return -errno;
+    *result = (long)r.rax;
+    if (ptrace(PTRACE_SETREGS, tid, 0, &saved) < 0)
+        return -errno;
+    return 0;
+}
+
+/* The thread a clone we injected created: it starts stopped, already traced by us. */
+int blcr_wait_new_thread(int tid)
+{
+    int st;
+    return wait_stop(tid, &st);
+}
+
+long blcr_read_mem(int pid, uint64_t addr, void *buf, size_t len)
+{
+    struct iovec l = {buf, len}, r = {(void *)addr, len};
+    ssize_t n = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    return n < 0 ? -errno : n;
+}
+
+long blcr_write_mem(int pid, uint64_t addr, const void *buf, size_t len)
+{
+    struct iovec l = {(void *)buf, len}, r = {(void *)addr, len};
+    ssize_t n = process_vm_writev(pid, &l, 1, &r, 1, 0);
+    return n < 0 ? -errno : n;
+}
+
+/* -- pages ------------------------------------------------------------------------------------ */
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+
+/* Runs of pages of [start, end) that hold data of the process's own: present or swapped, and for
+ * a private file mapping only pages copied on write. Writes (address, pages) pairs; returns the
+ * number of runs, or -ENOSPC when `max` is too small. */
+long blcr_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, int private_file,
+                     uint64_t *runs, long max)
+{
+    enum { BATCH = 4096 };
+    static uint64_t ent[BATCH];
+    long nruns = 0;
+    uint64_t run_start = 0, run_len = 0;
+    for (uint64_t page = start / PAGE; page < end / PAGE;) {
+        uint64_t want = end / PAGE - page;
+        if (want > BATCH)
+            want = BATCH;
+        ssize_t n = pread(pagemap_fd, ent, want * 8, (off_t)(page * 8));
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        for (long i = 0; i < n / 8; i++, page++) {
+            uint64_t e = ent[i];
+            int mine = (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(private_file && (e & PM_FILE)));
+            if (mine && run_len && run_start + run_len * PAGE == page * PAGE) {
+                run_len++;
+            } else if (mine) {
+                if (run_len) {
+                    if (nruns >= max)
+                        return -ENOSPC;
+                    runs[2 * nruns] = run_start;
+                    runs[2 * nruns + 1] = run_len;
+                    nruns++;
+                }
+                run_start = page * PAGE;
+                run_len = 1;
+            }
+        }
+    }
+    if (run_len) {
+        if (nruns >= max)
+            return -ENOSPC;
+        runs[2 * nruns] = run_start;
+        runs[2 * nruns + 1] = run_len;
+        nruns++;
+    }
+    return nruns;
+}
+
+static uint32_t crc32c(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint64_t c = ~crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+uint32_t blcr_crc32c(const void *p, size_t n) { return crc32c(0, p, n); }
+
+#define IO_BUF (8UL << 20)
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_full(int fd, unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -ENODATA;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Copy the pages of `runs` from the process to `out_fd` (appending), one CRC-32C per `chunk`
+ * bytes of output counted from `*pos` (a multiple of chunk at the start of the image). crcs[i]
+ * covers output bytes [i*chunk, (i+1)*chunk). `mem_fd` (/proc/PID/mem) is used for pages the
+ * process cannot read itself (PROT_NONE); -1 when every run is readable. */
+long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long nruns,
+                    uint64_t *pos, uint32_t *crcs, long ncrcs, uint64_t chunk)
+{
+    unsigned char *buf = mmap(NULL, IO_BUF, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    long err = 0;
+    if (buf == MAP_FAILED)
+        return -errno;
+    for (long i = 0; i < nruns && !err; i++) {
+        uint64_t addr = runs[2 * i], left = runs[2 * i + 1] * PAGE;
+        while (left && !err) {
+            size_t n = left < IO_BUF ? left : IO_BUF;
+            ssize_t got;
+            if (mem_fd >= 0) {
+                got = pread(mem_fd, buf, n, (off_t)addr);
+            } else {
+                struct iovec l = {buf, n}, r = {(void *)addr, n};
+                got = process_vm_readv(pid, &l, 1, &r, 1, 0);
+            }
+            if (got < 0) {
+                err = -errno;
+                break;
+            }
+            if ((size_t)got != n) {
+                err = -EFAULT;
+                break;
+            }
+            /* checksum along chunk boundaries of the output */
+            for (size_t done = 0; done < n;) {
+                uint64_t idx = *pos / chunk, in_chunk = *pos % chunk;
+                size_t take = n - done;
+                if (take > chunk - in_chunk)
+                    take = chunk - in_chunk;
+                if ((long)idx >= ncrcs) {
+                    err = -ENOSPC;
+                    break;
+                }
+                crcs[idx] = crc32c(in_chunk ? crcs[idx] : 0, buf + done, take);
+                done += take;
+                *pos += take;
+            }
+            if (!err)
+                err = write_all(out_fd, buf, n);
+            addr += n;
+            left -= n;
+        }
+    }
+    munmap(buf, IO_BUF);
+    return err;
+}
+
+/* The reverse: read the image from `in_fd` at `*pos` on, check every chunk's CRC-32C as it is
+ * completed, and write the pages into the process at their addresses. Returns -EBADMSG at the
+ * first chunk that does not match, with its index in *bad_chunk. */
+long blcr_load_runs(int pid, int in_fd, const uint64_t *runs, long nruns, uint64_t *pos,
+                    const uint32_t *crcs, long ncrcs, uint64_t chunk, uint64_t *bad_chunk)
+{
+    unsigned char *buf = mmap(NULL, IO_BUF, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    long err = 0;
+    uint32_t crc = 0;
+    if (buf == MAP_FAILED)
+        return -errno;
+    if (*pos % chunk)
+        return -EINVAL;
+    for (long i = 0; i < nruns && !err; i++) {
+        uint64_t addr = runs[2 * i], left = runs[2 * i + 1] * PAGE;
+        while (left && !err) {
+            size_t n = left < IO_BUF ? left : IO_BUF;
+            if ((err = read_full(in_fd, buf, n)) < 0)
+                break;
+            for (size_t done = 0; done < n;) {
+                uint64_t idx = *pos / chunk, in_chunk = *pos % chunk;
+                size_t take = n - done;
+                if (take > chunk - in_chunk)
+                    take = chunk - in_chunk;
+                crc = crc32c(in_chunk ? crc : 0, buf + done, take);
+                done += take;
+                *pos += take;
+                if (*pos % chunk == 0 || (i == nruns - 1 && left == n && done == n)) {
+                    if ((long)idx >= ncrcs || crc != crcs[idx]) {
+                        *bad_chunk = idx;
+                        err = -EBADMSG;
+                        break;
+                    }
+                }
+            }
+            if (err)
+                break;
+            struct iovec l = {buf, n}, r = {(void *)addr, n};
+            ssize_t put = process_vm_writev(pid, &l, 1, &r, 1, 0);
+            if (put < 0)
+                err = -errno;
+            else if ((size_t)put != n)
+                err = -EFAULT;
+            addr += n;
+            left -= n;
+        }
+    }
+    munmap(buf, IO_BUF);
+    return err;
+}
+
+/* -- descriptors ------------------------------------------------------------------------------ */
+
+int blcr_pidfd_getfd(int pidfd, int fd)
+{
+    long r = syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    return r < 0 ? -errno : (int)r;
+}
+
+/* 0 when both descriptors of `pid` refer to one open file description. */
+int blcr_kcmp_file(int pid, int fd1, int fd2)
+{
+    long r = syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, fd1, fd2);
+    return r < 0 ? -errno : (int)r;
+}
+
+/* Duplicate the unread content of a pipe, without consuming it, into a new pipe of ours; returns
+ * the read end of the copy (or -errno) and the number of bytes in *n. */
+int blcr_pipe_peek(int read_end, size_t cap, long *n)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return -errno;
+    if (cap && fcntl(p[1], F_SETPIPE_SZ, (int)cap) < 0) {
+        int e = -errno;
+        close(p[0]);
+        close(p[1]);
+        return e;
+    }
+    ssize_t t = tee(read_end, p[1], cap ? cap : 1 << 20, SPLICE_F_NONBLOCK);
+    close(p[1]);
+    if (t < 0 && errno != EAGAIN) {
+        int e = -errno;
+        close(p[0]);
+        return e;
+    }
+    *n = t < 0 ? 0 : t;
+    return p[0];
+}
+
+int blcr_timerfd_create(int clockid, int flags)
+{
+    long r = syscall(SYS_timerfd_create, clockid, flags);
+    return r < 0 ? -errno : (int)r;
+}
+
+int blcr_timerfd_settime(int fd, int flags, int64_t vs, int64_t vns, int64_t is, int64_t ins,
+                         uint64_t ticks)
+{
+    struct { int64_t is, ins, vs, vns; } t = {is, ins, vs, vns};
+    if (syscall(SYS_timerfd_settime, fd, flags, &t, NULL) < 0)
+        return -errno;
+    if (ticks && ioctl(fd, _IOW('T', 0, uint64_t), &ticks) < 0)
+        return -errno;
+    return 0;
+}
+
+int blcr_signalfd(uint64_t mask, int flags)
+{
+    long r = syscall(SYS_signalfd4, -1, &mask, 8, flags);
+    return r < 0 ? -errno : (int)r;
+}
+
+/* -- the restore stub ------------------------------------------------------------------------- */
+
+struct blcr_stub_plan {
+    int want_pid;               /* PID to take (0: any) */
+    int nmoves;
+    const int *moves;           /* (our fd, its fd, cloexec) triples */
+    int nepoll;
+    const int64_t *epoll;       /* (epoll fd, target fd, events, data) quads */
+    int cwd_fd;
+    int umask;
+    int nlimits;
+    const int64_t *limits;      /* (resource, soft, hard) triples */
+    const uint64_t *sigactions; /* 64 x (handler, flags, restorer, mask); handler 0 = default */
+    uint64_t code_addr;         /* where the stub puts its syscall page */
+    uint64_t code_len;
+    int err_fd;                 /* write end of the pipe for a failure in the child */
+};
+
+static void stub_fail(int fd, const char *what, int err)
+{
+    char msg[160];
+    size_t n = strlen(what);
+    if (n > 120)
+        n = 120;
+    memcpy(msg, what, n);
+    int e = err, len = (int)n;
+    msg[len++] = ':';
+    char digits[12];
+    int d = 0;
+    do { digits[d++] = (char)('0' + e % 10); e /= 10; } while (e && d < 11);
+    while (d)
+        msg[len++] = digits[--d];
+    (void)!write(fd, msg, (size_t)len);
+    _exit(127);
+}
+
+/* In the child: take the restored process's descriptors, cwd, umask, limits and signal
+ * dispositions, map the syscall page, then stop for the tracer. Never returns. */
+static void stub_child(const struct blcr_stub_plan *p)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
+        stub_fail(p->err_fd, "ptrace(TRACEME)", errno);
+    /* lift every source above every target first, so no dup3 overwrites one still needed */
+    int top = p->err_fd;
+    for (int i = 0; i < p->nmoves; i++) {
+        if (p->moves[3 * i] > top) top = p->moves[3 * i];
+        if (p->moves[3 * i + 1] > top) top = p->moves[3 * i + 1];
+    }
+    if (p->cwd_fd > top) top = p->cwd_fd;
+    int base = top + 1;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)(base + p->nmoves + 2)) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    int errfd = fcntl(p->err_fd, F_DUPFD_CLOEXEC, base);
+    if (errfd < 0)
+        stub_fail(p->err_fd, "lift error pipe", errno);
+    int cwd = fcntl(p->cwd_fd, F_DUPFD_CLOEXEC, base);
+    if (cwd < 0)
+        stub_fail(errfd, "lift cwd", errno);
+    int *lifted = alloca(sizeof(int) * (size_t)(p->nmoves + 1));
+    for (int i = 0; i < p->nmoves; i++) {
+        lifted[i] = fcntl(p->moves[3 * i], F_DUPFD_CLOEXEC, base);
+        if (lifted[i] < 0)
+            stub_fail(errfd, "lift descriptor", errno);
+    }
+    /* close everything below base, then place each descriptor */
+    if (syscall(SYS_close_range, 0, (unsigned)base - 1, 0) < 0)
+        stub_fail(errfd, "close_range", errno);
+    for (int i = 0; i < p->nmoves; i++) {
+        if (dup3(lifted[i], p->moves[3 * i + 1], p->moves[3 * i + 2] ? O_CLOEXEC : 0) < 0)
+            stub_fail(errfd, "place descriptor", errno);
+    }
+    for (int i = 0; i < p->nepoll; i++) {
+        struct { uint32_t events; uint64_t data; } __attribute__((packed)) ev = {
+            (uint32_t)p->epoll[4 * i + 2], (uint64_t)p->epoll[4 * i + 3]};
+        if (syscall(SYS_epoll_ctl, (int)p->epoll[4 * i], 1 /* ADD */, (int)p->epoll[4 * i + 1],
+                    &ev) < 0)
+            stub_fail(errfd, "epoll_ctl", errno);
+    }
+    if (fchdir(cwd) < 0)
+        stub_fail(errfd, "fchdir", errno);
+    umask((mode_t)p->umask);
+    for (int sig = 1; sig <= 64; sig++) {
+        const uint64_t *a = p->sigactions + 4 * (sig - 1);
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        if (syscall(SYS_rt_sigaction, sig, a, NULL, 8) < 0 && sig < 32)
+            stub_fail(errfd, "rt_sigaction", errno);
+    }
+    void *code = mmap((void *)p->code_addr, p->code_len, PROT_READ | PROT_WRITE | PROT_EXEC,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (code == MAP_FAILED || (uint64_t)code != p->code_addr)
+        stub_fail(errfd, "map syscall page", code == MAP_FAILED ? errno : EEXIST);
+    ((unsigned char *)code)[0] = 0x0f; /* syscall */
+    ((unsigned char *)code)[1] = 0x05;
+    ((unsigned char *)code)[2] = 0xcc; /* int3 */
+    for (int i = 0; i < p->nlimits; i++) {
+        struct rlimit r = {(rlim_t)p->limits[3 * i + 1], (rlim_t)p->limits[3 * i + 2]};
+        if (setrlimit((int)p->limits[3 * i], &r) < 0)
+            stub_fail(errfd, "setrlimit", errno);
+    }
+    close(cwd);
+    close(errfd); /* close-on-exec is not enough: nothing is exec'd; the parent sees EOF */
+    for (int i = 0; i < p->nmoves; i++)
+        close(lifted[i]);
+    syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+    _exit(126); /* not reached: the tracer takes the process over at the stop */
+}
+
+/* Fork the stub (with the PID asked for, through clone3's set_tid) and wait until it stops.
+ * Returns its PID, or -errno; a failure inside the child is written to plan->err_fd. */
+int blcr_spawn_stub(const struct blcr_stub_plan *plan)
+{
+    pid_t want = plan->want_pid;
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.exit_signal = SIGCHLD;
+    if (want > 0) {
+        args.set_tid = (uint64_t)&want;
+        args.set_tid_size = 1;
+    }
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0)
+        return -errno;
+    if (pid == 0)
+        stub_child(plan);
+    int st;
+    int r = wait_stop((int)pid, &st);
+    if (r < 0)
+        return r;
+    if (WSTOPSIG(st) != SIGSTOP) {
+        kill((pid_t)pid, SIGKILL);
+        waitpid((pid_t)pid, &st, __WALL);
+        return -EPROTO;
+    }
+    if (ptrace(PTRACE_SETOPTIONS, pid, 0,
+               PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE) < 0)
+        return -errno;
+    return (int)pid;
+}
+
+/* Let a thread of the restored process go: registers, extended state and mask first. */
+int blcr_release(int tid, const void *regs, const void *xstate, size_t xlen, uint64_t mask,
+                 int stop)
+{
+    int r;
+    if (xlen && (r = blcr_set_xstate(tid, xstate, xlen)) < 0)
+        return r;
+    if ((r = blcr_set_regs(tid, regs)) < 0)
+        return r;
+    if ((r = blcr_set_sigmask(tid, mask)) < 0)
+        return r;
+    return ptrace(PTRACE_DETACH, tid, 0, (void *)(long)(stop ? SIGSTOP : 0)) < 0 ? -errno : 0;
+}

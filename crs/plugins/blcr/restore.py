@@ -1,0 +1,345 @@
+"""Restore a process from its image: a stub forked with the image's PID takes the descriptors,
+then every mapping, thread and register set is put back by system calls injected into it.
+
+Order: check that the PID, TIDs and mapped files are as the image needs; rebuild descriptors
+here; fork the stub (it places descriptors, cwd, umask, limits and signal actions itself and
+stops); unmap all of it but a syscall page; map the vDSO and every mapping at its address; load
+the pages (checking each MiB); set protections, mm fields, threads, timers and pending signals;
+drop the syscall page and let every thread run from its saved registers.
+"""
+from __future__ import annotations
+
+from crs.framework import CRSError
+
+import json
+import os
+import struct
+from typing import Any
+
+from crs.snapshot import LocalSnapshot, SnapshotError
+
+from . import fds, memory, procfs, tracer
+from ._native import ffi, lib
+from .dump import CRCS, FORMAT, IMAGE, PAGES
+from .tracer import Injector, TraceError
+
+SCRATCH = 64 * 1024
+TOP = 0x7FFFFFFFF000
+MAP_PRIVATE, MAP_SHARED, MAP_FIXED, MAP_ANON, MAP_GROWSDOWN = 0x02, 0x01, 0x10, 0x20, 0x100
+THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
+PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_TIMER_CREATE_RESTORE_IDS = 35, 14, 15, 77
+ARCH_MAP_VDSO_64 = 0x2003
+SIGEV = {"signal": 0, "none": 1, "thread": 4}
+
+
+class RestoreError(CRSError):
+    """The process cannot be rebuilt; the message says why."""
+
+
+def read_image(snap: LocalSnapshot) -> dict[str, Any]:
+    r = snap.open(IMAGE)
+    data = r.read(r.size)
+    r.finish()
+    try:
+        image = json.loads(bytes(data))
+    except ValueError:
+        raise SnapshotError(f"{snap.path / IMAGE}: not a process image") from None
+    if image.get("format") != FORMAT:
+        raise SnapshotError(f"{snap.path / IMAGE}: unknown image format {image.get('format')!r}")
+    return image
+
+
+def _load(snap: LocalSnapshot, name: str) -> bytes:
+    r = snap.open(name)
+    data = bytes(r.read(r.size))
+    r.finish()
+    return data
+
+
+def check_restorable(image: dict[str, Any]) -> None:
+    """The image's PID and TIDs must be free and its mapped files unchanged."""
+    for t in image["threads"]:
+        tid = t["tid"]
+        if os.path.exists(f"/proc/{tid}"):
+            try:
+                comm = procfs.read_text(f"/proc/{tid}/comm").strip()
+            except OSError:
+                comm = "?"
+            what = "PID" if tid == image["pid"] else "thread ID"
+            raise RestoreError(f"{what} {tid} is in use (by {comm}); end that process first")
+    seen = set()
+    for v in image["vmas"]:
+        if "file_id" not in v or v["path"] in seen:
+            continue
+        seen.add(v["path"])
+        try:
+            st = os.stat(v["path"])
+        except OSError as exc:
+            raise RestoreError(f"mapped file {v['path']} is gone: {exc.strerror}") from None
+        if [st.st_size, st.st_mtime_ns] != v["file_id"][2:]:
+            raise RestoreError(f"mapped file {v['path']} changed since the checkpoint")
+
+
+def _code_page(image: dict[str, Any]) -> int:
+    """An address free both in the image and in this process, for the stub's syscall page."""
+    taken = [(v["start"], v["end"]) for v in image["vmas"]]
+    taken += [(v.start, v.end) for v in procfs.vmas(os.getpid())]
+    addr = 0x10000000
+    while any(lo < addr + SCRATCH and addr < hi for lo, hi in taken):
+        addr += 1 << 20
+    return addr
+
+
+class Stub:
+    """The process being rebuilt, and the descriptors it is to close before it runs."""
+
+    def __init__(self, pid: int, code: int, aux: list[int]) -> None:
+        self.pid = pid
+        self.inj = Injector(pid, code, code + 4096, SCRATCH - 4096)
+        self.code = code
+        self.aux = aux
+
+
+def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False) -> int:
+    """Rebuild the process of ``snap`` as a child of this one; return its PID (it runs, or is
+    stopped when ``stop``)."""
+    image = read_image(snap)
+    check_restorable(image)
+    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files)
+    try:
+        stub = _spawn(image, snap, rebuilt)
+    finally:
+        rebuilt.close()
+    try:
+        _rebuild_memory(stub, image, snap)
+        _rebuild_threads(stub, image)
+        for fn in rebuilt.after:
+            fn()
+        _release(stub, image, stop)
+    except BaseException:
+        os.kill(stub.pid, 9)
+        os.waitpid(stub.pid, 0)
+        raise
+    return stub.pid
+
+
+def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt) -> Stub:
+    moves = list(rebuilt.moves)
+    next_fd = max([m[1] for m in moves] + [2]) + 1
+    aux_of: dict[str, int] = {}
+
+    def aux(ours: int) -> int:
+        nonlocal next_fd
+        moves.append((ours, next_fd, True))
+        next_fd += 1
+        return next_fd - 1
+
+    for v in image["vmas"]:
+        if v["kind"] in ("file", "shared-file") and v["path"] not in aux_of:
+            mode = os.O_RDWR if v["kind"] == "shared-file" and v.get("may_write") else os.O_RDONLY
+            try:
+                aux_of[v["path"]] = aux(rebuilt.own(os.open(v["path"], mode | os.O_CLOEXEC)))
+            except OSError as exc:
+                raise RestoreError(f"mapped file {v['path']}: {exc.strerror}") from None
+    for ino, obj in image["shmem"].items():
+        data = b"" if "from_fd" in obj else _load(snap, obj["data"])
+        memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], data)
+        aux_of[f"shmem:{ino}"] = aux(memfd)
+    try:
+        aux_of["exe"] = aux(rebuilt.own(os.open(image["exe"], os.O_RDONLY | os.O_CLOEXEC)))
+    except OSError as exc:
+        raise RestoreError(f"executable {image['exe']}: {exc.strerror}") from None
+    cwd = rebuilt.own(os.open(image["cwd"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    code = _code_page(image)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    keep = []  # cffi buffers must outlive the call
+
+    def arr(kind: str, values: list[int]) -> Any:
+        a = ffi.new(f"{kind}[]", max(len(values), 1))
+        for i, x in enumerate(values):
+            a[i] = x
+        keep.append(a)
+        return a
+
+    plan = ffi.new("struct blcr_stub_plan *")
+    plan.want_pid = image["pid"]
+    plan.nmoves = len(moves)
+    plan.moves = arr("int", [x for m in moves for x in (m[0], m[1], int(m[2]))])
+    plan.nepoll = len(rebuilt.epoll)
+    plan.epoll = arr("int64_t", [x for e in rebuilt.epoll for x in e])
+    plan.cwd_fd = cwd
+    plan.umask = image["umask"]
+    limits = [[r, s if s >= 0 else (1 << 64) - 1, h if h >= 0 else (1 << 64) - 1]
+              for r, s, h in image["rlimits"]]
+    plan.nlimits = len(limits)
+    plan.limits = arr("int64_t", [x - (1 << 64) if x >= 1 << 63 else x
+                                  for lim in limits for x in lim])
+    plan.sigactions = arr("uint64_t", [x for a in image["sigactions"] for x in a])
+    plan.code_addr = code
+    plan.code_len = SCRATCH
+    plan.err_fd = err_w
+    pid = lib.blcr_spawn_stub(plan)
+    os.close(err_w)
+    with os.fdopen(err_r, "rb") as f:
+        failure = f.read().decode(errors="replace")
+    if failure:
+        step, _, err = failure.rpartition(":")
+        raise RestoreError(f"restoring descriptors and process state failed at {step}: "
+                           f"{os.strerror(int(err)) if err.isdigit() else err}")
+    if pid < 0:
+        if pid == -17:  # EEXIST
+            raise RestoreError(f"PID {image['pid']} is in use; end that process first")
+        if pid == -1:
+            raise RestoreError(f"choosing PID {image['pid']} needs privilege "
+                               "(CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)")
+        raise RestoreError(f"cannot start the process to restore into: {os.strerror(-pid)}")
+    stub = Stub(pid, code, [m[1] for m in moves[len(rebuilt.moves):]])
+    stub.aux_of = aux_of  # type: ignore[attr-defined]
+    return stub
+
+
+def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> None:
+    inj, pid = stub.inj, stub.pid
+    # the stub inherited this process's rseq area, which is about to be unmapped
+    rs = tracer.rseq_config(pid)
+    if rs:
+        inj.call(pid, "rseq", rs[0], rs[1], 1, rs[2])
+    inj.call(pid, "munmap", 0, stub.code)
+    inj.call(pid, "munmap", stub.code + SCRATCH, TOP - stub.code - SCRATCH)
+    vdso = next((v for v in image["vmas"] if v["kind"] == "vdso"), None)
+    if vdso is not None:
+        vvar = [v["start"] for v in image["vmas"] if v["kind"] == "vvar"]
+        base = min(vvar) if vvar else vdso["start"]
+        inj.call(pid, "arch_prctl", ARCH_MAP_VDSO_64, base)
+        got = next((v for v in procfs.vmas(pid) if v.path == "[vdso]"), None)
+        if got is None or (got.start, got.end) != (vdso["start"], vdso["end"]):
+            raise RestoreError("the vDSO of this kernel does not fit the image's (was it taken "
+                               "under another kernel?)")
+    aux_of = stub.aux_of  # type: ignore[attr-defined]
+    runs: list[tuple[int, int]] = []
+    for v in image["vmas"]:
+        kind = v["kind"]
+        if kind in ("vdso", "vvar", "skip"):
+            continue
+        prot = v["prot"] | (3 if v["runs"] else 0)
+        flags, fd, off = MAP_FIXED, -1, 0
+        if kind in ("anon", "anon-copy"):
+            flags |= MAP_PRIVATE | MAP_ANON | (MAP_GROWSDOWN if "gd" in v["flags"] else 0)
+        elif kind == "file":
+            flags |= MAP_PRIVATE
+            fd, off = aux_of[v["path"]], v["offset"]
+        elif kind == "shared-file":
+            flags |= MAP_SHARED
+            fd, off = aux_of[v["path"]], v["offset"]
+        elif kind == "shmem":
+            flags |= MAP_SHARED
+            fd, off = aux_of[f"shmem:{v['inode']}"], v["offset"]
+        length = v["end"] - v["start"]
+        if "gd" in v["flags"]:
+            length = v["end"] - v["start"]
+        got = inj.call(pid, "mmap", v["start"], length, prot, flags, fd, off)
+        if got != v["start"]:
+            raise RestoreError(f"mapping {v['start']:#x} landed at {got:#x}")
+        runs.extend((a, n) for a, n in v["runs"])
+    pages = snap.open(PAGES)
+    try:
+        memory.load_pages(pid, pages.fd, runs, _load(snap, CRCS), str(snap.path / PAGES))
+    finally:
+        pages.finish()
+    for v in image["vmas"]:
+        if v["kind"] in ("vdso", "vvar", "skip"):
+            continue
+        if v["runs"] and v["prot"] != v["prot"] | 3:
+            inj.call(pid, "mprotect", v["start"], v["end"] - v["start"], v["prot"])
+        for flag in v["flags"]:
+            if flag in memory.MADVISE:
+                inj.raw(pid, "madvise", v["start"], v["end"] - v["start"], memory.MADVISE[flag])
+    mm = image["mm"]
+    auxv = bytes.fromhex(image["auxv"])
+    auxv_at = inj.put(auxv, 512)
+    fields = [mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
+              mm["start_brk"], image["brk"], mm["start_stack"], mm["arg_start"], mm["arg_end"],
+              mm["env_start"], mm["env_end"], auxv_at]
+    # the kernel refuses to swap the executable while the old one is still mapped, which it is
+    # when the stub and the image run the same program: then it is already right
+    same = os.stat(image["exe"]) if os.path.exists(image["exe"]) else None
+    mine = os.stat("/proc/self/exe")
+    keep_exe = same is not None and (same.st_dev, same.st_ino) == (mine.st_dev, mine.st_ino)
+    exe_fd = 0xFFFFFFFF if keep_exe else aux_of["exe"]
+    mm_map = struct.pack("12QII", *fields, len(auxv), exe_fd)
+    inj.call(pid, "prctl", PR_SET_MM, PR_SET_MM_MAP, inj.put(mm_map), len(mm_map), 0)
+    inj.raw(pid, "personality", image["personality"])
+
+
+def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
+    inj, pid = stub.inj, stub.pid
+    for t in image["threads"]:
+        if t["tid"] == pid:
+            continue
+        inj.put(struct.pack("i", t["tid"]), 256)
+        args = struct.pack("11Q", THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, inj.scratch + 256, 1, 0)
+        got = inj.raw(pid, "clone3", inj.put(args), len(args))
+        if got != t["tid"]:
+            why = os.strerror(-got) if got < 0 else f"got {got}"
+            raise RestoreError(f"cannot recreate thread {t['tid']}: {why}")
+        tracer.check(lib.blcr_wait_new_thread(got), f"waiting for new thread {got}")
+    for t in image["threads"]:
+        tid = t["tid"]
+        inj.call(tid, "set_tid_address", t["tid_address"])
+        head, length = t["robust_list"]
+        if head:
+            inj.call(tid, "set_robust_list", head, length)
+        sp, flags, size = t["altstack"]
+        if not flags & 2:  # SS_DISABLE
+            inj.call(tid, "sigaltstack", inj.put(struct.pack("QiiQ", sp, flags, 0, size)), 0)
+        if t["rseq"]:
+            ptr, size, sig = t["rseq"]
+            inj.call(tid, "rseq", ptr, size, 0, sig)
+        inj.call(tid, "prctl", PR_SET_NAME, inj.put(bytes.fromhex(t["comm"]) + b"\0"))
+    for which, (is_, ius, vs, vus) in enumerate(image["itimers"]):
+        if vs or vus:
+            inj.call(pid, "setitimer", which, inj.put(struct.pack("4q", is_, ius, vs, vus)), 0)
+    _rebuild_posix_timers(inj, pid, image["posix_timers"])
+    for t in image["threads"]:
+        for raw in t["pending"]:
+            info = bytes.fromhex(raw)
+            sig = struct.unpack_from("i", info)[0]
+            inj.call(t["tid"], "rt_tgsigqueueinfo", pid, t["tid"], sig, inj.put(info))
+    for raw in image["shared_pending"]:
+        info = bytes.fromhex(raw)
+        inj.call(pid, "rt_sigqueueinfo", pid, struct.unpack_from("i", info)[0], inj.put(info))
+    for fd in stub.aux:
+        inj.call(pid, "close", fd)
+
+
+def _rebuild_posix_timers(inj: Injector, pid: int, timers: list[dict[str, Any]]) -> None:
+    if not timers:
+        return
+    by_id = inj.raw(pid, "prctl", PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) == 0
+    for t in sorted(timers, key=lambda t: t["id"]):
+        notify = SIGEV[t["notify"]]
+        sev = struct.pack("QiiI", t["value"], t["signo"], notify,
+                          t["target"] if notify == 4 else 0).ljust(64, b"\0")
+        ev = inj.put(sev)
+        idp = inj.put(struct.pack("i", t["id"]), 128)
+        inj.call(pid, "timer_create", t["clockid"], ev, idp)
+        got = struct.unpack("i", inj.get(4, 128))[0]
+        if got != t["id"]:
+            raise RestoreError(f"POSIX timer {t['id']} came back as timer {got}"
+                               + ("" if by_id else " (this kernel cannot choose timer IDs)"))
+        if any(t["remaining"]):
+            spec = struct.pack("4q", *t["interval"], *t["remaining"])
+            inj.call(pid, "timer_settime", got, 0, inj.put(spec), 0)
+    if by_id:
+        inj.raw(pid, "prctl", PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0)
+
+
+def _release(stub: Stub, image: dict[str, Any], stop: bool) -> None:
+    pid = stub.pid
+    stub.inj.call(pid, "munmap", stub.code, SCRATCH)
+    for t in sorted(image["threads"], key=lambda t: t["tid"] == pid):
+        regs = bytes.fromhex(t["regs"])
+        xstate = bytes.fromhex(t["xstate"])
+        tracer.check(lib.blcr_release(t["tid"], regs, xstate, len(xstate), t["sigmask"],
+                                      int(stop and t["tid"] == pid)),
+                     f"starting thread {t['tid']}")
