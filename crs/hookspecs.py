@@ -60,6 +60,7 @@ class Relaunch:
     verbose: bool = False  # report progress on stderr
     stop: bool = False  # leave the process stopped (SIGSTOP) once it is back
     detach: bool = False  # do not wait for it (image-based components)
+    pid_namespace: bool = False  # bring it back in a fresh PID namespace (image-based components)
 
 
 class CRSSpec:

@@ -29,6 +29,9 @@ def build_parser() -> ToolParser:
     p.add_argument("--detach", action="store_true",
                    help="print the restored process's PID and return instead of waiting for "
                         "it (image-based components)")
+    p.add_argument("--pid-namespace", action="store_true",
+                   help="restore into a fresh PID namespace, where the original PID is free "
+                        "even when it is taken here (image-based components; needs root)")
     p.add_argument("snapshot", metavar="SNAPSHOT",
                    help="snapshot directory (a path, or a name in crs_base_snapshot_dir)")
     return p
@@ -69,6 +72,7 @@ def _run(argv: list[str] | None) -> int:
     component = component_for_snapshot(snap.component)
     relaunch = relaunch_for(snap, prm)
     relaunch.verbose, relaunch.stop, relaunch.detach = ns.verbose, ns.stop, ns.detach
+    relaunch.pid_namespace = ns.pid_namespace
     component.call("crs_prelaunch", rank=0, snapshot=snap, relaunch=relaunch)
     if ns.showme:
         print(f"cd {shlex.quote(relaunch.cwd)} && {shlex.join(relaunch.argv)}")

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import suppress
 
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
@@ -72,7 +73,8 @@ class BlcrComponent:
 
         for sig in FORWARDED:  # from here on, a signal for the tool is one for the process
             signal.signal(sig, forward)
-        pid = restore(snapshot, truncate_files=self.truncate_files, stop=relaunch.stop)
+        pid, waiter = restore(snapshot, truncate_files=self.truncate_files, stop=relaunch.stop,
+                              pid_namespace=relaunch.pid_namespace)
         for sig in early:
             os.kill(pid, sig)
         if relaunch.verbose:
@@ -80,12 +82,13 @@ class BlcrComponent:
         if relaunch.detach:
             print(pid, flush=True)
             os._exit(0)
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(waiter, 0)
         code = os.waitstatus_to_exitcode(status)
         sys.stdout.flush()
         sys.stderr.flush()
-        if code < 0:
-            signal.signal(-code, signal.SIG_DFL)
+        if code < 0:  # die the same way (SIGKILL and SIGSTOP have no handler to reset)
+            with suppress(OSError, ValueError):
+                signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         os._exit(code & 0xFF)
 

@@ -55,6 +55,15 @@ def threads(pid: int) -> list[int]:
     return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
 
 
+def state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat (R, S, T, Z...), or "" when it is gone."""
+    try:
+        text = read_text(f"/proc/{pid}/stat")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return text[text.rindex(")") + 2]
+
+
 def status(pid: int) -> dict[str, str]:
     out = {}
     for line in read_text(f"/proc/{pid}/status").splitlines():

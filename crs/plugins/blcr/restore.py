@@ -14,6 +14,7 @@ from crs.framework import CRSError
 import json
 import os
 import struct
+from contextlib import suppress
 from typing import Any
 
 from crs.snapshot import LocalSnapshot, SnapshotError
@@ -29,6 +30,7 @@ MAP_PRIVATE, MAP_SHARED, MAP_FIXED, MAP_ANON, MAP_GROWSDOWN = 0x02, 0x01, 0x10, 
 THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
 PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_TIMER_CREATE_RESTORE_IDS = 35, 14, 15, 77
 ARCH_MAP_VDSO_64 = 0x2003
+WALL = 0x40000000
 SIGEV = {"signal": 0, "none": 1, "thread": 4}
 
 
@@ -56,9 +58,10 @@ def _load(snap: LocalSnapshot, name: str) -> bytes:
     return data
 
 
-def check_restorable(image: dict[str, Any]) -> None:
-    """The image's PID and TIDs must be free and its mapped files unchanged."""
-    for t in image["threads"]:
+def check_restorable(image: dict[str, Any], pid_namespace: bool) -> None:
+    """The image's PID and TIDs must be free (unless it goes to a fresh PID namespace) and its
+    mapped files unchanged."""
+    for t in ([] if pid_namespace else image["threads"]):
         tid = t["tid"]
         if os.path.exists(f"/proc/{tid}"):
             try:
@@ -66,7 +69,8 @@ def check_restorable(image: dict[str, Any]) -> None:
             except OSError:
                 comm = "?"
             what = "PID" if tid == image["pid"] else "thread ID"
-            raise RestoreError(f"{what} {tid} is in use (by {comm}); end that process first")
+            raise RestoreError(f"{what} {tid} is in use (by {comm}); end that process first, or "
+                               "restore into a fresh PID namespace (--pid-namespace)")
     seen = set()
     for v in image["vmas"]:
         if "file_id" not in v or v["path"] in seen:
@@ -91,23 +95,27 @@ def _code_page(image: dict[str, Any]) -> int:
 
 
 class Stub:
-    """The process being rebuilt, and the descriptors it is to close before it runs."""
+    """The process being rebuilt, and the descriptors it is to close before it runs. ``waiter``
+    is the child to wait for: the process itself, or the init of its PID namespace."""
 
-    def __init__(self, pid: int, code: int, aux: list[int]) -> None:
-        self.pid = pid
+    def __init__(self, pid: int, waiter: int, code: int, aux: list[int]) -> None:
+        self.pid, self.waiter = pid, waiter
+        self.here: dict[int, int] = {}
         self.inj = Injector(pid, code, code + 4096, SCRATCH - 4096)
         self.code = code
         self.aux = aux
 
 
-def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False) -> int:
-    """Rebuild the process of ``snap`` as a child of this one; return its PID (it runs, or is
-    stopped when ``stop``)."""
+def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False,
+            pid_namespace: bool = False) -> tuple[int, int]:
+    """Rebuild the process of ``snap`` as a child of this one (or as the child of the init of a
+    fresh PID namespace, which is ours); return its PID here and the PID of the child to wait
+    for. It runs, or is stopped when ``stop``."""
     image = read_image(snap)
-    check_restorable(image)
+    check_restorable(image, pid_namespace)
     rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files)
     try:
-        stub = _spawn(image, snap, rebuilt)
+        stub = _spawn(image, snap, rebuilt, pid_namespace)
     finally:
         rebuilt.close()
     try:
@@ -118,12 +126,18 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         _release(stub, image, stop)
     except BaseException:
         os.kill(stub.pid, 9)
-        os.waitpid(stub.pid, 0)
+        with suppress(ChildProcessError):
+            os.waitpid(stub.pid, WALL)  # as its tracer first, or its parent never hears of it
+        if stub.waiter != stub.pid:
+            os.waitpid(stub.waiter, 0)
         raise
-    return stub.pid
+    if pid_namespace and not stop and procfs.state(stub.pid) == "T":
+        os.kill(stub.pid, 18)  # SIGCONT: it was seized in the stop it put itself in
+    return stub.pid, stub.waiter
 
 
-def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt) -> Stub:
+def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
+           pid_namespace: bool) -> Stub:
     moves = list(rebuilt.moves)
     next_fd = max([m[1] for m in moves] + [2]) + 1
     aux_of: dict[str, int] = {}
@@ -178,7 +192,9 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt) -> 
     plan.code_addr = code
     plan.code_len = SCRATCH
     plan.err_fd = err_w
-    pid = lib.blcr_spawn_stub(plan)
+    plan.new_pidns = int(pid_namespace)
+    init = ffi.new("int *")
+    pid = lib.blcr_spawn_stub(plan, init)
     os.close(err_w)
     with os.fdopen(err_r, "rb") as f:
         failure = f.read().decode(errors="replace")
@@ -187,13 +203,16 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt) -> 
         raise RestoreError(f"restoring descriptors and process state failed at {step}: "
                            f"{os.strerror(int(err)) if err.isdigit() else err}")
     if pid < 0:
+        if init[0]:
+            os.kill(init[0], 9)
+            os.waitpid(init[0], 0)
         if pid == -17:  # EEXIST
             raise RestoreError(f"PID {image['pid']} is in use; end that process first")
         if pid == -1:
             raise RestoreError(f"choosing PID {image['pid']} needs privilege "
                                "(CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)")
         raise RestoreError(f"cannot start the process to restore into: {os.strerror(-pid)}")
-    stub = Stub(pid, code, [m[1] for m in moves[len(rebuilt.moves):]])
+    stub = Stub(pid, init[0] or pid, code, [m[1] for m in moves[len(rebuilt.moves):]])
     stub.aux_of = aux_of  # type: ignore[attr-defined]
     return stub
 
@@ -272,19 +291,26 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
 
 
 def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
-    inj, pid = stub.inj, stub.pid
+    """Threads with their TIDs, per-thread kernel state, timers and pending signals. IDs in
+    the image are the process's own (in its PID namespace); ``stub.here`` maps each to the ID
+    this process traces it by."""
+    inj, pid, own = stub.inj, stub.pid, image["pid"]
+    stub.here = {own: pid}
     for t in image["threads"]:
-        if t["tid"] == pid:
+        if t["tid"] == own:
             continue
+        before = set(procfs.threads(pid))
         inj.put(struct.pack("i", t["tid"]), 256)
         args = struct.pack("11Q", THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, inj.scratch + 256, 1, 0)
         got = inj.raw(pid, "clone3", inj.put(args), len(args))
         if got != t["tid"]:
             why = os.strerror(-got) if got < 0 else f"got {got}"
             raise RestoreError(f"cannot recreate thread {t['tid']}: {why}")
-        tracer.check(lib.blcr_wait_new_thread(got), f"waiting for new thread {got}")
+        (new,) = set(procfs.threads(pid)) - before
+        tracer.check(lib.blcr_wait_new_thread(new), f"waiting for new thread {got}")
+        stub.here[t["tid"]] = new
     for t in image["threads"]:
-        tid = t["tid"]
+        tid = stub.here[t["tid"]]
         inj.call(tid, "set_tid_address", t["tid_address"])
         head, length = t["robust_list"]
         if head:
@@ -304,10 +330,10 @@ def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
         for raw in t["pending"]:
             info = bytes.fromhex(raw)
             sig = struct.unpack_from("i", info)[0]
-            inj.call(t["tid"], "rt_tgsigqueueinfo", pid, t["tid"], sig, inj.put(info))
+            inj.call(stub.here[t["tid"]], "rt_tgsigqueueinfo", own, t["tid"], sig, inj.put(info))
     for raw in image["shared_pending"]:
         info = bytes.fromhex(raw)
-        inj.call(pid, "rt_sigqueueinfo", pid, struct.unpack_from("i", info)[0], inj.put(info))
+        inj.call(pid, "rt_sigqueueinfo", own, struct.unpack_from("i", info)[0], inj.put(info))
     for fd in stub.aux:
         inj.call(pid, "close", fd)
 
@@ -335,11 +361,11 @@ def _rebuild_posix_timers(inj: Injector, pid: int, timers: list[dict[str, Any]])
 
 
 def _release(stub: Stub, image: dict[str, Any], stop: bool) -> None:
-    pid = stub.pid
-    stub.inj.call(pid, "munmap", stub.code, SCRATCH)
-    for t in sorted(image["threads"], key=lambda t: t["tid"] == pid):
+    own = image["pid"]
+    stub.inj.call(stub.pid, "munmap", stub.code, SCRATCH)
+    for t in sorted(image["threads"], key=lambda t: t["tid"] == own):  # the main thread last
         regs = bytes.fromhex(t["regs"])
         xstate = bytes.fromhex(t["xstate"])
-        tracer.check(lib.blcr_release(t["tid"], regs, xstate, len(xstate), t["sigmask"],
-                                      int(stop and t["tid"] == pid)),
+        tracer.check(lib.blcr_release(stub.here[t["tid"]], regs, xstate, len(xstate),
+                                      t["sigmask"], int(stop and t["tid"] == own)),
                      f"starting thread {t['tid']}")

@@ -14,6 +14,7 @@
 #include <nmmintrin.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -331,6 +332,9 @@ long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long 
     unsigned char *buf = mmap(NULL, IO_BUF, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     long err = 0;
+    /* start writing back each buffer as soon as it is written, so that the disk works while
+     * the next pages are copied instead of all at the final fsync */
+    off_t flushed = lseek(out_fd, 0, SEEK_CUR);
     if (buf == MAP_FAILED)
         return -errno;
     for (long i = 0; i < nruns && !err; i++) {
@@ -368,6 +372,10 @@ long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long 
             }
             if (!err)
                 err = write_all(out_fd, buf, n);
+            if (!err && flushed >= 0) {
+                sync_file_range(out_fd, flushed, (off_t)n, SYNC_FILE_RANGE_WRITE);
+                flushed += (off_t)n;
+            }
             addr += n;
             left -= n;
         }
@@ -382,14 +390,14 @@ long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long 
 long blcr_load_runs(int pid, int in_fd, const uint64_t *runs, long nruns, uint64_t *pos,
                     const uint32_t *crcs, long ncrcs, uint64_t chunk, uint64_t *bad_chunk)
 {
+    if (*pos % chunk)
+        return -EINVAL;
     unsigned char *buf = mmap(NULL, IO_BUF, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     long err = 0;
     uint32_t crc = 0;
     if (buf == MAP_FAILED)
         return -errno;
-    if (*pos % chunk)
-        return -EINVAL;
     for (long i = 0; i < nruns && !err; i++) {
         uint64_t addr = runs[2 * i], left = runs[2 * i + 1] * PAGE;
         while (left && !err) {
@@ -506,6 +514,7 @@ struct blcr_stub_plan {
     uint64_t code_addr;         /* where the stub puts its syscall page */
     uint64_t code_len;
     int err_fd;                 /* write end of the pipe for a failure in the child */
+    int new_pidns;              /* restore into a fresh PID namespace, under an init of ours */
 };
 
 static void stub_fail(int fd, const char *what, int err)
@@ -528,12 +537,12 @@ static void stub_fail(int fd, const char *what, int err)
 
 /* In the child: take the restored process's descriptors, cwd, umask, limits and signal
  * dispositions, map the syscall page, then stop for the tracer. Never returns. */
-static void stub_child(const struct blcr_stub_plan *p)
+static void stub_child(const struct blcr_stub_plan *p, int traceme)
 {
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    if (ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
+    if (traceme && ptrace(PTRACE_TRACEME, 0, 0, 0) < 0)
         stub_fail(p->err_fd, "ptrace(TRACEME)", errno);
     /* lift every source above every target first, so no dup3 overwrites one still needed */
     int top = p->err_fd;
@@ -604,26 +613,108 @@ static void stub_child(const struct blcr_stub_plan *p)
     _exit(126); /* not reached: the tracer takes the process over at the stop */
 }
 
-/* Fork the stub (with the PID asked for, through clone3's set_tid) and wait until it stops.
- * Returns its PID, or -errno; a failure inside the child is written to plan->err_fd. */
-int blcr_spawn_stub(const struct blcr_stub_plan *plan)
+static long clone_with_pid(pid_t *want, uint64_t flags)
 {
-    pid_t want = plan->want_pid;
     struct clone_args args;
     memset(&args, 0, sizeof args);
+    args.flags = flags;
     args.exit_signal = SIGCHLD;
-    if (want > 0) {
-        args.set_tid = (uint64_t)&want;
+    if (*want > 0) {
+        args.set_tid = (uint64_t)want;
         args.set_tid_size = 1;
     }
-    long pid = syscall(SYS_clone3, &args, sizeof args);
+    return syscall(SYS_clone3, &args, sizeof args);
+}
+
+/* PID 1 of a fresh namespace: starts the stub with its PID there, drops every descriptor it
+ * inherited (a pipe end kept open here would keep the restored process from seeing EOF), and
+ * lives as long as the restored process, exiting with its status (128+signal if killed). */
+static void pidns_init(const struct blcr_stub_plan *p)
+{
+    pid_t want = p->want_pid;
+    long stub = clone_with_pid(&want, 0);
+    if (stub < 0)
+        stub_fail(p->err_fd, "clone3 in the new PID namespace", errno);
+    if (stub == 0)
+        stub_child(p, 0);
+    syscall(SYS_close_range, 0, ~0U, 0);
+    for (;;) {
+        int st;
+        pid_t r = waitpid(-1, &st, 0);
+        if (r < 0 && errno != EINTR)
+            _exit(127);
+        if (r == stub && (WIFEXITED(st) || WIFSIGNALED(st)))
+            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    }
+}
+
+/* The stub's PID here, once the init of its namespace has started it and it has stopped. */
+static int find_stopped_child(int init)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", init, init);
+    for (int tries = 0; tries < 10000; tries++) {
+        int st;
+        if (waitpid(init, &st, WNOHANG) == init)
+            return -ECHILD; /* init ended: the child failed and said why on the error pipe */
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = 0;
+            int pid = atoi(buf);
+            char stat[256];
+            snprintf(path, sizeof path, "/proc/%d/stat", pid);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                n = read(fd, stat, sizeof stat - 1);
+                close(fd);
+                char *end = n > 0 ? (stat[n] = 0, strrchr(stat, ')')) : NULL;
+                if (end && end[2] == 'T')
+                    return pid;
+            }
+            snprintf(path, sizeof path, "/proc/%d/task/%d/children", init, init);
+        }
+        usleep(1000);
+    }
+    return -ETIMEDOUT;
+}
+
+/* Fork the stub (with the PID asked for, through clone3's set_tid) and wait until it stops
+ * under our trace. Returns its PID, or -errno; a failure inside the child is written to
+ * plan->err_fd. With new_pidns, *init is the namespace's first process, the one to wait for. */
+int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init)
+{
+    pid_t want = plan->want_pid;
+    int st, r;
+    long pid;
+    *init = 0;
+    if (plan->new_pidns) {
+        pid_t any = 0;
+        long first = clone_with_pid(&any, CLONE_NEWPID);
+        if (first < 0)
+            return -errno;
+        if (first == 0)
+            pidns_init(plan);
+        *init = (int)first;
+        pid = find_stopped_child((int)first);
+        if (pid < 0)
+            return (int)pid;
+        if (ptrace(PTRACE_SEIZE, pid, 0,
+                   PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE) < 0)
+            return -errno;
+        if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) < 0)
+            return -errno;
+        return (r = wait_stop((int)pid, &st)) < 0 ? r : (int)pid;
+    }
+    pid = clone_with_pid(&want, 0);
     if (pid < 0)
         return -errno;
     if (pid == 0)
-        stub_child(plan);
-    int st;
-    int r = wait_stop((int)pid, &st);
-    if (r < 0)
+        stub_child(plan, 1);
+    if ((r = wait_stop((int)pid, &st)) < 0)
         return r;
     if (WSTOPSIG(st) != SIGSTOP) {
         kill((pid_t)pid, SIGKILL);

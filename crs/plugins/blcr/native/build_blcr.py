@@ -51,8 +51,9 @@ ffibuilder.cdef(
         uint64_t code_addr;
         uint64_t code_len;
         int err_fd;
+        int new_pidns;
     };
-    int blcr_spawn_stub(const struct blcr_stub_plan *plan);
+    int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init);
     int blcr_release(int tid, const void *regs, const void *xstate, size_t xlen, uint64_t mask,
                      int stop);
     """
