@@ -89,12 +89,13 @@ def _save_from_outside(pid: int, target: Path, prm: params.Params, options: Chec
     t0 = time.monotonic()
     with SnapshotWriter(target, fsync=prm.get_bool("crs_base_fsync")) as writer:
         standard_meta(writer.meta, component.name, pid, writer.final)
+        component.call("crs_checkpoint", target=outside, snapshot=writer, options=options)
+        # read after the dump, which checked the process; with --term it is stopped, not gone
         writer.meta.add("Executable", os.readlink(f"/proc/{pid}/exe"))
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
         writer.meta.add("Command", argv)
         writer.meta.add("CWD", os.readlink(f"/proc/{pid}/cwd"))
-        component.call("crs_checkpoint", target=outside, snapshot=writer, options=options)
         path = writer.commit()
     if options.term:
         os.kill(pid, signal.SIGKILL)

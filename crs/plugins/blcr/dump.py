@@ -45,8 +45,10 @@ def check_traceable(pid: int) -> None:
     except (FileNotFoundError, ProcessLookupError):
         raise DumpError(f"no process with PID {pid}") from None
     uid = int(st["Uid"].split()[0])
-    if uid != os.getuid() and os.geteuid() != 0:
+    if uid != os.getuid():
         raise DumpError(f"process {pid} belongs to another user (uid {uid})")
+    if int(procfs.stat_field(pid, 9)) & 0x200000:  # PF_KTHREAD
+        raise DumpError(f"process {pid} is a kernel thread")
     if st.get("State", "").startswith(("Z", "X")):
         raise DumpError(f"process {pid} has ended (zombie)")
     tracer_pid = int(st.get("TracerPid", "0"))

@@ -55,6 +55,12 @@ def threads(pid: int) -> list[int]:
     return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
 
 
+def stat_field(pid: int, n: int) -> str:
+    """Field ``n`` (counted from 1, as in proc(5)) of /proc/PID/stat."""
+    text = read_text(f"/proc/{pid}/stat")
+    return text[text.rindex(")") + 2:].split()[n - 3]
+
+
 def state(pid: int) -> str:
     """The one-letter state of /proc/PID/stat (R, S, T, Z...), or "" when it is gone."""
     try:
