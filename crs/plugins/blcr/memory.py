@@ -70,30 +70,23 @@ def runs_of(pid: int, pagemap_fd: int, v: Vma, kind: str) -> list[tuple[int, int
     return [(int(buf[2 * i]), int(buf[2 * i + 1])) for i in range(n)]
 
 
-def _flat(runs: list[tuple[int, int]]) -> Any:
-    arr = ffi.new("uint64_t[]", max(2 * len(runs), 1))
-    for i, (addr, n) in enumerate(runs):
-        arr[2 * i], arr[2 * i + 1] = addr, n
-    return arr
-
-
 def dump_pages(pid: int, out_fd: int, parts: list[tuple[list[tuple[int, int]], bool]]) -> bytes:
     """Write the runs of every part ((runs, readable)) to ``out_fd`` in order; return the
     packed CRC-32C list (one per MiB of output)."""
-    total = sum(n for runs, _ in parts for _, n in runs) * PAGE
+    triples = [(a, n, int(not readable)) for runs, readable in parts for a, n in runs]
+    total = sum(n for _, n, _ in triples) * PAGE
     ncrcs = total // CHUNK + 1
     crcs = ffi.new("uint32_t[]", ncrcs)
     pos = ffi.new("uint64_t *", 0)
+    flat = ffi.new("uint64_t[]", max(3 * len(triples), 1))
+    for i, t in enumerate(triples):
+        flat[3 * i:3 * i + 3] = t
     mem_fd = -1
+    if any(u for _, _, u in triples):
+        mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        for runs, readable in parts:
-            if not runs:
-                continue
-            if not readable and mem_fd < 0:
-                mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            check(lib.blcr_dump_runs(pid, -1 if readable else mem_fd, out_fd, _flat(runs),
-                                     len(runs), pos, crcs, ncrcs, CHUNK),
-                  f"saving the memory of process {pid}")
+        check(lib.blcr_dump_runs(pid, mem_fd, out_fd, flat, len(triples), pos, crcs, ncrcs,
+                                 CHUNK), f"saving the memory of process {pid}")
     finally:
         if mem_fd >= 0:
             os.close(mem_fd)
@@ -101,20 +94,28 @@ def dump_pages(pid: int, out_fd: int, parts: list[tuple[list[tuple[int, int]], b
     return struct.pack(f"<{used}I", *crcs[0:used])
 
 
-def load_pages(pid: int, in_fd: int, runs: list[tuple[int, int]], crcs: bytes,
-               image: str) -> None:
-    """Read every run from the image and put it into process ``pid``, checking each MiB."""
-    if not runs:
-        return
+def verify_pages(fd: int, size: int, crcs: bytes, image: str) -> None:
+    """Check every MiB of ``pages.img`` against its CRC-32C (the GIL is released meanwhile)."""
     n = len(crcs) // 4
     table = ffi.new("uint32_t[]", max(n, 1))
     for i, c in enumerate(struct.unpack(f"<{n}I", crcs)):
         table[i] = c
-    pos, bad = ffi.new("uint64_t *", 0), ffi.new("uint64_t *", 0)
-    ret = lib.blcr_load_runs(pid, in_fd, _flat(runs), len(runs), pos, table, n, CHUNK, bad)
+    bad = ffi.new("uint64_t *", 0)
+    ret = lib.blcr_verify_chunks(fd, size, table, n, CHUNK, bad)
     if ret == -74:  # EBADMSG
         raise MappingError(f"{image}: snapshot file is corrupted (checksum mismatch in MiB "
                            f"{int(bad[0])})")
-    if ret == -61:  # ENODATA
-        raise MappingError(f"{image}: snapshot file is truncated")
-    check(ret, f"loading the memory of process {pid}")
+    check(ret, f"checking {image}")
+
+
+def read_batches(runs: list[tuple[int, int]], max_iov: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The runs as (file offset, [(address, bytes)]) batches of at most ``max_iov`` pieces, each
+    one preadv of the image into the process."""
+    batches: list[tuple[int, list[tuple[int, int]]]] = []
+    offset = 0
+    for addr, pages in runs:
+        if not batches or len(batches[-1][1]) >= max_iov:
+            batches.append((offset, []))
+        batches[-1][1].append((addr, pages * PAGE))
+        offset += pages * PAGE
+    return batches

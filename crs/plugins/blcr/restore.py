@@ -14,6 +14,7 @@ from crs.framework import CRSError
 import json
 import os
 import struct
+import threading
 from contextlib import suppress
 from typing import Any
 
@@ -22,6 +23,7 @@ from crs.snapshot import LocalSnapshot, SnapshotError
 from . import fds, memory, procfs, tracer
 from ._native import ffi, lib
 from .dump import CRCS, FORMAT, IMAGE, PAGES
+from .memory import MappingError
 from .tracer import Injector, TraceError
 
 SCRATCH = 64 * 1024
@@ -31,6 +33,7 @@ THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES 
 PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_TIMER_CREATE_RESTORE_IDS = 35, 14, 15, 77
 ARCH_MAP_VDSO_64 = 0x2003
 WALL = 0x40000000
+IOV_BATCH = 1024  # IOV_MAX, and 16 KiB of scratch
 SIGEV = {"signal": 0, "none": 1, "thread": 4}
 
 
@@ -159,6 +162,7 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
         data = b"" if "from_fd" in obj else _load(snap, obj["data"])
         memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], data)
         aux_of[f"shmem:{ino}"] = aux(memfd)
+    aux_of["pages"] = aux(rebuilt.own(os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)))
     try:
         aux_of["exe"] = aux(rebuilt.own(os.open(image["exe"], os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as exc:
@@ -259,20 +263,16 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
         got = inj.call(pid, "mmap", v["start"], length, prot, flags, fd, off)
         if got != v["start"]:
             raise RestoreError(f"mapping {v['start']:#x} landed at {got:#x}")
+        for flag in v["flags"]:  # before the pages: with huge pages they load much faster
+            if flag in memory.MADVISE:
+                inj.raw(pid, "madvise", v["start"], v["end"] - v["start"], memory.MADVISE[flag])
         runs.extend((a, n) for a, n in v["runs"])
-    pages = snap.open(PAGES)
-    try:
-        memory.load_pages(pid, pages.fd, runs, _load(snap, CRCS), str(snap.path / PAGES))
-    finally:
-        pages.finish()
+    _load_pages(stub, runs, snap)
     for v in image["vmas"]:
         if v["kind"] in ("vdso", "vvar", "skip"):
             continue
         if v["runs"] and v["prot"] != v["prot"] | 3:
             inj.call(pid, "mprotect", v["start"], v["end"] - v["start"], v["prot"])
-        for flag in v["flags"]:
-            if flag in memory.MADVISE:
-                inj.raw(pid, "madvise", v["start"], v["end"] - v["start"], memory.MADVISE[flag])
     mm = image["mm"]
     auxv = bytes.fromhex(image["auxv"])
     auxv_at = inj.put(auxv, 512)
@@ -288,6 +288,37 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
     mm_map = struct.pack("12QII", *fields, len(auxv), exe_fd)
     inj.call(pid, "prctl", PR_SET_MM, PR_SET_MM_MAP, inj.put(mm_map), len(mm_map), 0)
     inj.raw(pid, "personality", image["personality"])
+
+
+def _load_pages(stub: Stub, runs: list[tuple[int, int]], snap: LocalSnapshot) -> None:
+    """The stub reads its pages from the image itself, straight into place (one copy, by the
+    kernel), while a thread here checks the image's CRCs through a mapping of it."""
+    crcs = _load(snap, CRCS)
+    pages = snap.open(PAGES)
+    where = str(snap.path / PAGES)
+    failure: list[BaseException] = []
+
+    def verify() -> None:
+        try:
+            memory.verify_pages(pages.fd, pages.size, crcs, where)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+
+    checker = threading.Thread(target=verify, name="pycrs-blcr-verify")
+    checker.start()
+    try:
+        inj, pid, fd = stub.inj, stub.pid, stub.aux_of["pages"]
+        for offset, pieces in memory.read_batches(runs, IOV_BATCH):
+            iov = b"".join(struct.pack("QQ", a, n) for a, n in pieces)
+            want = sum(n for _, n in pieces)
+            got = inj.call(pid, "preadv", fd, inj.put(iov, 4096), len(pieces), offset, 0)
+            if got != want:
+                raise MappingError(f"{where}: snapshot file is truncated (short read)")
+    finally:
+        checker.join()
+        pages.finish()
+    if failure:
+        raise failure[0]
 
 
 def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:

@@ -28,8 +28,8 @@ ffibuilder.cdef(
     uint32_t blcr_crc32c(const void *p, size_t n);
     long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long nruns,
                         uint64_t *pos, uint32_t *crcs, long ncrcs, uint64_t chunk);
-    long blcr_load_runs(int pid, int in_fd, const uint64_t *runs, long nruns, uint64_t *pos,
-                        const uint32_t *crcs, long ncrcs, uint64_t chunk, uint64_t *bad_chunk);
+    long blcr_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs,
+                            uint64_t chunk, uint64_t *bad_chunk);
     int blcr_pidfd_getfd(int pidfd, int fd);
     int blcr_kcmp_file(int pid, int fd1, int fd2);
     int blcr_pipe_peek(int read_end, size_t cap, long *n);
