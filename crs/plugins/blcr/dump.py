@@ -5,8 +5,6 @@ data file per descriptor or shared memory object that carries content.
 """
 from __future__ import annotations
 
-from crs.framework import CRSError
-
 import json
 import os
 import resource
@@ -17,6 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions
 from crs.snapshot import SnapshotWriter
 
@@ -29,6 +28,7 @@ PAGES = "pages.img"
 CRCS = "pages.crc"
 FORMAT = "pycrs-process-image 1"
 SCRATCH = 64 * 1024
+BLOCK_ALL = (1 << 64) - 1  # the kernel keeps SIGKILL and SIGSTOP out of any mask itself
 RLIMITS = [getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")]
 
 
@@ -60,9 +60,14 @@ def check_traceable(pid: int) -> None:
 
 @dataclass
 class Seized:
+    """The stopped threads, each with the signal mask it had: while we hold them every signal
+    is blocked, so that one arriving meanwhile stays queued, siginfo and all, for the process
+    to take once it goes on."""
+
     pid: int
     tids: list[int]
     group_stopped: bool
+    masks: dict[int, int]
 
 
 def seize_all(pid: int) -> Seized:
@@ -81,7 +86,7 @@ def seize_all(pid: int) -> Seized:
             if ret < 0:
                 if tid != pid and ret == -3:  # ESRCH: the thread ended meanwhile
                     continue
-                release(Seized(pid, done, stopped), None)
+                release(Seized(pid, done, stopped, {}), None)
                 err = os.strerror(-ret)
                 if ret == -1:  # EPERM
                     raise DumpError(f"process {pid} cannot be traced ({err}): not ours, "
@@ -91,7 +96,15 @@ def seize_all(pid: int) -> Seized:
             done.append(tid)
     if pid not in done:
         raise DumpError(f"no process with PID {pid}")
-    return Seized(pid, sorted(done), stopped)
+    seized = Seized(pid, sorted(done), stopped, {})
+    try:
+        for tid in seized.tids:
+            seized.masks[tid] = tracer.get_sigmask(tid)
+            tracer.check(lib.blcr_set_sigmask(tid, BLOCK_ALL), f"blocking signals of {tid}")
+    except BaseException:
+        release(seized, None)
+        raise
+    return seized
 
 
 def release(s: Seized, regs: dict[int, tracer.Regs] | None, stop: bool = False) -> None:
@@ -100,6 +113,8 @@ def release(s: Seized, regs: dict[int, tracer.Regs] | None, stop: bool = False) 
         if regs and tid in regs:
             with suppress(TraceError):
                 tracer.check(lib.blcr_set_regs(tid, regs[tid].resumed(image=False).pack()), "")
+        if tid in s.masks:
+            lib.blcr_set_sigmask(tid, s.masks[tid])
         lib.blcr_detach(tid, signal.SIGSTOP if (stop or s.group_stopped) and tid == s.pid else 0)
 
 
@@ -145,7 +160,8 @@ def _read_process(pid: int, seized: Seized, regs: dict[int, tracer.Regs],
     inj.scratch, inj.scratch_len = scratch, SCRATCH
     try:
         image: dict[str, Any] = {"format": FORMAT, "pid": pid}
-        image["threads"] = [_read_thread(inj, tid, regs[tid]) for tid in seized.tids]
+        image["threads"] = [_read_thread(inj, tid, regs[tid], seized.masks[tid])
+                            for tid in seized.tids]
         image["sigactions"] = _read_sigactions(inj, main)
         image["itimers"] = []
         for which in range(3):
@@ -168,13 +184,14 @@ def _read_process(pid: int, seized: Seized, regs: dict[int, tracer.Regs],
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         image["argv"] = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
     image["mm"] = procfs.mm_fields(pid)
+    image["pgid"], image["sid"] = int(procfs.stat_field(pid, 5)), int(procfs.stat_field(pid, 6))
     with open(f"/proc/{pid}/auxv", "rb") as f:
         image["auxv"] = f.read().hex()
     image["vmas"] = vmas  # turned into records by _write, which also reads the pages
     return image
 
 
-def _read_thread(inj: Injector, tid: int, regs: tracer.Regs) -> dict[str, Any]:
+def _read_thread(inj: Injector, tid: int, regs: tracer.Regs, mask: int) -> dict[str, Any]:
     inj.call(tid, "prctl", 40, inj.scratch)  # PR_GET_TID_ADDRESS
     tid_address = struct.unpack("Q", inj.get(8))[0]
     inj.call(tid, "sigaltstack", 0, inj.scratch)
@@ -185,7 +202,7 @@ def _read_thread(inj: Injector, tid: int, regs: tracer.Regs) -> dict[str, Any]:
         "tid": tid,
         "regs": regs.resumed(image=True).pack().hex(),
         "xstate": tracer.get_xstate(tid).hex(),
-        "sigmask": tracer.get_sigmask(tid),
+        "sigmask": mask,
         "pending": [s.hex() for s in tracer.peek_siginfo(tid, shared=False)],
         "altstack": [ss_sp, ss_flags & ~1, ss_size],  # SS_ONSTACK is state, not a setting
         "tid_address": tid_address,
@@ -224,7 +241,6 @@ def _read_posix_timers(inj: Injector, pid: int) -> list[dict[str, Any]]:
 def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter) -> None:
     """Pages, shared memory and descriptor data, then the image description."""
     pidfd = os.pidfd_open(pid)
-    files: dict[str, int] = {}
 
     def save(name: str, data: bytes) -> str:
         w = snapshot.create(name)
@@ -280,11 +296,10 @@ def _save_shmem(pid: int, objects: dict[int, list[procfs.Vma]], fd_records: list
     """Content of each shared memory object that is mapped: from its descriptor's copy when the
     process holds one (that covers it whole), else from the mappings."""
     saved: dict[str, Any] = {}
-    by_ino = {r["ino"]: r for r in fd_records if r.get("kind") == "memfd"}
+    by_ino = {r["ino"]: r for r in fd_records if r.get("kind") in ("memfd", "deleted")}
     for ino, maps in objects.items():
-        if ino in by_ino:
-            r = by_ino[ino]
-            saved[str(ino)] = {"from_fd": r["fd"], "size": r["size"], "name": r["name"]}
+        if ino in by_ino:  # the descriptor's saved content is the object, whole
+            saved[str(ino)] = {"from_fd": by_ino[ino]["fd"]}
             continue
         size = max(v.offset + v.length for v in maps)
         w = snapshot.create(f"shm-{ino}.data")

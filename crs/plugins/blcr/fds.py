@@ -6,8 +6,6 @@ process holds) are refused at dump time with a message naming the descriptor.
 """
 from __future__ import annotations
 
-from crs.framework import CRSError
-
 import errno
 import os
 import select
@@ -16,6 +14,8 @@ import stat
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable
+
+from crs.framework import CRSError
 
 from . import procfs
 from ._native import ffi, lib
@@ -43,7 +43,7 @@ def _grab(pidfd: int, fd: int) -> int:
     return ours
 
 
-def _read_all(fd: int, nonblock: bool = False) -> bytes:
+def _read_all(fd: int) -> bytes:
     chunks = []
     while True:
         try:
@@ -109,6 +109,7 @@ def collect(pid: int, pidfd: int, save: SaveFile) -> list[dict[str, Any]]:
     fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
     records: list[dict[str, Any]] = []
     by_link: dict[str, list[int]] = {}
+    seen: set[int] = set()  # inodes whose content is saved already (a FIFO or file opened twice)
     for fd in fds:
         try:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
@@ -123,14 +124,14 @@ def collect(pid: int, pidfd: int, save: SaveFile) -> list[dict[str, Any]]:
         if same is not None:
             rec.update(kind="dup", of=same)
         else:
-            rec.update(_describe(pid, pidfd, fd, link, info, save))
+            rec.update(_describe(pid, pidfd, fd, link, info, save, seen))
         records.append(rec)
     _pair_up(pid, records)
     return records
 
 
 def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
-              save: SaveFile) -> dict[str, Any]:
+              save: SaveFile, seen: set[int]) -> dict[str, Any]:
     if link.startswith("pipe:["):
         return {"kind": "pipe", "ino": int(link[6:-1])}
     if link.startswith("socket:["):
@@ -162,19 +163,27 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
                 "seals": seals, "data": save(f"fd-{fd}.data", data)}
     if stat.S_ISREG(st.st_mode):
         if link.endswith(" (deleted)") and st.st_nlink == 0:
-            ours = _grab(pidfd, fd)
-            try:
-                data = os.pread(ours, st.st_size, 0) if st.st_size else b""
-            finally:
-                os.close(ours)
-            return {"kind": "deleted", "path": link[:-len(" (deleted)")],
-                    "data": save(f"fd-{fd}.data", data)}
+            rec = {"kind": "deleted", "path": link[:-len(" (deleted)")], "ino": st.st_ino,
+                   "data": None}
+            if st.st_ino not in seen:
+                seen.add(st.st_ino)
+                ours = _grab(pidfd, fd)
+                try:
+                    data = os.pread(ours, st.st_size, 0) if st.st_size else b""
+                finally:
+                    os.close(ours)
+                rec["data"] = save(f"fd-{fd}.data", data)
+            return rec
         return {"kind": "file", "path": link, "size": st.st_size}
     if stat.S_ISDIR(st.st_mode):
         return {"kind": "dir", "path": link}
     if stat.S_ISFIFO(st.st_mode):
+        if st.st_ino in seen:
+            return {"kind": "fifo", "path": link, "ino": st.st_ino, "data": None}
+        seen.add(st.st_ino)
         data, cap = _pipe_data(pid, fd)
-        return {"kind": "fifo", "path": link, "capacity": cap, "data": save(f"fd-{fd}.data", data)}
+        return {"kind": "fifo", "path": link, "ino": st.st_ino, "capacity": cap,
+                "data": save(f"fd-{fd}.data", data)}
     if stat.S_ISCHR(st.st_mode):
         dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
         if dev[0] in TTY_MAJORS:
@@ -212,7 +221,9 @@ def _describe_socket(pidfd: int, fd: int, ino: int) -> dict[str, Any]:
                 bound = "\0" + bound[1:].decode("latin-1")
             return {"kind": "unix-listen", "type": int(kind), "path": bound}
         return {"kind": "unix", "type": int(kind), "ino": ino, "peer": unix_peer(ino),
-                "queue": [q.hex() for q in _socket_queue(sock)]}
+                "queue": [q.hex() for q in _socket_queue(sock)],
+                "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
     finally:
         sock.close()
 
@@ -264,8 +275,8 @@ class Rebuilt:
         self.moves: list[tuple[int, int, bool]] = []
         self.epoll: list[tuple[int, int, int, int]] = []
         self.ours: list[int] = []
-        self.memfds: dict[int, int] = {}  # inode in the image -> our memfd
-        self.after: list[Callable[[], None]] = []
+        self.by_ino: dict[int, int] = {}  # image inode of a memfd or deleted file -> ours (RDWR)
+        self.seals: list[tuple[int, int]] = []  # (its fd, memfd seals) to add once mapped
 
     def own(self, fd: int) -> int:
         self.ours.append(fd)
@@ -329,26 +340,27 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
             os.lseek(ours, r["pos"], os.SEEK_SET)
         return ours
     if kind == "deleted":
-        where = Path(r["path"]).parent
-        tmp = os.open(where if where.is_dir() else "/tmp",
-                      os.O_TMPFILE | os.O_RDWR | O_CLOEXEC, 0o600)
-        try:
-            os.write(tmp, load(r["data"]))
-            ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~OPEN_IGNORED) | O_CLOEXEC))
-        finally:
-            os.close(tmp)
+        if r["ino"] not in out.by_ino:  # one unnamed file, however many times it was opened
+            where = Path(r["path"]).parent
+            tmp = out.own(os.open(where if where.is_dir() else "/tmp",
+                                  os.O_TMPFILE | os.O_RDWR | O_CLOEXEC, 0o600))
+            data = load(r["data"]) if r["data"] else b""
+            if data:
+                os.write(tmp, data)
+            out.by_ino[r["ino"]] = tmp
+        tmp = out.by_ino[r["ino"]]
+        ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~OPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)
         return ours
     if kind == "memfd":
         ours = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]))
         os.lseek(ours, r["pos"], os.SEEK_SET)
         if r["seals"]:
-            import fcntl
-            out.after.append(lambda: fcntl.fcntl(ours, 1033, r["seals"]))  # F_ADD_SEALS
+            out.seals.append((r["fd"], r["seals"]))
         return ours
     if kind == "fifo":
         holder = out.own(os.open(r["path"], os.O_RDWR | os.O_NONBLOCK | O_CLOEXEC))
-        data = load(r["data"])
+        data = load(r["data"]) if r["data"] else b""
         if data:
             os.write(holder, data)
         ours = out.own(os.open(f"/proc/self/fd/{holder}",
@@ -375,8 +387,11 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
     if kind == "unix":
         if r["ino"] not in pairs:
             a, b = socket.socketpair(socket.AF_UNIX, socket.SocketKind(r["type"]))
-            pairs[r["ino"]], pairs[r["peer"]] = out.own(a.detach()), out.own(b.detach())
             peer = next(e for e in records if e.get("ino") == r["peer"] and e["kind"] == "unix")
+            for sock, rec in ((a, r), (b, peer)):  # the kernel doubles what it is given
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rec["sndbuf"] // 2)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rec["rcvbuf"] // 2)
+            pairs[r["ino"]], pairs[r["peer"]] = out.own(a.detach()), out.own(b.detach())
             for rec, sender in ((r, pairs[r["peer"]]), (peer, pairs[r["ino"]])):
                 for msg in rec["queue"]:
                     os.write(sender, bytes.fromhex(msg))
@@ -406,6 +421,8 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
             raise OSError(-ours, os.strerror(-ours))
         out.own(ours)
         (vs, vns), (is_, ins) = r["value"], r["interval"]
+        if (vs, vns) == (0, 0) and (is_, ins) != (0, 0):
+            vs, vns = is_, ins  # expired with ticks unread: the kernel re-arms it on read
         rc = lib.blcr_timerfd_settime(ours, 0, vs, vns, is_, ins, r["ticks"])
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
@@ -417,17 +434,20 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         return out.own(ours)
     if kind == "epoll":
         ep = select.epoll()
-        return out.own(ep.detach())
+        try:
+            return out.own(os.dup(ep.fileno()))
+        finally:
+            ep.close()
     raise OSError(errno.EINVAL, f"unknown descriptor kind {kind!r} in the image")
 
 
 def memfd_for(out: Rebuilt, ino: int, name: str, size: int, data: bytes) -> int:
     """The memfd standing for shared memory object ``ino`` of the image (one per object, shared
     by its descriptors and mappings)."""
-    if ino not in out.memfds:
+    if ino not in out.by_ino:
         fd = out.own(os.memfd_create(name or "pycrs-shm", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))
         os.ftruncate(fd, size)
         if data:
             os.pwrite(fd, data, 0)
-        out.memfds[ino] = fd
-    return out.memfds[ino]
+        out.by_ino[ino] = fd
+    return out.by_ino[ino]

@@ -7,12 +7,10 @@ comes back from the files themselves, or is zero.
 """
 from __future__ import annotations
 
-from crs.framework import CRSError
-
 import os
 import struct
-from dataclasses import dataclass
-from typing import Any
+
+from crs.framework import CRSError
 
 from ._native import ffi, lib
 from .procfs import Vma
@@ -108,14 +106,21 @@ def verify_pages(fd: int, size: int, crcs: bytes, image: str) -> None:
     check(ret, f"checking {image}")
 
 
+MAX_READ = 1 << 30  # one read moves at most 2 GiB - 4 KiB; keep each batch well below
+
+
 def read_batches(runs: list[tuple[int, int]], max_iov: int) -> list[tuple[int, list[tuple[int, int]]]]:
-    """The runs as (file offset, [(address, bytes)]) batches of at most ``max_iov`` pieces, each
-    one preadv of the image into the process."""
+    """The runs as (file offset, [(address, bytes)]) batches of at most ``max_iov`` pieces and
+    MAX_READ bytes, each one preadv of the image into the process."""
     batches: list[tuple[int, list[tuple[int, int]]]] = []
-    offset = 0
+    offset = size = 0
     for addr, pages in runs:
-        if not batches or len(batches[-1][1]) >= max_iov:
-            batches.append((offset, []))
-        batches[-1][1].append((addr, pages * PAGE))
-        offset += pages * PAGE
+        left = pages * PAGE
+        while left:
+            n = min(left, MAX_READ)
+            if not batches or len(batches[-1][1]) >= max_iov or size + n > MAX_READ:
+                batches.append((offset, []))
+                size = 0
+            batches[-1][1].append((addr, n))
+            addr, left, offset, size = addr + n, left - n, offset + n, size + n
     return batches

@@ -9,8 +9,6 @@ drop the syscall page and let every thread run from its saved registers.
 """
 from __future__ import annotations
 
-from crs.framework import CRSError
-
 import json
 import os
 import struct
@@ -18,13 +16,14 @@ import threading
 from contextlib import suppress
 from typing import Any
 
+from crs.framework import CRSError
 from crs.snapshot import LocalSnapshot, SnapshotError
 
 from . import fds, memory, procfs, tracer
 from ._native import ffi, lib
 from .dump import CRCS, FORMAT, IMAGE, PAGES
 from .memory import MappingError
-from .tracer import Injector, TraceError
+from .tracer import Injector
 
 SCRATCH = 64 * 1024
 TOP = 0x7FFFFFFFF000
@@ -33,6 +32,7 @@ THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES 
 PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_TIMER_CREATE_RESTORE_IDS = 35, 14, 15, 77
 ARCH_MAP_VDSO_64 = 0x2003
 WALL = 0x40000000
+F_ADD_SEALS = 1033
 IOV_BATCH = 1024  # IOV_MAX, and 16 KiB of scratch
 SIGEV = {"signal": 0, "none": 1, "thread": 4}
 
@@ -123,9 +123,9 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         rebuilt.close()
     try:
         _rebuild_memory(stub, image, snap)
+        for fd, seals in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
+            stub.inj.call(stub.pid, "fcntl", fd, F_ADD_SEALS, seals)
         _rebuild_threads(stub, image)
-        for fn in rebuilt.after:
-            fn()
         _release(stub, image, stop)
     except BaseException:
         os.kill(stub.pid, 9)
@@ -159,8 +159,10 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
             except OSError as exc:
                 raise RestoreError(f"mapped file {v['path']}: {exc.strerror}") from None
     for ino, obj in image["shmem"].items():
-        data = b"" if "from_fd" in obj else _load(snap, obj["data"])
-        memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], data)
+        if "from_fd" in obj:  # the same object as a descriptor of the process
+            aux_of[f"shmem:{ino}"] = aux(rebuilt.by_ino[int(ino)])
+            continue
+        memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], _load(snap, obj["data"]))
         aux_of[f"shmem:{ino}"] = aux(memfd)
     aux_of["pages"] = aux(rebuilt.own(os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)))
     try:
@@ -197,6 +199,9 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
     plan.code_len = SCRATCH
     plan.err_fd = err_w
     plan.new_pidns = int(pid_namespace)
+    # a session or group it led comes back, since its PID does (a foreign one cannot)
+    pid = image["pid"]
+    plan.session = 1 if image.get("sid") == pid else 2 if image.get("pgid") == pid else 0
     init = ffi.new("int *")
     pid = lib.blcr_spawn_stub(plan, init)
     os.close(err_w)

@@ -34,32 +34,6 @@
 
 /* -- ptrace control ---------------------------------------------------------------------------- */
 
-/* A signal that reached a thread while we held it; it is handed back when the thread is let go. */
-#define MAX_DEFERRED 256
-static struct { int tid; int sig; } deferred[MAX_DEFERRED];
-static int ndeferred;
-
-static void defer_signal(int tid, int sig)
-{
-    if (ndeferred < MAX_DEFERRED) {
-        deferred[ndeferred].tid = tid;
-        deferred[ndeferred].sig = sig;
-        ndeferred++;
-    }
-}
-
-int blcr_take_deferred(int tid)
-{
-    for (int i = 0; i < ndeferred; i++) {
-        if (deferred[i].tid == tid) {
-            int sig = deferred[i].sig;
-            deferred[i] = deferred[--ndeferred];
-            return sig;
-        }
-    }
-    return 0;
-}
-
 static int wait_stop(int tid, int *status)
 {
     for (;;) {
@@ -91,17 +65,15 @@ int blcr_seize(int tid)
             int sig = WSTOPSIG(st);
             return (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) ? 1 : 0;
         }
-        /* A signal on its way in: keep it for later and wait for our interrupt stop. */
-        defer_signal(tid, WSTOPSIG(st));
-        if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
+        /* A signal on its way in before our stop: let it be delivered as it would have been
+         * (its siginfo intact), and wait for the interrupt. */
+        if (ptrace(PTRACE_CONT, tid, 0, (void *)(long)WSTOPSIG(st)) < 0)
             return -errno;
     }
 }
 
 int blcr_detach(int tid, int sig)
 {
-    if (!sig)
-        sig = blcr_take_deferred(tid);
     return ptrace(PTRACE_DETACH, tid, 0, (void *)(long)sig) < 0 ? -errno : 0;
 }
 
@@ -166,7 +138,8 @@ int blcr_get_robust_list(int tid, uint64_t *head, uint64_t *len)
 }
 
 /* Run one system call in a stopped thread: point it at a `syscall` instruction (at `insn`), let
- * it through the syscall entry and exit stops, take the result and put its registers back. */
+ * it through the syscall entry and exit stops, take the result and put its registers back.
+ * The caller blocks every signal of the thread first, so that none is delivered meanwhile. */
 int blcr_inject(int tid, uint64_t insn, long nr, long a1, long a2, long a3, long a4, long a5,
                 long a6, long *result)
 {
@@ -189,7 +162,7 @@ int blcr_inject(int tid, uint64_t insn, long nr, long a1, long a2, long a3, long
         if (WSTOPSIG(st) == SYSCALL_STOP)
             stops++;
         else if ((st >> 16) == 0 && WSTOPSIG(st) != SIGTRAP)
-            defer_signal(tid, WSTOPSIG(st));
+            return -EINTR; /* every signal is blocked while we hold a process: a fault */
         /* ptrace events (a clone we asked for) need nothing but going on */
     }
     if (ptrace(PTRACE_GETREGS, tid, 0, &r) < 0)
@@ -563,6 +536,7 @@ struct blcr_stub_plan {
     uint64_t code_len;
     int err_fd;                 /* write end of the pipe for a failure in the child */
     int new_pidns;              /* restore into a fresh PID namespace, under an init of ours */
+    int session;                /* 1: lead a new session, 2: lead a new process group */
 };
 
 static void stub_fail(int fd, const char *what, int err)
@@ -633,6 +607,10 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
     }
     if (fchdir(cwd) < 0)
         stub_fail(errfd, "fchdir", errno);
+    if (p->session == 1 && setsid() < 0)
+        stub_fail(errfd, "setsid", errno);
+    if (p->session == 2 && setpgid(0, 0) < 0)
+        stub_fail(errfd, "setpgid", errno);
     umask((mode_t)p->umask);
     for (int sig = 1; sig <= 64; sig++) {
         const uint64_t *a = p->sigactions + 4 * (sig - 1);

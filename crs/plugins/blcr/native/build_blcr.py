@@ -8,7 +8,6 @@ ffibuilder.cdef(
     """
     int blcr_seize(int tid);
     int blcr_detach(int tid, int sig);
-    int blcr_take_deferred(int tid);
     int blcr_get_regs(int tid, void *regs);
     int blcr_set_regs(int tid, const void *regs);
     long blcr_get_xstate(int tid, void *buf, size_t len);
@@ -52,6 +51,7 @@ ffibuilder.cdef(
         uint64_t code_len;
         int err_fd;
         int new_pidns;
+        int session;
     };
     int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init);
     int blcr_release(int tid, const void *regs, const void *xstate, size_t xlen, uint64_t mask,
