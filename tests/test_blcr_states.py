@@ -1,0 +1,600 @@
+"""The ``blcr`` component on real processes, one kind of state at a time.
+
+Each C program in ``blcr_programs/`` sets up one kind of state (registers, memory, descriptors,
+signals, timers, threads, ...), prints READY, and on SIGTERM checks that its state is exactly as
+it was, printing OK (exit 0) or one ``FAIL: ...`` line per failed check on stderr (exit 1). The
+programs are first shown to pass their own checks without any checkpoint, and to catch a change
+of their state (BLCR_TEST_SABOTAGE=1). Then each goes through a user's cycle: start it,
+``opal-checkpoint --mca crs blcr``, SIGKILL it, ``opal-restart`` it, SIGTERM it: it must end with
+OK. The Python programs must end, after two checkpoints, a kill and a restore, exactly as an
+uninterrupted run does. Bad requests fail with one line on stderr.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from conftest import tool
+
+pytestmark = pytest.mark.usefixtures("private_home")  # no user parameter file leaks in
+
+PROGRAMS = Path(__file__).resolve().parent / "blcr_programs"
+C_PROGRAMS = sorted(p.stem for p in PROGRAMS.glob("*.c"))
+REFUSED = {"tcp"}  # its checkpoint must be refused
+RESTORABLE = [p for p in C_PROGRAMS if p not in REFUSED]
+
+READY_TIMEOUT = 30.0   # a program's READY, opal-restart's "restored process" line
+EXIT_TIMEOUT = 60.0    # a program's checks after SIGTERM
+TOOL_TIMEOUT = 300.0   # opal-checkpoint of 1 GiB, a Python program's whole run
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, read with deadlines
+
+class Stream:
+    """One pipe of a child, read from its raw descriptor with select() and a deadline (never
+    through a buffered stream, whose buffer select() cannot see)."""
+
+    def __init__(self, pipe: object) -> None:
+        self.fd = pipe.fileno()  # type: ignore[attr-defined]
+        self.data = b""
+        self.eof = False
+
+    def feed(self) -> None:
+        """Read what the pipe holds (call when select() says it is readable)."""
+        chunk = os.read(self.fd, 1 << 16)
+        self.data += chunk
+        self.eof = not chunk
+
+    def wait_for(self, pattern: bytes, timeout: float, what: str) -> re.Match[bytes]:
+        """The first match of ``pattern`` in a complete line, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.data[: self.data.rfind(b"\n") + 1], re.M)
+            if m:
+                return m
+            if self.eof:
+                raise AssertionError(f"{what}: output ended without {pattern!r}: {self.text!r}")
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise AssertionError(f"{what}: no {pattern!r} within {timeout:.0f} s: {self.text!r}")
+            self.feed()
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+class Child:
+    """A process we started, with its stdout and stderr readable under deadlines."""
+
+    def __init__(self, args: list[str], **kw: object) -> None:
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        self.args = args
+        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      **kw)  # type: ignore[call-overload]
+        self.pid = self.popen.pid
+        self.out = Stream(self.popen.stdout)
+        self.err = Stream(self.popen.stderr)
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        """Wait for the end, reading both pipes at once (SIGKILL at the deadline); the exit
+        status and all the output."""
+        deadline = time.monotonic() + timeout
+        open_ = [s for s in (self.out, self.err) if not s.eof]
+        while open_ and (left := deadline - time.monotonic()) > 0:
+            readable = select.select([s.fd for s in open_], [], [], left)[0]
+            for s in open_:
+                if s.fd in readable:
+                    s.feed()
+            open_ = [s for s in open_ if not s.eof]
+        try:
+            code = self.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            raise AssertionError(f"{self.args[0]} did not end within {timeout:.0f} s; "
+                                 f"stdout {self.out.text!r} stderr {self.err.text!r}") from None
+        return code, self.out.text, self.err.text
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        for pipe in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
+            if pipe is not None:
+                pipe.close()
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent PID) of a live process, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def tracer_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no TracerPid for {pid}")
+
+
+def alive(pid: int) -> bool:
+    st = proc_stat(pid)
+    return st is not None and st[0] not in "ZX"
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+@dataclass
+class Session:
+    """Everything a test started; whatever is still running at the end is killed. A restored
+    process is not our child: it is killed by PID while it still runs our program."""
+
+    children: list[Child] = field(default_factory=list)
+    restored: list[tuple[int, str]] = field(default_factory=list)
+
+    def start(self, args: list[str], **kw: object) -> Child:
+        child = Child(args, **kw)
+        self.children.append(child)
+        return child
+
+    def cleanup(self) -> None:
+        for pid, marker in self.restored:
+            try:
+                if marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for child in self.children:
+            child.close()
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    s = Session()
+    try:
+        yield s
+    finally:
+        s.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------
+# The programs
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every C program, compiled once."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    out = tmp_path_factory.mktemp("bin")
+    built = {}
+    for name in C_PROGRAMS:
+        exe = out / name
+        res = subprocess.run([gcc, "-O1", "-pthread", "-Wall", "-o", str(exe),
+                              str(PROGRAMS / f"{name}.c"), "-lrt", "-lm"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, f"{name}.c does not compile:\n{res.stderr}"
+        built[name] = exe
+    return built
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """The directory a program works in (its files, FIFO, cwd), given as its argument."""
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+def start_program(session: Session, argv: list[str], env: dict[str, str] | None = None,
+                  **kw: object) -> Child:
+    """Start a program in its own session and wait for its READY."""
+    child = session.start(argv, start_new_session=True,
+                          env={**os.environ, **(env or {})}, **kw)
+    child.out.wait_for(rb"^READY$", READY_TIMEOUT, f"{Path(argv[0]).name} READY")
+    return child
+
+
+def c_program(session: Session, binaries: dict[str, Path], name: str, work: Path,
+              **kw: object) -> Child:
+    return start_program(session, [str(binaries[name]), str(work)], **kw)
+
+
+def expect_ok(result: tuple[int, str, str], what: str) -> None:
+    code, out, err = result
+    assert code == 0 and "OK" in out.split(), (
+        f"{what}: exit status {code}\nstdout: {out!r}\nstderr:\n{err}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tools
+
+def checkpoint(pid: int, where: Path, *opts: str) -> Path:
+    """opal-checkpoint --mca crs blcr: the snapshot it reports (must be WHERE/opal_snapshot_PID.ckpt)."""
+    res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(where),
+                          *opts, str(pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert res.returncode == 0, f"opal-checkpoint of {pid} failed ({res.returncode}):\n{res.stderr}"
+    m = re.search(r"^Local Snapshot Reference: (.+)$", res.stdout, re.M)
+    assert m, f"no snapshot reference in {res.stdout!r}"
+    snap = Path(m.group(1))
+    assert snap.is_absolute() and snap == where.absolute() / f"opal_snapshot_{pid}.ckpt", snap
+    assert snap.is_dir(), snap
+    return snap
+
+
+def refused_checkpoint(pid: int, where: Path) -> str:
+    """opal-checkpoint that must fail: its one stderr line; nothing left in WHERE."""
+    where.mkdir(exist_ok=True)
+    res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(where),
+                          str(pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert res.returncode != 0, f"checkpoint of {pid} was not refused: {res.stdout}"
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opal-checkpoint: "), res.stderr
+    assert not list(where.iterdir()), f"left behind: {list(where.iterdir())}"
+    return lines[0]
+
+
+def kill_and_reap(child: Child) -> None:
+    """SIGKILL the original and reap it, so that its PID is free for the restore."""
+    child.popen.kill()
+    child.popen.wait()
+
+
+def restore(session: Session, snapshot: Path, pid: int, marker: str, **kw: object) -> Child:
+    """opal-restart -v SNAPSHOT, once it says the process runs again; that process must have
+    the original PID and be opal-restart's child."""
+    restart = session.start([tool("opal-restart"), "-v", str(snapshot)], **kw)
+    session.restored.append((pid, marker))
+    m = restart.err.wait_for(rb"restored process (\d+)", READY_TIMEOUT, "opal-restart")
+    assert int(m.group(1)) == pid, f"restored as {m.group(1)}, not {pid}"
+    st = proc_stat(pid)
+    assert st is not None, f"process {pid} does not run after the restore"
+    assert st[1] == restart.pid, f"process {pid} is a child of {st[1]}, not of opal-restart"
+    return restart
+
+
+def sigterm_and_finish(restart: Child, pid: int) -> tuple[int, str, str]:
+    """SIGTERM to the restored process (by its original PID); opal-restart's result."""
+    os.kill(pid, signal.SIGTERM)
+    return restart.finish(EXIT_TIMEOUT)
+
+
+def cycle(session: Session, child: Child, where: Path, marker: str) -> Child:
+    """checkpoint, SIGKILL, restore: the running opal-restart."""
+    snap = checkpoint(child.pid, where)
+    kill_and_reap(child)
+    return restore(session, snap, child.pid, marker)
+
+
+# ---------------------------------------------------------------------------------------------
+# The programs on their own
+
+@pytest.mark.parametrize("name", C_PROGRAMS)
+def test_program_self_check_without_checkpoint(session: Session, binaries: dict[str, Path],
+                                               work: Path, name: str) -> None:
+    """Each program's checks pass when nothing happened to it."""
+    child = c_program(session, binaries, name, work)
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), name)
+
+
+@pytest.mark.parametrize("name", C_PROGRAMS)
+def test_program_catches_a_change_of_its_state(session: Session, binaries: dict[str, Path],
+                                               work: Path, name: str) -> None:
+    """With BLCR_TEST_SABOTAGE=1 the program changes its state before READY: its checks see it."""
+    child = c_program(session, binaries, name, work, env={"BLCR_TEST_SABOTAGE": "1"})
+    child.popen.send_signal(signal.SIGTERM)
+    code, out, err = child.finish(EXIT_TIMEOUT)
+    assert code == 1 and "OK" not in out.split(), (code, out, err)
+    assert re.search(r"^FAIL: ", err, re.M), err
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint and restart, one kind of state at a time
+
+@pytest.mark.parametrize("name", RESTORABLE)
+def test_state_survives_checkpoint_and_the_process_goes_on(
+        session: Session, binaries: dict[str, Path], work: Path, tmp_path: Path,
+        name: str) -> None:
+    """A checkpoint leaves the process running with its state untouched."""
+    child = c_program(session, binaries, name, work)
+    checkpoint(child.pid, tmp_path)
+    assert child.popen.poll() is None, "the process ended after a default checkpoint"
+    assert tracer_of(child.pid) == 0, "the process is still traced after the checkpoint"
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), f"{name} after its checkpoint")
+
+
+@pytest.mark.parametrize("name", RESTORABLE)
+def test_state_survives_kill_and_restart(session: Session, binaries: dict[str, Path],
+                                         work: Path, tmp_path: Path, name: str) -> None:
+    """checkpoint, SIGKILL, opal-restart: the restored process finds its state intact."""
+    child = c_program(session, binaries, name, work)
+    restart = cycle(session, child, tmp_path, str(binaries[name]))
+    expect_ok(sigterm_and_finish(restart, child.pid), f"restored {name}")
+
+
+@pytest.mark.parametrize("name", ["threads", "syscalls", "mem_stack_heap"])
+def test_restored_process_checkpointed_and_restored_again(
+        session: Session, binaries: dict[str, Path], work: Path, tmp_path: Path,
+        name: str) -> None:
+    """A second generation: the restored process is checkpointed, killed and restored again."""
+    child = c_program(session, binaries, name, work)
+    first = cycle(session, child, tmp_path / "gen1", str(binaries[name]))
+    second_snap = checkpoint(child.pid, tmp_path / "gen2")
+    os.kill(child.pid, signal.SIGKILL)
+    code, _, err = first.finish(EXIT_TIMEOUT)
+    assert code == -signal.SIGKILL, f"opal-restart ended with {code}, not by SIGKILL:\n{err}"
+    second = restore(session, second_snap, child.pid, str(binaries[name]))
+    expect_ok(sigterm_and_finish(second, child.pid), f"{name} restored twice")
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and opal-restart's contract
+
+def test_term_ends_the_process_after_the_snapshot(session: Session, binaries: dict[str, Path],
+                                                  work: Path, tmp_path: Path) -> None:
+    child = c_program(session, binaries, "threads", work)
+    snap = checkpoint(child.pid, tmp_path, "--term")
+    try:
+        child.popen.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the process still runs after --term") from None
+    restart = restore(session, snap, child.pid, str(binaries["threads"]))
+    expect_ok(sigterm_and_finish(restart, child.pid), "threads restored after --term")
+
+
+def test_stop_leaves_the_process_stopped(session: Session, binaries: dict[str, Path],
+                                         work: Path, tmp_path: Path) -> None:
+    """--stop: stopped (not traced) after the snapshot; SIGCONT resumes it intact; the
+    snapshot restores too."""
+    child = c_program(session, binaries, "syscalls", work)
+    snap = checkpoint(child.pid, tmp_path, "--stop")
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "the process is stopped")
+    assert tracer_of(child.pid) == 0, "the stopped process is still traced"
+    os.kill(child.pid, signal.SIGCONT)
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), "syscalls continued after --stop")
+    restart = restore(session, snap, child.pid, str(binaries["syscalls"]))
+    expect_ok(sigterm_and_finish(restart, child.pid), "syscalls restored from a --stop snapshot")
+
+
+def no_core() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT"])
+def test_signals_to_opal_restart_reach_the_restored_process(
+        session: Session, binaries: dict[str, Path], work: Path, tmp_path: Path,
+        sig: str) -> None:
+    """A signal sent to opal-restart goes to the restored process; opal-restart ends as it does
+    (fd_devices handles SIGTERM and leaves the other signals at their default action)."""
+    signum = signal.Signals[sig]
+    child = c_program(session, binaries, "fd_devices", work, preexec_fn=no_core)
+    snap = checkpoint(child.pid, tmp_path)
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(binaries["fd_devices"]), cwd=tmp_path,
+                      preexec_fn=no_core)
+    restart.popen.send_signal(signum)
+    code, out, err = restart.finish(EXIT_TIMEOUT)
+    if signum == signal.SIGTERM:
+        expect_ok((code, out, err), "fd_devices after SIGTERM to opal-restart")
+    else:
+        assert code == -signum, f"opal-restart ended with {code}, not by {sig}:\n{err}"
+    assert not alive(child.pid)
+
+
+def test_exit_status_of_the_restored_process(session: Session, binaries: dict[str, Path],
+                                             work: Path, tmp_path: Path) -> None:
+    """A restored program whose checks fail: opal-restart exits 1 with its FAIL lines (its
+    stderr is opal-restart's)."""
+    child = c_program(session, binaries, "fd_devices", work, env={"BLCR_TEST_SABOTAGE": "1"})
+    restart = cycle(session, child, tmp_path, str(binaries["fd_devices"]))
+    code, out, err = sigterm_and_finish(restart, child.pid)
+    assert code == 1 and "OK" not in out.split(), (code, out, err)
+    assert "FAIL: fd 40 is not /dev/null" in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals
+
+def test_tcp_socket_refused_and_process_unharmed(session: Session, binaries: dict[str, Path],
+                                                 work: Path, tmp_path: Path) -> None:
+    child = c_program(session, binaries, "tcp", work)
+    line = refused_checkpoint(child.pid, tmp_path / "snap")
+    assert re.search(r"\b7\b", line) and re.search(r"tcp|socket", line, re.I), line
+    st = proc_stat(child.pid)
+    assert st is not None and st[0] in "RS", f"the process is not running: {st}"
+    assert tracer_of(child.pid) == 0, "the process is still traced"
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), "tcp after the refused checkpoint")
+
+
+def test_checkpoint_of_a_missing_process(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not alive(gone.pid)
+    line = refused_checkpoint(gone.pid, tmp_path / "snap")
+    assert str(gone.pid) in line and re.search(r"no (such )?process|not exist", line, re.I), line
+
+
+SEIZE = textwrap.dedent("""
+    import ctypes, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(0x4206, int(sys.argv[1]), None, None) != 0:  # PTRACE_SEIZE
+        sys.exit(f"PTRACE_SEIZE: errno {ctypes.get_errno()}")
+    print("SEIZED", flush=True)
+    sys.stdin.read()  # trace until stdin closes
+""")
+
+
+def test_checkpoint_of_a_traced_process(session: Session, binaries: dict[str, Path], work: Path,
+                                        tmp_path: Path) -> None:
+    """A process another tracer holds is refused; once that tracer is gone it is unharmed."""
+    child = c_program(session, binaries, "fd_devices", work)
+    tracer = session.start([sys.executable, "-c", SEIZE, str(child.pid)], stdin=subprocess.PIPE)
+    tracer.out.wait_for(rb"^SEIZED$", READY_TIMEOUT, "the tracer")
+    assert tracer_of(child.pid) == tracer.pid
+    line = refused_checkpoint(child.pid, tmp_path / "snap")
+    assert str(child.pid) in line and re.search(r"trac", line, re.I), line
+    tracer.popen.stdin.close()  # type: ignore[union-attr]
+    tracer.finish(EXIT_TIMEOUT)
+    wait_until(lambda: tracer_of(child.pid) == 0, 10, "the tracer let go")
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), "fd_devices after the refused checkpoint")
+
+
+@pytest.fixture
+def foreign_process(session: Session, binaries: dict[str, Path]) -> Iterator[tuple[int, Child | None]]:
+    """A process of another user: as root, one of ours running as nobody; otherwise PID 1."""
+    if os.geteuid() != 0:
+        if os.stat("/proc/1").st_uid == os.geteuid():
+            pytest.skip("PID 1 is ours and we are not root")
+        yield 1, None
+        return
+    nobody = pwd.getpwnam("nobody")
+    d = Path(tempfile.mkdtemp(prefix="blcr-nobody-"))
+    try:
+        d.chmod(0o777)
+        exe = d / "fd_devices"
+        shutil.copy(binaries["fd_devices"], exe)
+        exe.chmod(0o755)
+
+        def become_nobody() -> None:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+
+        child = start_program(session, [str(exe), str(d)], preexec_fn=become_nobody)
+        yield child.pid, child
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_checkpoint_of_another_users_process(foreign_process: tuple[int, Child | None],
+                                             tmp_path: Path) -> None:
+    pid, child = foreign_process
+    line = refused_checkpoint(pid, tmp_path / "snap")
+    assert str(pid) in line and re.search(r"user|owner|permi|uid", line, re.I), line
+    if child is not None:
+        assert tracer_of(pid) == 0
+        child.popen.send_signal(signal.SIGTERM)
+        expect_ok(child.finish(EXIT_TIMEOUT), "the other user's process after the refusal")
+
+
+def test_corrupted_image_refused(session: Session, binaries: dict[str, Path], work: Path,
+                                 tmp_path: Path) -> None:
+    """One byte flipped in the snapshot's biggest file: opal-restart names it and starts nothing."""
+    child = c_program(session, binaries, "mem_anon", work)
+    snap = checkpoint(child.pid, tmp_path)
+    kill_and_reap(child)
+    biggest = max((p for p in snap.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    with open(biggest, "r+b") as f:
+        f.seek(biggest.stat().st_size // 2)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+    res = subprocess.run([tool("opal-restart"), str(snap)], capture_output=True, text=True,
+                         timeout=TOOL_TIMEOUT)
+    assert res.returncode != 0, f"a corrupted snapshot was restored: {res.stdout}"
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opal-restart: "), res.stderr
+    assert biggest.name in lines[0], f"{biggest.name} not named: {lines[0]}"
+    assert not alive(child.pid), "a process runs with the original PID"
+
+
+# ---------------------------------------------------------------------------------------------
+# Python programs: the same end result as an uninterrupted run
+
+@dataclass(frozen=True)
+class PyProgram:
+    script: str
+    args: Callable[[Path], list[str]]
+    result: Callable[[Path, str], object]  # (work dir, stdout after READY) -> what must match
+
+
+def stdout_after_ready(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line != "READY"]
+
+
+PY_PROGRAMS = {
+    # 1 GiB updated for 600 steps (~10 s here), then a SHA-256 of the whole array
+    "numpy_big": PyProgram("numpy_big.py", lambda w: ["600"],
+                           lambda w, out: stdout_after_ready(out)),
+    "threads": PyProgram("py_threads.py", lambda w: ["60000"],
+                         lambda w, out: stdout_after_ready(out)),
+    "files": PyProgram("py_files.py", lambda w: ["4000", str(w / "out.txt")],
+                       lambda w, out: (stdout_after_ready(out), (w / "out.txt").read_bytes(),
+                                       (w / "out.txt.buffered").read_bytes())),
+}
+
+
+def py_argv(prog: PyProgram, work: Path) -> list[str]:
+    return [sys.executable, str(PROGRAMS / prog.script), *prog.args(work)]
+
+
+@pytest.fixture(scope="module")
+def py_reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], object]:
+    """The result of an uninterrupted run of a Python program (run once, when first asked)."""
+    cache: dict[str, object] = {}
+
+    def get(name: str) -> object:
+        if name not in cache:
+            prog = PY_PROGRAMS[name]
+            work = tmp_path_factory.mktemp(f"ref-{name}")
+            res = subprocess.run(py_argv(prog, work), capture_output=True, text=True,
+                                 timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL)
+            assert res.returncode == 0, res.stderr
+            cache[name] = prog.result(work, res.stdout)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(PY_PROGRAMS))
+def test_python_program_ends_as_an_uninterrupted_run(
+        session: Session, work: Path, tmp_path: Path, name: str,
+        py_reference: Callable[[str], object]) -> None:
+    """Run, checkpoint twice while it runs, SIGKILL, restore: the same end as without."""
+    prog = PY_PROGRAMS[name]
+    expected = py_reference(name)
+    child = start_program(session, py_argv(prog, work))
+    time.sleep(1.0)
+    checkpoint(child.pid, tmp_path)
+    time.sleep(1.0)
+    snap = checkpoint(child.pid, tmp_path)
+    assert child.popen.poll() is None, "the program ended before the second checkpoint"
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, prog.script)
+    code, out, err = restart.finish(TOOL_TIMEOUT)
+    assert code == 0, f"restored {name} ended with {code}:\n{err}"
+    assert prog.result(work, out) == expected
