@@ -384,6 +384,22 @@ def test_stop_leaves_the_process_stopped(session: Session, binaries: dict[str, P
     expect_ok(sigterm_and_finish(restart, child.pid), "syscalls restored from a --stop snapshot")
 
 
+def test_a_stopped_process_comes_back_stopped(session: Session, binaries: dict[str, Path],
+                                              work: Path, tmp_path: Path) -> None:
+    """A process stopped (SIGSTOP) when it is saved stays stopped after the dump, is restored
+    stopped, and goes on intact after SIGCONT."""
+    child = c_program(session, binaries, "threads", work)
+    os.kill(child.pid, signal.SIGSTOP)
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "the process is stopped")
+    snap = checkpoint(child.pid, tmp_path)
+    assert (proc_stat(child.pid) or ("?",))[0] == "T", "the dump woke the stopped process"
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(binaries["threads"]))
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "it is restored stopped")
+    os.kill(child.pid, signal.SIGCONT)
+    expect_ok(sigterm_and_finish(restart, child.pid), "threads restored stopped, continued")
+
+
 def no_core() -> None:
     import resource
 

@@ -139,7 +139,7 @@ def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions) -> dict
     try:
         for tid in seized.tids:
             regs[tid] = tracer.get_regs(tid)
-        image = _read_process(pid, seized, regs, snapshot)
+        image = _read_process(pid, seized, regs)
         frozen_write_start = time.monotonic()
         _write(pid, image, snapshot)
         t_pages = time.monotonic() - frozen_write_start
@@ -151,8 +151,7 @@ def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions) -> dict
     return {"frozen": frozen, "pages": t_pages}
 
 
-def _read_process(pid: int, seized: Seized, regs: dict[int, tracer.Regs],
-                  snapshot: SnapshotWriter) -> dict[str, Any]:
+def _read_process(pid: int, seized: Seized, regs: dict[int, tracer.Regs]) -> dict[str, Any]:
     vmas = procfs.vmas(pid)
     inj = Injector(pid, syscall_instruction(pid, vmas))
     main = pid
@@ -183,6 +182,7 @@ def _read_process(pid: int, seized: Seized, regs: dict[int, tracer.Regs],
     image["exe"] = os.readlink(f"/proc/{pid}/exe")
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         image["argv"] = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
+    image["stopped"] = seized.group_stopped  # stopped (SIGSTOP) when it was saved
     image["mm"] = procfs.mm_fields(pid)
     image["pgid"], image["sid"] = int(procfs.stat_field(pid, 5)), int(procfs.stat_field(pid, 6))
     with open(f"/proc/{pid}/auxv", "rb") as f:
@@ -209,6 +209,8 @@ def _read_thread(inj: Injector, tid: int, regs: tracer.Regs, mask: int) -> dict[
         "robust_list": list(tracer.robust_list(tid)),
         "rseq": tracer.rseq_config(tid),
         "comm": comm.hex(),
+        "affinity": sorted(os.sched_getaffinity(tid)),
+        "nice": os.getpriority(os.PRIO_PROCESS, tid),
     }
 
 

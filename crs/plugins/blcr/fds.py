@@ -7,10 +7,13 @@ process holds) are refused at dump time with a message naming the descriptor.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import socket
 import stat
+import struct
+import termios
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +32,7 @@ OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | O_CLOEXEC
 PLAIN_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
 TTY_MAJORS = {4, 5} | set(range(136, 144))
 SO_PEEK_OFF = 42
+TIOCGPTN, TIOCSPTLCK, TIOCGPTPEER = 0x80045430, 0x40045431, 0x5441
 
 
 class Unrestorable(CRSError):
@@ -60,7 +64,6 @@ def _pipe_data(pid: int, fd: int) -> tuple[bytes, int]:
     """Unread bytes of the pipe or FIFO at ``fd`` (left in place) and the pipe's capacity."""
     reader = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | O_CLOEXEC)
     try:
-        import fcntl
         cap = fcntl.fcntl(reader, 1032)  # F_GETPIPE_SZ
         n = ffi.new("long *")
         copy = lib.blcr_pipe_peek(reader, cap, n)
@@ -154,7 +157,6 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
         ours = _grab(pidfd, fd)
         try:
             data = os.pread(ours, st.st_size, 0) if st.st_size else b""
-            import fcntl
             seals = fcntl.fcntl(ours, 1034)  # F_GET_SEALS
         finally:
             os.close(ours)
@@ -187,11 +189,31 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
     if stat.S_ISCHR(st.st_mode):
         dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
         if dev[0] in TTY_MAJORS:
-            return {"kind": "stdio" if fd <= 2 else "device", "path": link}
+            return _describe_tty(pidfd, fd, link)
         if dev in PLAIN_DEVICES:
             return {"kind": "device", "path": link}
     raise Unrestorable(f"descriptor {fd} is {link}, a device or special file that blcr cannot "
                        "restore")
+
+
+def _describe_tty(pidfd: int, fd: int, link: str) -> dict[str, Any]:
+    """A terminal: a pseudo-terminal's master (its pair index, settings, window size), or a
+    terminal device (paired with a master later, or given the restorer's own)."""
+    rec: dict[str, Any] = {"kind": "tty", "path": link, "master": None, "index": None}
+    if link.startswith("/dev/pts/") and link[9:].isdigit():
+        rec["index"] = int(link[9:])
+    if link in ("/dev/ptmx", "/dev/pts/ptmx"):
+        ours = _grab(pidfd, fd)
+        try:
+            rec["index"] = struct.unpack("I", fcntl.ioctl(ours, TIOCGPTN, b"\0" * 4))[0]
+            rec["master"] = True
+            iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(ours)
+            rec["termios"] = [iflag, oflag, cflag, lflag, ispeed, ospeed,
+                              [c.hex() if isinstance(c, bytes) else c for c in cc]]
+            rec["winsize"] = fcntl.ioctl(ours, termios.TIOCGWINSZ, b"\0" * 8).hex()
+        finally:
+            os.close(ours)
+    return rec
 
 
 def _describe_socket(pidfd: int, fd: int, ino: int) -> dict[str, Any]:
@@ -236,8 +258,17 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
     for r in records:
         if r.get("kind") == "pipe":
             pipe_ends.setdefault(r["ino"], []).append(r)
+    masters = {r["index"] for r in records if r.get("kind") == "tty" and r["master"]}
     for r in records:
         kind = r.get("kind")
+        if kind == "tty":
+            if r["master"]:
+                r.update(kind="pty-master")
+            elif r["index"] in masters:
+                r.update(kind="pty-slave")
+            else:  # a terminal outside the process: the restorer's
+                r.update(kind="stdio" if r["fd"] <= 2 else "terminal")
+            continue
         if kind == "pipe":
             modes = {e["flags"] & O_ACCMODE for e in pipe_ends[r["ino"]]}
             if modes >= {os.O_RDONLY, os.O_WRONLY}:
@@ -277,6 +308,7 @@ class Rebuilt:
         self.ours: list[int] = []
         self.by_ino: dict[int, int] = {}  # image inode of a memfd or deleted file -> ours (RDWR)
         self.seals: list[tuple[int, int]] = []  # (its fd, memfd seals) to add once mapped
+        self.ptys: dict[int, int] = {}  # pseudo-terminal index in the image -> our master
 
     def own(self, fd: int) -> int:
         self.ours.append(fd)
@@ -290,7 +322,6 @@ class Rebuilt:
 
 
 def _setfl(fd: int, flags: int) -> None:
-    import fcntl
     cur = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, (cur & ~SETFL_FLAGS) | (flags & SETFL_FLAGS))
 
@@ -331,6 +362,28 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         return mine[r["of"]]
     if kind == "stdio":
         return r["fd"]  # the restorer's own standard descriptor
+    if kind == "terminal":
+        mine_tty = next((fd for fd in (0, 1, 2) if os.isatty(fd)), None)
+        if mine_tty is not None:
+            return mine_tty
+        return out.own(os.open(r["path"], (flags & ~OPEN_IGNORED) | os.O_NOCTTY | O_CLOEXEC))
+    if kind == "pty-master":
+        ours = out.own(os.open("/dev/ptmx", (flags & ~OPEN_IGNORED) | os.O_NOCTTY | O_CLOEXEC))
+        fcntl.ioctl(ours, TIOCSPTLCK, struct.pack("i", 0))
+        attrs = r["termios"]
+        termios.tcsetattr(ours, termios.TCSANOW, attrs[:6] + [
+            [bytes.fromhex(c) if isinstance(c, str) else c for c in attrs[6]]])
+        fcntl.ioctl(ours, termios.TIOCSWINSZ, bytes.fromhex(r["winsize"]))
+        out.ptys[r["index"]] = ours
+        return ours
+    if kind == "pty-slave":
+        master = out.ptys.get(r["index"])
+        if master is None:  # its master comes later in the table
+            master = next(_rebuild_one(e, mine, pipes, pairs, records, load, truncate_files, out)
+                          for e in records if e["kind"] == "pty-master"
+                          and e["index"] == r["index"])
+        return out.own(fcntl.ioctl(master, TIOCGPTPEER,
+                                   (flags & ~OPEN_IGNORED) | os.O_NOCTTY | O_CLOEXEC))
     if kind in ("file", "dir", "device"):
         ours = out.own(os.open(r["path"], (flags & ~OPEN_IGNORED) | O_CLOEXEC))
         if kind == "file":
@@ -372,8 +425,7 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
             rd, wr = os.pipe2(os.O_NONBLOCK | O_CLOEXEC)
             out.own(rd), out.own(wr)
             reader = next(e for e in records if e.get("ino") == r["ino"] and e["kind"] == "pipe"
-                          and e["flags"] & O_ACCMODE == os.O_RDONLY)
-            import fcntl
+                                    and e["flags"] & O_ACCMODE == os.O_RDONLY)
             with suppress(OSError):
                 fcntl.fcntl(wr, 1031, reader.get("capacity", 65536))  # F_SETPIPE_SZ
             data = bytes.fromhex(reader.get("data_bytes", ""))

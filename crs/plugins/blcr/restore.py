@@ -126,7 +126,7 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         for fd, seals in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
             stub.inj.call(stub.pid, "fcntl", fd, F_ADD_SEALS, seals)
         _rebuild_threads(stub, image)
-        _release(stub, image, stop)
+        _release(stub, image, stop or image.get("stopped", False))
     except BaseException:
         os.kill(stub.pid, 9)
         with suppress(ChildProcessError):
@@ -271,6 +271,8 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
         for flag in v["flags"]:  # before the pages: with huge pages they load much faster
             if flag in memory.MADVISE:
                 inj.raw(pid, "madvise", v["start"], v["end"] - v["start"], memory.MADVISE[flag])
+        if "lo" in v["flags"]:  # locked: mlock faults it in, which the load does anyway
+            inj.raw(pid, "mlock", v["start"], v["end"] - v["start"])
         runs.extend((a, n) for a, n in v["runs"])
     _load_pages(stub, runs, snap)
     for v in image["vmas"]:
@@ -347,6 +349,7 @@ def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
         stub.here[t["tid"]] = new
     for t in image["threads"]:
         tid = stub.here[t["tid"]]
+        _schedule(tid, t)
         inj.call(tid, "set_tid_address", t["tid_address"])
         head, length = t["robust_list"]
         if head:
@@ -372,6 +375,17 @@ def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
         inj.call(pid, "rt_sigqueueinfo", own, struct.unpack_from("i", info)[0], inj.put(info))
     for fd in stub.aux:
         inj.call(pid, "close", fd)
+
+
+def _schedule(tid: int, t: dict[str, Any]) -> None:
+    """CPU affinity (on the CPUs this machine has) and nice value of a thread; a nicer value
+    than allowed here is left as it is rather than failing the restore."""
+    cpus = set(t.get("affinity", ())) & os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(tid, cpus)
+    if "nice" in t:
+        with suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, tid, t["nice"])
 
 
 def _rebuild_posix_timers(inj: Injector, pid: int, timers: list[dict[str, Any]]) -> None:
