@@ -1,5 +1,6 @@
-"""The pycrs demo (`make demo`): checkpoint running jobs (one process, then a 4-rank MPI job),
-kill them, restart them, and compare with uninterrupted runs.
+"""The pycrs demo (`make demo`): checkpoint running jobs (one process under pycrs, one plain
+process saved from outside with blcr, then a 4-rank MPI job), kill them, restart them, and
+compare with uninterrupted runs.
 
 It drives the same commands a user types, and shows them as it goes.
 """
@@ -43,13 +44,42 @@ def single_process(work: Path) -> bool:
     proc.wait()
     cmd = [str(BIN / "opal-restart"), str(work / f"opal_snapshot_{proc.pid}.ckpt")]
     show(cmd)
-    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True).stdout
+    return compare(subprocess.run(cmd, cwd=work, capture_output=True, text=True).stdout, ref)
+
+
+def compare(out: str, ref: str) -> bool:
+    """Show the restarted run's output and whether it ends as the uninterrupted run did."""
     print(out, end="")
     got = out.splitlines()[-1] if out else ""
     print(f"uninterrupted run: {ref}")
     ok = got == ref
     print("same result as an uninterrupted run" if ok else "MISMATCH")
     return ok
+
+
+def from_outside(work: Path) -> bool:
+    print("\n== Any process, saved from outside: opal-checkpoint --mca crs blcr ==")
+    if os.geteuid() != 0:
+        print("skipped: bringing a process back with its own PID needs root")
+        return True
+    app = [sys.executable, str(HERE / "numpy_loop.py"), "300"]
+    ref = subprocess.run([*app, "0"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()[-1]
+    show([*app, "0.02"])
+    proc = subprocess.Popen([*app, "0.02"], cwd=work, stdout=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(2):
+        time.sleep(1.5)
+        cmd = [str(BIN / "opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(work),
+               str(proc.pid)]
+        show(cmd)
+        print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout, end="")
+    print(f"$ kill -KILL {proc.pid}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cmd = [str(BIN / "opal-restart"), str(work / f"opal_snapshot_{proc.pid}.ckpt")]
+    show(cmd)
+    return compare(subprocess.run(cmd, cwd=work, capture_output=True, text=True).stdout, ref)
 
 
 def kill_job(sid: int) -> None:
@@ -93,13 +123,7 @@ def mpi_job(work: Path) -> bool:
     job.wait()
     cmd = [str(BIN / "ompi-restart"), str(work / f"ompi_global_snapshot_{job.pid}.ckpt")]
     show(cmd)
-    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True).stdout
-    print(out, end="")
-    got = out.splitlines()[-1] if out else ""
-    print(f"uninterrupted run: {ref}")
-    ok = got == ref
-    print("same result as an uninterrupted run" if ok else "MISMATCH")
-    return ok
+    return compare(subprocess.run(cmd, cwd=work, capture_output=True, text=True).stdout, ref)
 
 
 def main() -> int:
@@ -108,7 +132,7 @@ def main() -> int:
         ctl = work / "ctl"
         ctl.mkdir(mode=0o700)
         os.environ["PYCRS_CONTROL_DIR"] = str(ctl)
-        results = [single_process(work), mpi_job(work)]
+        results = [single_process(work), from_outside(work), mpi_job(work)]
     return 0 if all(results) else 1
 
 
