@@ -614,3 +614,46 @@ def test_python_program_ends_as_an_uninterrupted_run(
     code, out, err = restart.finish(TOOL_TIMEOUT)
     assert code == 0, f"restored {name} ended with {code}:\n{err}"
     assert prog.result(work, out) == expected
+
+
+PIPE_TALKER = textwrap.dedent("""
+    import os, signal, sys, time
+    out, widowed = int(sys.argv[1]), int(sys.argv[2])
+    stop = False
+    def on_term(sig, frame):
+        global stop
+        stop = True
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    os.write(out, b"before\\n")
+    print("READY", flush=True)
+    while not stop:
+        time.sleep(0.02)
+    os.write(out, b"after\\n")
+    try:
+        os.write(widowed, b"x")
+        print("FAIL: a pipe whose reader had closed took a write")
+    except BrokenPipeError:
+        print("OK")
+""")
+
+
+def test_pipes_to_other_processes(session: Session, tmp_path: Path) -> None:
+    """A pipe whose reader is the test is reconnected to the test's end, which reads what the
+    restored process writes; a pipe whose reader was closed still refuses writes (EPIPE)."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    os.close(r2)
+    try:
+        child = start_program(session, [sys.executable, "-c", PIPE_TALKER, str(w), str(w2)],
+                              pass_fds=(w, w2))
+    finally:
+        os.close(w)
+        os.close(w2)
+    try:
+        restart = cycle(session, child, tmp_path, PIPE_TALKER[:20])
+        expect_ok(sigterm_and_finish(restart, child.pid), "pipe talker restored")
+        os.set_blocking(r, False)
+        assert os.read(r, 100) == b"before\nafter\n"
+    finally:
+        os.close(r)

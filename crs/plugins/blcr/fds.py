@@ -276,8 +276,12 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
             if r["fd"] <= 2:
                 r.update(kind="stdio")
                 continue
-            raise Unrestorable(f"descriptor {r['fd']} is a pipe whose other end another "
-                               "process holds; only pipes within the process can be restored")
+            holder = _pipe_holder(pid, r["ino"])
+            if holder is None:  # the other end is closed everywhere: a pipe with one end
+                r.update(kind="pipe-widowed")
+            else:  # reopened through the holder's descriptor while it holds it
+                r.update(kind="pipe-external", holder=holder)
+            continue
         if kind == "unix" and r["peer"] not in socks:
             if r["fd"] <= 2:
                 r.update(kind="stdio")
@@ -291,9 +295,24 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
             raise Unrestorable(r["why"])
     for ino, ends in pipe_ends.items():
         reader = next((e for e in ends if e["flags"] & O_ACCMODE == os.O_RDONLY), None)
-        if reader is not None and reader["kind"] == "pipe":
+        if reader is not None and reader["kind"] in ("pipe", "pipe-widowed"):
             data, cap = _pipe_data(pid, reader["fd"])
             reader["data_bytes"], reader["capacity"] = data.hex(), cap
+
+
+def _pipe_holder(pid: int, ino: int) -> list[int] | None:
+    """[PID, descriptor, start time] of another process holding pipe ``ino``, if any."""
+    want = f"pipe:[{ino}]"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == want:
+                    return [int(entry), int(fd), int(procfs.stat_field(int(entry), 22))]
+        except OSError:
+            continue  # gone, or not ours to look into
+    return None
 
 
 # -- restore side --------------------------------------------------------------------------------
@@ -434,6 +453,31 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
             pipes[r["ino"]] = (rd, wr)
         rd, wr = pipes[r["ino"]]
         ours = rd if flags & O_ACCMODE == os.O_RDONLY else wr
+        _setfl(ours, flags)
+        return ours
+    if kind == "pipe-widowed":
+        rd, wr = os.pipe2(os.O_NONBLOCK | O_CLOEXEC)
+        reading = flags & O_ACCMODE == os.O_RDONLY
+        data = bytes.fromhex(r.get("data_bytes", ""))
+        if reading and data:
+            with suppress(OSError):
+                fcntl.fcntl(wr, 1031, r.get("capacity", 65536))  # F_SETPIPE_SZ
+            os.write(wr, data)
+        os.close(wr if reading else rd)
+        ours = out.own(rd if reading else wr)
+        _setfl(ours, flags)
+        return ours
+    if kind == "pipe-external":
+        hpid, hfd, start = r["holder"]
+        where = f"/proc/{hpid}/fd/{hfd}"
+        try:
+            alive = (int(procfs.stat_field(hpid, 22)) == start
+                     and os.readlink(where) == f"pipe:[{r['ino']}]")
+        except OSError:
+            alive = False
+        if not alive:
+            raise OSError(errno.EPIPE, f"a pipe to process {hpid}, which no longer holds it")
+        ours = out.own(os.open(where, (flags & ~OPEN_IGNORED) | os.O_NONBLOCK | O_CLOEXEC))
         _setfl(ours, flags)
         return ours
     if kind == "unix":
