@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/self_checkpoint.py
 	$(BIN)/python benchmarks/snapc_checkpoint.py
+	$(BIN)/python benchmarks/blcr_checkpoint.py
 
 clean:
 	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so

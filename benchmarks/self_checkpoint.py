@@ -25,57 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+
+from common import (STEP_TIMEOUT, Results, StepError, cache_method, dd_write, error_lines, evict,
+                    filesystem_of, fmt, host_line, make_workdir, pyplot, records, run,
+                    save_figure, step, tool, tree_size, write_files)
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "self_checkpoint_app.py"
-STEP_TIMEOUT = 900  # seconds any one subprocess may take before it counts as failed
 
 
-# -- tools and processes -------------------------------------------------------------------------
-def tool(name: str) -> str:
-    """A console script of this venv (the one running us), else from PATH."""
-    beside = Path(sys.executable).parent / name  # not resolved: the venv's bin, not the base's
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name}: not found beside {sys.executable} nor on PATH")
-    return found
-
-
-class StepError(Exception):
-    pass
-
-
-def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    """Run a command, raising StepError with its stderr when it fails."""
-    try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT, **kw)
-    except subprocess.TimeoutExpired:
-        raise StepError(f"{Path(argv[0]).name}: no answer after {STEP_TIMEOUT} s") from None
-    if cp.returncode != 0:
-        err = (cp.stderr or cp.stdout).strip().splitlines()
-        raise StepError(f"{Path(argv[0]).name} exited {cp.returncode}: {err[-1] if err else ''}")
-    return cp
-
-
-def records(text: str) -> list[dict]:
-    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("BENCH ")]
-
-
+# -- the app --------------------------------------------------------------------------------------
 class App:
     """The benchmark app running under ``pycrs run``: commands on stdin, records on stdout."""
 
@@ -133,84 +99,10 @@ class App:
                 self.proc.wait()
 
 
-# -- the page cache ------------------------------------------------------------------------------
-def cache_method() -> tuple[str, str]:
-    """How this run empties the page cache before each step: (method, note for the report)."""
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return "drop_caches", "yes: sync; echo 3 > /proc/sys/vm/drop_caches before every step"
-    except OSError as exc:
-        if hasattr(os, "posix_fadvise"):
-            return "fadvise", (f"drop_caches refused ({exc.strerror}); instead each file read is "
-                               "synced and evicted with posix_fadvise(DONTNEED) before every step")
-        return "none", f"no ({exc.strerror}): reads may be served from the page cache"
-
-
-def evict(paths: list[Path], method: str) -> None:
-    """Empty the page cache of ``paths`` (or all of it) before a timed step."""
-    os.sync()
-    if method == "drop_caches":
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    elif method == "fadvise":
-        for p in paths:
-            for f in (p.rglob("*") if p.is_dir() else [p]):
-                if f.is_file():
-                    fd = os.open(f, os.O_RDONLY)
-                    try:
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                    finally:
-                        os.close(fd)
-
-
-def tree_size(path: Path) -> tuple[int, int]:
-    """(bytes in files, bytes allocated on disk) under ``path``."""
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files), sum(p.stat().st_blocks * 512 for p in files)
-
-
-# -- results -------------------------------------------------------------------------------------
-@dataclass
-class Results:
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, list[str]] = field(default_factory=dict)
-    info: dict[str, object] = field(default_factory=dict)
-
-    def add(self, key: str, value: float) -> None:
-        self.samples.setdefault(key, []).append(value)
-
-    def fail(self, key: str, exc: BaseException) -> None:
-        msg = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
-        self.errors.setdefault(key, []).append(msg)
-        print(f"  ! {key}: {msg}", file=sys.stderr)
-        if not isinstance(exc, StepError):
-            traceback.print_exc(file=sys.stderr)
-
-    def median(self, key: str) -> float | None:
-        vals = self.samples.get(key)
-        return statistics.median(vals) if vals else None
-
-
-def step(res: Results, key: str, fn: Callable[[], None]) -> None:
-    """Run one measurement; on failure record and print the error and go on."""
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not stop
-        res.fail(key, exc)
-
-
 # -- the measurements ----------------------------------------------------------------------------
 def measure_dd(res: Results, work: Path, size_mib: int, method: str) -> None:
-    img = work / "dd.img"
     evict([], method)
-    try:
-        t0 = time.perf_counter()
-        run(["dd", "if=/dev/zero", f"of={img}", "bs=1M", f"count={size_mib}", "conv=fdatasync"])
-        res.add("dd", time.perf_counter() - t0)
-    finally:
-        img.unlink(missing_ok=True)
+    res.add("dd", dd_write(work / "dd.img", size_mib))
 
 
 def measure_tool_checkpoint(res: Results, app: App, work: Path, method: str) -> Path:
@@ -307,11 +199,6 @@ def measure_spcost(res: Results, calls: int, repeat: int, work: Path) -> None:
 
 
 # -- the report ----------------------------------------------------------------------------------
-def fmt(v: float | None, spec: str) -> str:
-    """``v`` formatted with ``spec`` (width.precision), or a dash of the same width."""
-    return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
-
-
 def render(res: Results, args: argparse.Namespace, work: Path, cache_note: str) -> str:
     n = args.size_mib
     med = res.median
@@ -333,8 +220,7 @@ def render(res: Results, args: argparse.Namespace, work: Path, cache_note: str) 
             f"{'runs':>4}")
     out.append(f"pycrs self checkpoint benchmark: {n} MiB of float64 state, median of "
                f"{args.repeat} runs")
-    out.append(f"  host: {os.cpu_count()} CPUs, Linux {platform.release()}, Python "
-               f"{platform.python_version()}; directory {work.parent} ({res.info.get('fs', '?')})")
+    out.append(host_line(res, work))
     out.append(f"  page cache emptied before each step: {cache_note}")
     if "load" in res.info:
         out.append(f"  load average (1 min) at start / end: {res.info['load']} "
@@ -375,21 +261,12 @@ def render(res: Results, args: argparse.Namespace, work: Path, cache_note: str) 
     out.append(f"  {'crs.safe_point(), nothing pending':<50} {fmt(s, '8.1f')} ns/call"
                + (f"   ({s / e:.2f}x the empty call)" if e and s else "")
                + err_note("call_safe_point"))
-    if res.errors:
-        out.append("")
-        out.append("Errors:")
-        for k, msgs in res.errors.items():
-            for m in dict.fromkeys(msgs):
-                out.append(f"  {k}: {m}")
+    out += error_lines(res)
     return "\n".join(out)
 
 
 def plot(res: Results, path: Path, args: argparse.Namespace, cache_note: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     bars = [("dd\nfdatasync", "dd", "tab:gray"),
             ("opal-checkpoint\n(tool)", "ckpt_tool", "tab:blue"),
             ("opal-checkpoint\n(in app)", "ckpt_app", "tab:blue"),
@@ -410,26 +287,10 @@ def plot(res: Results, path: Path, args: argparse.Namespace, cache_note: str) ->
     ax.set_ylim(0, max(vals) * 1.25)
     ax.set_title(f"pycrs self component: {args.size_mib} MiB of numpy state, "
                  f"median of {args.repeat} runs, {os.cpu_count()} CPUs", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- main ----------------------------------------------------------------------------------------
-def filesystem_of(path: Path) -> str:
-    best = ("", "?", "?")
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                dev, mnt, fstype = line.split()[:3]
-                if str(path).startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best[0]):
-                    best = (mnt, fstype, dev)
-    except OSError:
-        pass
-    return f"{best[1]} on {best[2]}"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -444,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.size_mib <= 0 or args.repeat <= 0 or args.calls <= 0:
         p.error("--size-mib, --repeat and --calls must be positive")
 
-    base = (args.dir or Path(tempfile.gettempdir())).absolute()
-    base.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="pycrs-bench-", dir=base))
+    work = make_workdir(args.dir, "pycrs-bench-")
     res = Results()
     res.info["fs"] = filesystem_of(work)
     method, cache_note = cache_method()
@@ -507,12 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     res.info["load"] = f"{load0:.2f} / {os.getloadavg()[0]:.2f}"
     print(render(res, args, work, cache_note))
-    if args.plot:
-        try:
-            plot(res, args.plot, args, cache_note)
-            print(f"\nplot written to {args.plot}")
-        except Exception as exc:  # noqa: BLE001
-            print(f"\nplot not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+    write_files(res, args, lambda: plot(res, args.plot, args, cache_note))
     return 0
 
 

@@ -31,6 +31,7 @@ t_start = time.perf_counter()
 import numpy as np  # noqa: E402
 import xxhash  # noqa: E402
 
+import common  # noqa: E402 - this script's directory is on sys.path
 import crs  # noqa: E402
 from crs import runtime  # noqa: E402
 
@@ -45,20 +46,7 @@ def report(**record: object) -> None:
 def evict(paths: list[Path], method: str) -> float:
     """Push ``paths`` out of the page cache the way the driver asked; return the time it took."""
     t0 = time.perf_counter()
-    if method == "drop_caches":
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    elif method == "fadvise":
-        for p in paths:
-            for f in (p.rglob("*") if p.is_dir() else [p]):
-                if f.is_file():
-                    fd = os.open(f, os.O_RDONLY)
-                    try:
-                        os.fdatasync(fd)
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                    finally:
-                        os.close(fd)
+    common.evict(paths, method)
     return time.perf_counter() - t0
 
 

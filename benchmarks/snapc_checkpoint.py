@@ -28,116 +28,37 @@ temporary directory), removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
-import platform
 import queue
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
+
+import common
+from common import (STEP_TIMEOUT, Results, StepError, error_lines, filesystem_of, fmt,
+                    host_line, kill_group, make_workdir, pyplot, records, save_figure, step, tool,
+                    write_files)
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "snapc_checkpoint_app.py"
-STEP_TIMEOUT = 900  # seconds any one subprocess may take before it counts as failed
 META_FILE = "global_snapshot_meta.data"
 
 
-# -- tools and processes -------------------------------------------------------------------------
-def tool(name: str) -> str:
-    """A program of this venv (the one running us), else from PATH."""
-    beside = Path(sys.executable).parent / name  # not resolved: the venv's bin, not the base's
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name}: not found beside {sys.executable} nor on PATH")
-    return found
-
-
-class StepError(Exception):
-    pass
-
-
-def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion, raising StepError with its stderr when it fails."""
-    try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=STEP_TIMEOUT,
-                            start_new_session=True, **kw)
-    except subprocess.TimeoutExpired:
-        raise StepError(f"{Path(argv[0]).name}: no answer after {STEP_TIMEOUT} s") from None
-    if cp.returncode != 0:
-        err = (cp.stderr or cp.stdout).strip().splitlines()
-        raise StepError(f"{Path(argv[0]).name} exited {cp.returncode}: {err[-1] if err else ''}")
-    return cp
-
-
-def records(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("BENCH "):
-            try:
-                out.append(json.loads(line[6:]))
-            except ValueError:
-                pass  # a line the launcher interleaved with another: not ours to judge
-    return out
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """End a job we started in a session of its own: its launcher and ranks, by process group."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+# -- tools and processes --------------------------------------------------------------------------
+# every command in a session of its own: a job's launcher and ranks end together
+run = functools.partial(common.run, start_new_session=True)
 
 
 def mib_per_s(mib: float, seconds: float | None) -> float | None:
     return mib / seconds if seconds else None
-
-
-# -- results -------------------------------------------------------------------------------------
-@dataclass
-class Results:
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    errors: dict[str, list[str]] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, key: str, value: float | None) -> None:
-        if value is not None:
-            self.samples.setdefault(key, []).append(value)
-
-    def fail(self, key: str, exc: BaseException) -> None:
-        msg = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
-        self.errors.setdefault(key, []).append(msg)
-        print(f"  ! {key}: {msg}", file=sys.stderr)
-        if not isinstance(exc, StepError):
-            traceback.print_exc(file=sys.stderr)
-
-    def vals(self, key: str) -> list[float]:
-        return self.samples.get(key, [])
-
-    def median(self, key: str) -> float | None:
-        v = self.vals(key)
-        return statistics.median(v) if v else None
-
-
-def step(res: Results, key: str, fn: Callable[[], None]) -> None:
-    """Run one measurement; on failure record and print the error and go on."""
-    try:
-        fn()
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not stop
-        res.fail(key, exc)
 
 
 # -- 1. cost of C/R mode on a loop with safe points ----------------------------------------------
@@ -331,14 +252,8 @@ HOLD_SLEEP = 0.001  # seconds each hold iteration sleeps (the ranks reach a safe
 
 
 def measure_dd(res: Results, work: Path, total_mib: int, key: str) -> None:
-    img = work / "dd.img"
     os.sync()
-    try:
-        t0 = time.perf_counter()
-        run(["dd", "if=/dev/zero", f"of={img}", "bs=1M", f"count={total_mib}", "conv=fdatasync"])
-        res.add(key, time.perf_counter() - t0)
-    finally:
-        img.unlink(missing_ok=True)
+    res.add(key, common.dd_write(work / "dd.img", total_mib))
 
 
 def record_direct(res: Results, prefix: str, marks: dict[str, float]) -> None:
@@ -418,11 +333,6 @@ def latency(res: Results, args: argparse.Namespace, work: Path, key: str,
 
 
 # -- the report ----------------------------------------------------------------------------------
-def fmt(v: float | None, spec: str) -> str:
-    """``v`` formatted with ``spec`` (width.precision), or a dash of the same width."""
-    return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
-
-
 def render(res: Results, args: argparse.Namespace, work: Path, skip: set[str]) -> str:
     med, vals = res.median, res.vals
     out: list[str] = []
@@ -432,8 +342,7 @@ def render(res: Results, args: argparse.Namespace, work: Path, skip: set[str]) -
         return f"  ({n} failed)" if n else ""
 
     out.append("pycrs SnapC benchmark: coordinated checkpoints of mpi4py jobs (MPICH)")
-    out.append(f"  host: {os.cpu_count()} CPUs, Linux {platform.release()}, Python "
-               f"{platform.python_version()}; directory {work.parent} ({res.info.get('fs', '?')})")
+    out.append(host_line(res, work))
     out.append(f"  load average (1 min) at start / end: {res.info.get('load', '?')} "
                "(other work on the machine shows up in the timings)")
 
@@ -449,12 +358,7 @@ def render(res: Results, args: argparse.Namespace, work: Path, skip: set[str]) -
         out += ["", "3. Latency of the protocol: skipped"]
     else:
         render_latency(res, args, out, errs)
-    if res.errors:
-        out.append("")
-        out.append("Errors:")
-        for k, msgs in res.errors.items():
-            for m in dict.fromkeys(msgs):
-                out.append(f"  {k}: {m}")
+    out += error_lines(res)
     return "\n".join(out)
 
 
@@ -596,11 +500,7 @@ def render_latency(res: Results, args: argparse.Namespace, out: list[str],
 
 
 def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
     series = [("dd conv=fdatasync", "dd", "tab:gray"), ("ompi-checkpoint (tool)", "tool",
                                                          "tab:blue"),
@@ -633,26 +533,10 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
     over = f"; C/R-mode loop overhead {100 * (lc / lp - 1):+.2f} %" if lp and lc else ""
     fig.suptitle(f"pycrs SnapC, MPICH, {os.cpu_count()} CPUs, load {res.info.get('load', '?')}"
                  f"{over}", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # -- main ----------------------------------------------------------------------------------------
-def filesystem_of(path: Path) -> str:
-    best = ("", "?", "?")
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                dev, mnt, fstype = line.split()[:3]
-                if str(path).startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best[0]):
-                    best = (mnt, fstype, dev)
-    except OSError:
-        pass
-    return f"{best[1]} on {best[2]}"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -673,9 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--repeat, --iters, --calls, --mib and --samples must be positive")
     skip = set(filter(None, args.skip.split(",")))
 
-    base = (args.dir or Path(tempfile.gettempdir())).absolute()
-    base.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="pycrs-snapc-bench-", dir=base))
+    work = make_workdir(args.dir, "pycrs-snapc-bench-")
     # Our own control directory (short path: it holds Unix sockets): the jobs of this run are
     # the only ones ompi-checkpoint sees, and nothing is left in the user's.
     ctl = Path(tempfile.mkdtemp(prefix="pycrs-snapc-ctl-"))
@@ -707,19 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(ctl, ignore_errors=True)
     res.info["load"] = f"{load0:.2f} / {os.getloadavg()[0]:.2f}"
     print(render(res, args, work, skip))
-    if args.json:
-        try:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                             "info": res.info, "samples": res.samples,
-                                             "errors": res.errors}, indent=1))
-        except OSError as exc:
-            print(f"samples not written: {exc}", file=sys.stderr)
-    if args.plot:
-        try:
-            plot(res, args.plot, args)
-            print(f"\nplot written to {args.plot}")
-        except Exception as exc:  # noqa: BLE001
-            print(f"\nplot not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+    write_files(res, args, lambda: plot(res, args.plot, args))
     return 0
 
 
