@@ -47,9 +47,11 @@ def classify(v: Vma) -> str:
                                "be restored")
         return "anon"
     deleted = v.path.endswith(" (deleted)")
+    if v.path.startswith("/SYSV"):
+        raise MappingError(f"mapping {v.start:#x}-{v.end:#x} is a System V shared memory segment "
+                           f"({v.path.split()[0]}), which cannot be restored")
     if v.shared:
-        return "shmem" if (deleted or v.path.startswith("/memfd:")
-                           or v.path.startswith("/SYSV")) else "shared-file"
+        return "shmem" if deleted or v.path.startswith("/memfd:") else "shared-file"
     if deleted or v.path.startswith("/memfd:") or v.path.startswith("/dev/"):
         return "anon-copy"  # private copy of something that will not be there: save it all
     return "file"
