@@ -657,3 +657,15 @@ def test_pipes_to_other_processes(session: Session, tmp_path: Path) -> None:
         assert os.read(r, 100) == b"before\nafter\n"
     finally:
         os.close(r)
+
+
+def test_program_whose_executable_was_deleted(session: Session, binaries: dict[str, Path],
+                                              work: Path, tmp_path: Path) -> None:
+    """The program file is deleted while it runs (a rebuilt binary, a cleaned temporary
+    directory): its mappings are saved whole and it comes back all the same."""
+    exe = tmp_path / "doomed"
+    shutil.copy2(binaries["threads"], exe)
+    child = start_program(session, [str(exe), str(work)])
+    exe.unlink()
+    restart = cycle(session, child, tmp_path, "doomed")
+    expect_ok(sigterm_and_finish(restart, child.pid), "threads restored without its file")

@@ -165,10 +165,12 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
         memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], _load(snap, obj["data"]))
         aux_of[f"shmem:{ino}"] = aux(memfd)
     aux_of["pages"] = aux(rebuilt.own(os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)))
-    try:
-        aux_of["exe"] = aux(rebuilt.own(os.open(image["exe"], os.O_RDONLY | os.O_CLOEXEC)))
-    except OSError as exc:
-        raise RestoreError(f"executable {image['exe']}: {exc.strerror}") from None
+    # /proc/PID/exe: the executable, unless it is gone (deleted since; its mappings were saved
+    # whole) or is the one the stub runs already (the kernel refuses to swap an executable that
+    # is still mapped, as it then is)
+    exe = image["exe"]
+    if os.path.isfile(exe) and not os.path.samefile(exe, "/proc/self/exe"):
+        aux_of["exe"] = aux(rebuilt.own(os.open(exe, os.O_RDONLY | os.O_CLOEXEC)))
     cwd = rebuilt.own(os.open(image["cwd"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
     code = _code_page(image)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -286,12 +288,7 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
     fields = [mm["start_code"], mm["end_code"], mm["start_data"], mm["end_data"],
               mm["start_brk"], image["brk"], mm["start_stack"], mm["arg_start"], mm["arg_end"],
               mm["env_start"], mm["env_end"], auxv_at]
-    # the kernel refuses to swap the executable while the old one is still mapped, which it is
-    # when the stub and the image run the same program: then it is already right
-    same = os.stat(image["exe"]) if os.path.exists(image["exe"]) else None
-    mine = os.stat("/proc/self/exe")
-    keep_exe = same is not None and (same.st_dev, same.st_ino) == (mine.st_dev, mine.st_ino)
-    exe_fd = 0xFFFFFFFF if keep_exe else aux_of["exe"]
+    exe_fd = aux_of.get("exe", 0xFFFFFFFF)  # -1: leave it
     mm_map = struct.pack("12QII", *fields, len(auxv), exe_fd)
     inj.call(pid, "prctl", PR_SET_MM, PR_SET_MM_MAP, inj.put(mm_map), len(mm_map), 0)
     inj.raw(pid, "personality", image["personality"])
