@@ -669,3 +669,26 @@ def test_program_whose_executable_was_deleted(session: Session, binaries: dict[s
     exe.unlink()
     restart = cycle(session, child, tmp_path, "doomed")
     expect_ok(sigterm_and_finish(restart, child.pid), "threads restored without its file")
+
+
+def test_pid_namespace_restores_while_the_pid_is_taken(session: Session, binaries: dict[str, Path],
+                                                      work: Path, tmp_path: Path) -> None:
+    """The original still runs (its PID is taken): a plain restore says so in one line;
+    --pid-namespace brings the copy back in a fresh PID namespace, where it has its old PID,
+    and both end intact."""
+    child = c_program(session, binaries, "threads", work)
+    snap = checkpoint(child.pid, tmp_path)
+    res = subprocess.run([tool("opal-restart"), str(snap)], capture_output=True, text=True,
+                         timeout=TOOL_TIMEOUT)
+    assert res.returncode != 0 and res.stderr.count("\n") == 1, res.stderr
+    assert f"PID {child.pid} is in use" in res.stderr and "--pid-namespace" in res.stderr
+    restart = session.start([tool("opal-restart"), "-v", "--pid-namespace", str(snap)])
+    outer = int(restart.err.wait_for(rb"restored process (\d+)", READY_TIMEOUT,
+                                     "opal-restart").group(1))
+    session.restored.append((outer, str(binaries["threads"])))
+    nspid = next(line.split()[1:] for line in Path(f"/proc/{outer}/status").read_text()
+                 .splitlines() if line.startswith("NSpid:"))
+    assert nspid == [str(outer), str(child.pid)], nspid
+    expect_ok(sigterm_and_finish(restart, outer), "threads restored in a PID namespace")
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), "the original, still running")

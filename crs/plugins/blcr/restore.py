@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import threading
 from contextlib import suppress
@@ -122,6 +123,8 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
     finally:
         rebuilt.close()
     try:
+        if pid_namespace:
+            _end_group_stop(stub)
         _rebuild_memory(stub, image, snap)
         for fd, seals in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
             stub.inj.call(stub.pid, "fcntl", fd, F_ADD_SEALS, seals)
@@ -134,8 +137,6 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         if stub.waiter != stub.pid:
             os.waitpid(stub.waiter, 0)
         raise
-    if pid_namespace and not stop and procfs.state(stub.pid) == "T":
-        os.kill(stub.pid, 18)  # SIGCONT: it was seized in the stop it put itself in
     return stub.pid, stub.waiter
 
 
@@ -226,6 +227,17 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
     stub = Stub(pid, init[0] or pid, code, [m[1] for m in moves[len(rebuilt.moves):]])
     stub.aux_of = aux_of  # type: ignore[attr-defined]
     return stub
+
+
+def _end_group_stop(stub: Stub) -> None:
+    """A stub in a PID namespace stopped itself with SIGSTOP (it has no tracer to stop for):
+    end that stop now, or the process would fall back into it when released, and take the
+    SIGCONT off its queue (it is blocked there) so the restored process never sees it."""
+    os.kill(stub.pid, signal.SIGCONT)
+    inj = stub.inj
+    mask = inj.put(struct.pack("Q", 1 << (signal.SIGCONT - 1)), 1024)
+    zero = inj.put(struct.pack("qq", 0, 0), 1040)
+    inj.call(stub.pid, "rt_sigtimedwait", mask, 0, zero, 8)
 
 
 def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> None:

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -657,6 +658,12 @@ static long clone_with_pid(pid_t *want, uint64_t flags)
  * lives as long as the restored process, exiting with its status (128+signal if killed). */
 static void pidns_init(const struct blcr_stub_plan *p)
 {
+    /* a /proc of the new namespace (in a mount namespace of its own that still receives the
+     * host's mounts), so that the process sees its own PID and TIDs there */
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        stub_fail(p->err_fd, "mount --make-rslave /", errno);
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        stub_fail(p->err_fd, "mount /proc", errno);
     pid_t want = p->want_pid;
     long stub = clone_with_pid(&want, 0);
     if (stub < 0)
@@ -708,10 +715,24 @@ static int find_stopped_child(int init)
     return -ETIMEDOUT;
 }
 
+static int spawn_stub(const struct blcr_stub_plan *plan, int *init);
+
 /* Fork the stub (with the PID asked for, through clone3's set_tid) and wait until it stops
  * under our trace. Returns its PID, or -errno; a failure inside the child is written to
  * plan->err_fd. With new_pidns, *init is the namespace's first process, the one to wait for. */
 int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init)
+{
+    /* the child starts with every signal blocked: one sent to the restored PID this early
+     * stays queued for the restored process instead of meeting our handlers */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = spawn_stub(plan, init);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+static int spawn_stub(const struct blcr_stub_plan *plan, int *init)
 {
     pid_t want = plan->want_pid;
     int st, r;
@@ -719,7 +740,7 @@ int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init)
     *init = 0;
     if (plan->new_pidns) {
         pid_t any = 0;
-        long first = clone_with_pid(&any, CLONE_NEWPID);
+        long first = clone_with_pid(&any, CLONE_NEWPID | CLONE_NEWNS);
         if (first < 0)
             return -errno;
         if (first == 0)
