@@ -242,7 +242,10 @@ def test_checkpoint_pid_of_ended_process(base_snapshot: Path, tmp_path: Path) ->
 
 def test_checkpoint_process_not_under_pycrs(base_snapshot: Path, tmp_path: Path,
                                             sleeper: subprocess.Popen[bytes]) -> None:
-    res, untouched = checkpoint_with_snapshot_in_place(base_snapshot, tmp_path, sleeper.pid)
+    """Asked for an in-process component, a process not under pycrs is an error (without
+    --mca crs, blcr saves it from outside: tests/test_blcr_states.py)."""
+    res, untouched = checkpoint_with_snapshot_in_place(base_snapshot, tmp_path, sleeper.pid,
+                                                       "--mca", "crs", "self")
     assert_one_line_error(res, "opal-checkpoint",
                           f"process {sleeper.pid} is not running under pycrs")
     assert untouched

@@ -692,3 +692,19 @@ def test_pid_namespace_restores_while_the_pid_is_taken(session: Session, binarie
     expect_ok(sigterm_and_finish(restart, outer), "threads restored in a PID namespace")
     child.popen.send_signal(signal.SIGTERM)
     expect_ok(child.finish(EXIT_TIMEOUT), "the original, still running")
+
+
+def test_plain_opal_checkpoint_saves_a_plain_process_with_blcr(
+        session: Session, binaries: dict[str, Path], work: Path, tmp_path: Path) -> None:
+    """Without --mca crs, a process that does not run under pycrs can only be saved from
+    outside: opal-checkpoint picks blcr (the highest priority that can serve) and says so."""
+    child = c_program(session, binaries, "fd_file", work)
+    res = subprocess.run([tool("opal-checkpoint"), "-v", "-w", str(tmp_path), str(child.pid)],
+                         capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    assert "with blcr" in res.stderr
+    snap = tmp_path / f"opal_snapshot_{child.pid}.ckpt"
+    assert "# OPAL CRS Component: blcr" in (snap / "snapshot_meta.data").read_text()
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(binaries["fd_file"]))
+    expect_ok(sigterm_and_finish(restart, child.pid), "fd_file saved by plain opal-checkpoint")

@@ -1,7 +1,8 @@
 """``opal-checkpoint PID``: take a local snapshot of one process.
 
-A process running under pycrs saves itself, through its control endpoint. With ``--mca crs
-blcr`` (a component that works from outside) the tool saves any process of the user itself.
+A process running under pycrs saves itself, through its control endpoint. Any other process of
+the user, or any process with ``--mca crs blcr``, is saved by the tool itself with a component
+that works from outside (blcr).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _run(argv: list[str] | None) -> int:
 
     if ns.verbose:
         print(f"{TOOL}: checkpointing process {pid} into {target}", file=sys.stderr)
-    if _from_outside(prm):
+    if _from_outside(prm) or _outside_only(pid, prm):
         return _save_from_outside(pid, target, prm, CheckpointOptions(ns.term, ns.stop),
                                   ns.verbose)
     reply = endpoint.request(endpoint.connect(pid, hint=HINT),
@@ -78,6 +79,16 @@ def _from_outside(prm: params.Params) -> bool:
 
 
 OUTSIDE = {"blcr"}
+
+
+def _outside_only(pid: int, prm: params.Params) -> bool:
+    """A process of ours that does not run under pycrs can only be saved from outside: do so
+    when the ``crs`` selection allows such a component (the framework then picks it, as the
+    highest priority that can serve)."""
+    if not Path(f"/proc/{pid}").exists() or endpoint.process_socket(pid).exists():
+        return False
+    include, exclude = framework.parse_selection(prm.get("crs"))
+    return bool(((include or OUTSIDE) & OUTSIDE) - exclude)
 
 
 def _save_from_outside(pid: int, target: Path, prm: params.Params, options: CheckpointOptions,
