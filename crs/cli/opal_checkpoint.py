@@ -1,7 +1,9 @@
 """``opal-checkpoint PID``: take a local snapshot of one process.
 
 A process running under pycrs saves itself, through its control endpoint. With ``--mca crs
-blcr`` (a component that works from outside) the tool saves any process of the user itself.
+blcr`` (a component that works from outside) the tool saves any process of the user itself; with
+``--mca crs mtcp`` it asks the checkpoint kernel loaded in the process to write its image, and
+commits the snapshot itself.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def _run(argv: list[str] | None) -> int:
 
 
 HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save it from outside "
-        "with --mca crs blcr")
+        "with --mca crs blcr (or mtcp, for a process with the mtcp kernel loaded)")
 
 
 def _from_outside(prm: params.Params) -> bool:
@@ -77,13 +79,18 @@ def _from_outside(prm: params.Params) -> bool:
     return bool(include) and include <= OUTSIDE
 
 
-OUTSIDE = {"blcr"}
+OUTSIDE = {"blcr", "mtcp"}  # saved by (or through) this tool, the snapshot committed here
 
 
 def _save_from_outside(pid: int, target: Path, prm: params.Params, options: CheckpointOptions,
                        verbose: bool) -> int:
     """Run the component here, against the process, and commit the snapshot."""
     outside = Target(pid, in_process=False)
+    include, _ = framework.parse_selection(prm.get("crs"))
+    if include is not None and len(include) == 1:  # the one asked for: its own reason, alone
+        offer = next((o for o in framework.offers(outside, prm) if o.component in include), None)
+        if offer is not None and offer.priority is None:
+            raise framework.CRSError(offer.reason)
     component = framework.select(outside, prm)
     component.call("crs_init", params=prm)
     t0 = time.monotonic()
@@ -100,7 +107,7 @@ def _save_from_outside(pid: int, target: Path, prm: params.Params, options: Chec
     if options.term:
         os.kill(pid, signal.SIGKILL)
     if verbose:
-        frozen = writer.meta.get("BLCR Frozen Seconds")
+        frozen = next((v for k, v in writer.meta.records if k.endswith("Frozen Seconds")), None)
         print(f"{TOOL}: saved process {pid} with {component.name} in "
               f"{time.monotonic() - t0:.3f} s" + (f" (frozen {float(frozen):.3f} s)" if frozen
                                                   else ""), file=sys.stderr)
