@@ -212,6 +212,31 @@ class SnapshotWriter:
             raise ValueError(f"invalid digest for a component-checked file: {digest!r}")
         w.own_digest = digest
 
+    def include(self, name: str, digest: str | None = None) -> int:
+        """Record a file that another process (a checkpoint kernel inside the saved process)
+        wrote into ``directory``: checksummed here, or, with ``digest``, checked by its
+        component with a scheme of its own (see ``adopt``). Returns its size."""
+        if not _valid_file_name(name):
+            raise ValueError(f"invalid snapshot file name {name!r}")
+        if digest is not None and (digest.startswith(f"{CHECKSUM}:") or not digest
+                                   or " " in digest):
+            raise ValueError(f"invalid digest for a component-checked file: {digest!r}")
+        path = self.aside / name
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if digest is None:
+                h = xxhash.xxh3_128()
+                while chunk := os.read(fd, _CHUNK):
+                    h.update(chunk)
+                digest = f"{CHECKSUM}:{h.hexdigest()}"
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._done.append((name, size, digest))
+        return size
+
     def commit(self) -> Path:
         """Seal every file, write the metadata and move the snapshot into place."""
         for w in self._files:

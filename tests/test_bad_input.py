@@ -286,7 +286,6 @@ def loop(tmp_path: Path) -> subprocess.Popen[str]:
 
 @pytest.mark.parametrize("crs,words", [
     ("bogus", "unknown CRS component bogus (installed: "),
-    ("mtcp", "mtcp: not available yet"),
     ("^self", "no CRS component can checkpoint process"),
 ])
 def test_checkpoint_unusable_component(loop: subprocess.Popen[str], tmp_path: Path,

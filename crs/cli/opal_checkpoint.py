@@ -1,8 +1,10 @@
 """``opal-checkpoint PID``: take a local snapshot of one process.
 
-A process running under pycrs saves itself, through its control endpoint. Any other process of
-the user, or any process with ``--mca crs blcr``, is saved by the tool itself with a component
-that works from outside (blcr).
+A process running under pycrs saves itself, through its control endpoint. The tool itself saves
+a process with a component named by ``--mca crs``: ``blcr`` from outside (any process of the
+user), ``mtcp`` through the checkpoint kernel loaded in the process, which writes the image while
+the tool commits the snapshot. A process that does not run under pycrs is saved this way too,
+with the highest priority of those components that can serve it.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def _run(argv: list[str] | None) -> int:
 
 
 HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save it from outside "
-        "with --mca crs blcr")
+        "with --mca crs blcr (or mtcp, for a process with the mtcp kernel loaded)")
 
 
 def _from_outside(prm: params.Params) -> bool:
@@ -78,7 +80,7 @@ def _from_outside(prm: params.Params) -> bool:
     return bool(include) and include <= OUTSIDE
 
 
-OUTSIDE = {"blcr"}
+OUTSIDE = {"blcr", "mtcp"}  # saved by (or through) this tool, the snapshot committed here
 
 
 def _outside_only(pid: int, prm: params.Params) -> bool:
@@ -95,6 +97,11 @@ def _save_from_outside(pid: int, target: Path, prm: params.Params, options: Chec
                        verbose: bool) -> int:
     """Run the component here, against the process, and commit the snapshot."""
     outside = Target(pid, in_process=False)
+    include, _ = framework.parse_selection(prm.get("crs"))
+    if include is not None and len(include) == 1:  # the one asked for: its own reason, alone
+        offer = next((o for o in framework.offers(outside, prm) if o.component in include), None)
+        if offer is not None and offer.priority is None:
+            raise framework.CRSError(offer.reason)
     component = framework.select(outside, prm)
     component.call("crs_init", params=prm)
     t0 = time.monotonic()
@@ -111,7 +118,7 @@ def _save_from_outside(pid: int, target: Path, prm: params.Params, options: Chec
     if options.term:
         os.kill(pid, signal.SIGKILL)
     if verbose:
-        frozen = writer.meta.get("BLCR Frozen Seconds")
+        frozen = next((v for k, v in writer.meta.records if k.endswith("Frozen Seconds")), None)
         print(f"{TOOL}: saved process {pid} with {component.name} in "
               f"{time.monotonic() - t0:.3f} s" + (f" (frozen {float(frozen):.3f} s)" if frozen
                                                   else ""), file=sys.stderr)

@@ -53,6 +53,12 @@ def _run_program(prm: params.Params, program: list[str]) -> int:
     if exe is None:
         raise UsageError(f"program not found: {program[0]}")
     env = cr_environment(os.environ, prm.child_env())
+    include, _ = framework.parse_selection(prm.get("crs"))
+    if include and "mtcp" in include:  # the checkpoint kernel, preloaded into any program
+        from crs.plugins.mtcp import library_path
+
+        preload = [p for p in env.get("LD_PRELOAD", "").split() if p != str(library_path())]
+        env["LD_PRELOAD"] = " ".join([str(library_path()), *preload])
     sys.stdout.flush()
     os.execve(exe, program, env)
     return 0  # not reached

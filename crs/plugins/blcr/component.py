@@ -8,10 +8,7 @@ and exits with its status.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-from contextlib import suppress
 
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
@@ -19,8 +16,6 @@ from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
 PRIORITY = 10
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-             signal.SIGQUIT)
 
 
 class BlcrComponent:
@@ -57,40 +52,9 @@ class BlcrComponent:
     @hookimpl
     def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,
                     spawn: bool) -> subprocess.Popen[bytes] | None:
-        from .restore import restore
+        from .restore import restart_as_child
 
-        if spawn:
-            raise NotImplementedError("blcr restores a process as a child of the restarting "
-                                      "tool only (opal-restart)")
-        pid = 0
-        early: list[int] = []
-
-        def forward(sig: int, frame: object) -> None:
-            if pid:
-                os.kill(pid, sig)
-            else:
-                early.append(sig)
-
-        for sig in FORWARDED:  # from here on, a signal for the tool is one for the process
-            signal.signal(sig, forward)
-        pid, waiter = restore(snapshot, truncate_files=self.truncate_files, stop=relaunch.stop,
-                              pid_namespace=relaunch.pid_namespace)
-        for sig in early:
-            os.kill(pid, sig)
-        if relaunch.verbose:
-            print(f"opal-restart: restored process {pid}", file=sys.stderr, flush=True)
-        if relaunch.detach:
-            print(pid, flush=True)
-            os._exit(0)
-        _, status = os.waitpid(waiter, 0)
-        code = os.waitstatus_to_exitcode(status)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if code < 0:  # die the same way (SIGKILL and SIGSTOP have no handler to reset)
-            with suppress(OSError, ValueError):
-                signal.signal(-code, signal.SIG_DFL)
-            os.kill(os.getpid(), -code)
-        os._exit(code & 0xFF)
+        return restart_as_child(self.name, snapshot, relaunch, spawn, self.truncate_files)
 
 
 component = BlcrComponent()

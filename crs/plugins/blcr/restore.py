@@ -13,11 +13,13 @@ import json
 import os
 import signal
 import struct
+import sys
 import threading
 from contextlib import suppress
-from typing import Any
+from typing import Any, NoReturn
 
 from crs.framework import CRSError
+from crs.hookspecs import Relaunch
 from crs.snapshot import LocalSnapshot, SnapshotError
 
 from . import fds, memory, procfs, tracer
@@ -36,6 +38,8 @@ WALL = 0x40000000
 F_ADD_SEALS = 1033
 IOV_BATCH = 1024  # IOV_MAX, and 16 KiB of scratch
 SIGEV = {"signal": 0, "none": 1, "thread": 4}
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGQUIT)
 
 
 class RestoreError(CRSError):
@@ -138,6 +142,45 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
             os.waitpid(stub.waiter, 0)
         raise
     return stub.pid, stub.waiter
+
+
+def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch, spawn: bool,
+                     truncate_files: bool) -> NoReturn:
+    """What opal-restart does with an image (of the blcr or the mtcp component): rebuild the
+    process as our child, pass our signals on to it, wait for it and end as it ends (exit status,
+    or death by the same signal). With ``relaunch.detach``, print its PID and return at once."""
+    if spawn:
+        raise NotImplementedError(f"{component} restores a process as a child of the restarting "
+                                  "tool only (opal-restart)")
+    pid = 0
+    early: list[int] = []
+
+    def forward(sig: int, frame: object) -> None:
+        if pid:
+            os.kill(pid, sig)
+        else:
+            early.append(sig)
+
+    for sig in FORWARDED:  # from here on, a signal for the tool is one for the process
+        signal.signal(sig, forward)
+    pid, waiter = restore(snapshot, truncate_files=truncate_files, stop=relaunch.stop,
+                          pid_namespace=relaunch.pid_namespace)
+    for sig in early:
+        os.kill(pid, sig)
+    if relaunch.verbose:
+        print(f"opal-restart: restored process {pid}", file=sys.stderr, flush=True)
+    if relaunch.detach:
+        print(pid, flush=True)
+        os._exit(0)
+    _, status = os.waitpid(waiter, 0)
+    code = os.waitstatus_to_exitcode(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if code < 0:  # die the same way (SIGKILL and SIGSTOP have no handler to reset)
+        with suppress(OSError, ValueError):
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code & 0xFF)
 
 
 def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,

@@ -1,0 +1,39 @@
+"""The ``mtcp`` CRS component: an in-process, user-space checkpoint kernel (see component.py).
+
+The kernel is a plain shared library, ``libmtcp.so`` beside this file, built from
+``native/mtcp.c`` by the package build. A program gets it by preloading (``LD_PRELOAD``, which
+``pycrs run --mca crs mtcp PROGRAM`` sets), a Python process also by ``load()``.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+from crs import params as _params
+
+_params.register("crs_mtcp_truncate_files", "1", "On restore, cut files the process had open for "
+                 "writing back to their size at the checkpoint (mtcp)", "bool")
+
+LIBRARY = Path(__file__).with_name("libmtcp.so")
+_loaded: ctypes.CDLL | None = None
+
+
+def library_path() -> Path:
+    """Where the kernel library is (for LD_PRELOAD)."""
+    return LIBRARY
+
+
+def load() -> bool:
+    """Load the kernel into this Python process (ctypes, ABI mode); True when it serves
+    requests. Its constructor starts the manager thread; loading twice is harmless."""
+    global _loaded
+    if _loaded is None:
+        _loaded = ctypes.CDLL(str(LIBRARY))
+    return bool(_loaded.mtcp_kernel_ready())
+
+
+def socket_path(pid: int) -> Path:
+    """The socket the kernel of process ``pid`` serves requests on."""
+    from crs.endpoint import control_dir
+
+    return control_dir() / f"mtcp-{pid}.sock"

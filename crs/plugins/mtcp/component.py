@@ -1,10 +1,100 @@
-"""The ``mtcp`` CRS component: an in-process user-space checkpoint kernel.
+"""The ``mtcp`` CRS component: the process saves itself with the in-process checkpoint kernel
+(priority 15, as Open MPI's), and is restored like a blcr image, which it writes.
 
-Installed before it works so that ``pycrs info`` and selection can name it and say why it
-cannot serve yet, instead of calling it unknown.
+``opal-checkpoint --mca crs mtcp PID`` asks the kernel of process PID (its socket
+``<control dir>/mtcp-PID.sock``) to write its image into the snapshot being built, then commits
+the snapshot here. ``opal-restart`` rebuilds the process from that image as its child (the
+restorer of the blcr component, shared); the restored kernel serves requests again.
 """
-from crs.plugins.unavailable import UnavailableComponent
+from __future__ import annotations
 
-component = UnavailableComponent(
-    "mtcp", 15, "not available yet: the checkpoint kernel is not built in this release"
-)
+import os
+import signal
+import subprocess
+from typing import Any
+
+from crs import endpoint
+from crs.framework import CRSError
+from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
+from crs.params import Params
+from crs.snapshot import LocalSnapshot, SnapshotWriter
+from crs.states import State
+
+from . import library_path, socket_path
+
+PRIORITY = 15
+PAGES, CRCS, CHUNK = "pages.img", "pages.crc", 1 << 20  # as the blcr image format
+
+
+def how_to_load() -> str:
+    return (f"start it with 'pycrs run --mca crs mtcp PROGRAM' or "
+            f"LD_PRELOAD={library_path()}")
+
+
+class MtcpComponent:
+    name = "mtcp"
+    default_priority = PRIORITY
+    needs_safe_point = False
+
+    def __init__(self) -> None:
+        self.truncate_files = True
+        self.timings: dict[str, float] = {}
+
+    @hookimpl
+    def crs_query(self, target: Target, params: Params) -> Offer:
+        if target.in_process:
+            return Offer(self.name, None, "a process saves itself with mtcp on request from "
+                         "outside (use opal-checkpoint --mca crs mtcp PID)")
+        if os.uname().machine != "x86_64":
+            return Offer(self.name, None, f"supports x86-64 only, not {os.uname().machine}")
+        if not library_path().exists():
+            return Offer(self.name, None, f"the kernel library {library_path()} is not built")
+        if target.pid <= 0 or not os.path.exists(f"/proc/{target.pid}"):
+            return Offer(self.name, None, f"no process with PID {target.pid}")
+        if not socket_path(target.pid).exists():
+            return Offer(self.name, None, f"process {target.pid} has no mtcp kernel loaded "
+                         f"({how_to_load()})")
+        return Offer(self.name, PRIORITY)
+
+    @hookimpl
+    def crs_init(self, params: Params) -> None:
+        self.truncate_files = params.get_bool("crs_mtcp_truncate_files")
+
+    @hookimpl
+    def crs_checkpoint(self, target: Target, snapshot: SnapshotWriter,
+                       options: CheckpointOptions) -> State:
+        pid = target.pid
+        try:
+            sock = endpoint.connect(pid, path=socket_path(pid), hint=how_to_load())
+        except endpoint.EndpointError as exc:
+            raise CRSError(str(exc)) from None
+        reply = endpoint.request(sock, {"op": "checkpoint", "dir": str(snapshot.directory)},
+                                 what=f"process {pid}")
+        if reply["event"] == "error":
+            raise CRSError(f"process {pid}: {reply.get('message')}")
+        self.timings = {"frozen": float(reply.get("frozen", 0.0))}
+        _include_image(snapshot)
+        snapshot.meta.add("MTCP Frozen Seconds", f"{self.timings['frozen']:.6f}")
+        if options.stop:
+            os.kill(pid, signal.SIGSTOP)
+        return State.TERM if options.term else State.CONTINUE
+
+    @hookimpl
+    def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,
+                    spawn: bool) -> subprocess.Popen[bytes] | None:
+        from crs.plugins.blcr.restore import restart_as_child
+
+        return restart_as_child(self.name, snapshot, relaunch, spawn, self.truncate_files)
+
+
+def _include_image(snapshot: SnapshotWriter) -> None:
+    """Record the files the kernel wrote: pages.img checked by its CRCs, the rest hashed."""
+    names: list[Any] = sorted(os.listdir(snapshot.directory))
+    for required in ("image.json", PAGES, CRCS):
+        if required not in names:
+            raise CRSError(f"the mtcp kernel did not write {required}")
+    for name in names:
+        snapshot.include(name, f"crc32c/{CHUNK}:{CRCS}" if name == PAGES else None)
+
+
+component = MtcpComponent()

@@ -632,10 +632,11 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
         if (setrlimit((int)p->limits[3 * i], &r) < 0)
             stub_fail(errfd, "setrlimit", errno);
     }
-    close(cwd);
-    close(errfd); /* close-on-exec is not enough: nothing is exec'd; the parent sees EOF */
-    for (int i = 0; i < p->nmoves; i++)
-        close(lifted[i]);
+    /* every descriptor from base up: the lifted copies, cwd, the error pipe (close-on-exec is
+     * not enough: nothing is exec'd; the parent sees EOF), and whatever the restoring tool had
+     * open there, which the restored process never had */
+    if (syscall(SYS_close_range, (unsigned)base, ~0U, 0) < 0)
+        stub_fail(errfd, "close_range above the descriptors", errno);
     syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
     _exit(126); /* not reached: the tracer takes the process over at the stop */
 }

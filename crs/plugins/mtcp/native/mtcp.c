@@ -1,0 +1,2078 @@
+/* mtcp: the in-process checkpoint kernel of pycrs.
+ *
+ * A plain shared library, with no Python in it: preloaded into any dynamically linked program
+ * (LD_PRELOAD) or loaded by ctypes into a Python process. Its constructor starts a manager thread
+ * (every signal blocked in it) that serves requests on a private Unix socket,
+ * <control dir>/mtcp-<PID>.sock, one JSON line per request, JSON-line events in reply.
+ *
+ * A checkpoint: the manager signals every other thread (tgkill, MTCP_SIGNAL); each saves what
+ * only it can read about itself (XSAVE state, fs/gs bases, signal mask, alternate stack, tid
+ * address, robust list, rseq area, name), records a capture point (callee-saved registers, stack
+ * pointer, return address) and waits on a futex. The manager records its own capture point, then
+ * writes the image in the format of the blcr component (image.json, pages.img with a CRC-32C per
+ * MiB in pages.crc, data files per descriptor or shared memory object), and releases the threads.
+ *
+ * A restored thread starts at its capture point with 1 as the capture's result (0 the first
+ * time), waits for the manager, and returns from the signal handler: sigreturn puts back the
+ * context the signal interrupted, FPU state included, from the signal frame restored with the
+ * stack. The restored manager makes its socket again and releases the threads.
+ *
+ * While threads are held the manager calls no libc function that can take a lock another thread
+ * may hold (no malloc, no stdio): raw system calls, buffers of its own from mmap, left out of the
+ * image. Errors name the step and the errno. x86-64 Linux only.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <cpuid.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <nmmintrin.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/user.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+#define PAGE 4096UL
+#define CHUNK (1UL << 20)
+#define MAX_THREADS 4096
+#define XSTATE_MAX (16 * 1024)
+#define FORMAT "pycrs-process-image 1"
+#define STOP_TIMEOUT_MS 10000
+#define ARCH_GET_FS 0x1003
+#define ARCH_GET_GS 0x1004
+#define KCMP_FILE 0
+#define RSEQ_SIG 0x53053053
+
+/* glibc 2.35+: where this thread's rseq area is, relative to the thread pointer */
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+
+/* -- capture points ------------------------------------------------------------------------- */
+
+struct ctx {
+    uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
+};
+
+/* setjmp-like: records the callee-saved registers, the stack pointer after the return and the
+ * return address; returns 0. A restored thread starts at that return address with rax = 1. */
+int mtcp_capture(struct ctx *c);
+__asm__(".text\n"
+        ".globl mtcp_capture\n"
+        ".hidden mtcp_capture\n"
+        ".type mtcp_capture,@function\n"
+        "mtcp_capture:\n"
+        "  movq %rbx, 0(%rdi)\n"
+        "  movq %rbp, 8(%rdi)\n"
+        "  movq %r12, 16(%rdi)\n"
+        "  movq %r13, 24(%rdi)\n"
+        "  movq %r14, 32(%rdi)\n"
+        "  movq %r15, 40(%rdi)\n"
+        "  leaq 8(%rsp), %rax\n"
+        "  movq %rax, 48(%rdi)\n"
+        "  movq (%rsp), %rax\n"
+        "  movq %rax, 56(%rdi)\n"
+        "  xorl %eax, %eax\n"
+        "  ret\n"
+        ".size mtcp_capture, .-mtcp_capture\n");
+
+/* What a thread records about itself at its capture point. */
+struct slot {
+    int tid;
+    int parked; /* 1 once captured; 2: gone (ended before it stopped) */
+    struct ctx ctx;
+    uint64_t fs_base, gs_base, cs, ss, fs, gs;
+    uint64_t sigmask, tid_address, robust_head, robust_len;
+    uint64_t rseq_ptr, rseq_size;
+    uint64_t alt_sp, alt_size;
+    int alt_flags, nice;
+    char comm[17];
+    uint64_t affinity[16];
+    int ncpus_words;
+    unsigned char *xstate; /* 64-byte aligned, xstate_size bytes */
+};
+
+/* -- kernel state ----------------------------------------------------------------------------- */
+
+static struct {
+    int pid;
+    int sig;
+    int listen_fd;
+    int manager_tid;
+    int ready;
+    char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    uint64_t xmask;
+    uint32_t xsize;
+    /* a checkpoint in progress */
+    volatile int active;
+    int go;     /* futex: 0 while threads are held */
+    int parked; /* futex: count of captured threads */
+    struct slot *slots;
+    int nslots;
+    struct slot manager;
+    unsigned char *pool;
+    size_t pool_len;
+    int restarts;
+    char err[600];
+} K = {.listen_fd = -1};
+
+/* descriptors of the kernel itself, never part of the image */
+static int own_fds[16];
+static int n_own;
+
+static void own_add(int fd)
+{
+    if (fd >= 0 && n_own < 16)
+        own_fds[n_own++] = fd;
+}
+
+static void own_del(int fd)
+{
+    for (int i = 0; i < n_own; i++)
+        if (own_fds[i] == fd) {
+            own_fds[i] = own_fds[--n_own];
+            return;
+        }
+}
+
+static int is_own(int fd)
+{
+    for (int i = 0; i < n_own; i++)
+        if (own_fds[i] == fd)
+            return 1;
+    return 0;
+}
+
+static long sys_futex(int *addr, int op, int val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
+}
+
+static int gettid_(void) { return (int)syscall(SYS_gettid); }
+
+static const char *errname(int e)
+{
+    const char *d = strerrordesc_np(e);
+    return d ? d : "unknown error";
+}
+
+/* Record the failure (the first one wins); always returns -1. */
+static int fail(const char *fmt, ...)
+{
+    if (K.err[0])
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(K.err, sizeof K.err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int fail_errno(const char *step, int e)
+{
+    return fail("%s: %s", step, errname(e));
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* -- buffers of the kernel's own (mmap, left out of the image) ------------------------------- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+#define MAX_BUFS 16
+static struct buf *bufs[MAX_BUFS];
+
+static int buf_reserve(struct buf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : (1UL << 20);
+    while (cap < b->len + more)
+        cap *= 2;
+    void *p = b->p ? mremap(b->p, b->cap, cap, MREMAP_MAYMOVE)
+                   : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return fail_errno("allocating a buffer", errno);
+    if (!b->p) {
+        for (int i = 0; i < MAX_BUFS; i++)
+            if (!bufs[i]) {
+                bufs[i] = b;
+                break;
+            }
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static void buf_free(struct buf *b)
+{
+    if (b->p)
+        munmap(b->p, b->cap);
+    for (int i = 0; i < MAX_BUFS; i++)
+        if (bufs[i] == b)
+            bufs[i] = NULL;
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+static int put(struct buf *b, const void *s, size_t n)
+{
+    if (buf_reserve(b, n + 1) < 0)
+        return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
+static int puts_(struct buf *b, const char *s) { return put(b, s, strlen(s)); }
+
+static int put_i64(struct buf *b, int64_t v)
+{
+    char t[24];
+    int n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        t[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        t[n++] = '-';
+    char o[24];
+    for (int i = 0; i < n; i++)
+        o[i] = t[n - 1 - i];
+    return put(b, o, (size_t)n);
+}
+
+static int put_u64(struct buf *b, uint64_t u)
+{
+    char t[24], o[24];
+    int n = 0;
+    do {
+        t[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    for (int i = 0; i < n; i++)
+        o[i] = t[n - 1 - i];
+    return put(b, o, (size_t)n);
+}
+
+static int put_hex(struct buf *b, const void *data, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    if (buf_reserve(b, 2 * n + 1) < 0)
+        return -1;
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        b->p[b->len++] = digits[p[i] >> 4];
+        b->p[b->len++] = digits[p[i] & 15];
+    }
+    b->p[b->len] = 0;
+    return 0;
+}
+
+/* A JSON string of n bytes (UTF-8 passed through, control characters escaped). */
+static int put_str(struct buf *b, const char *s, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    if (buf_reserve(b, 6 * n + 3) < 0)
+        return -1;
+    b->p[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            b->p[b->len++] = '\\';
+            b->p[b->len++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(b->p + b->len, "\\u00", 4);
+            b->len += 4;
+            b->p[b->len++] = digits[c >> 4];
+            b->p[b->len++] = digits[c & 15];
+        } else {
+            b->p[b->len++] = (char)c;
+        }
+    }
+    b->p[b->len++] = '"';
+    b->p[b->len] = 0;
+    return 0;
+}
+
+static int put_cstr(struct buf *b, const char *s) { return put_str(b, s, strlen(s)); }
+
+/* "key": */
+static int key(struct buf *b, const char *k)
+{
+    if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[' && puts_(b, ",") < 0)
+        return -1;
+    if (put_cstr(b, k) < 0)
+        return -1;
+    return puts_(b, ":");
+}
+
+static int sep(struct buf *b)
+{
+    if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
+        return puts_(b, ",");
+    return 0;
+}
+
+static int kv_i64(struct buf *b, const char *k, int64_t v) { return key(b, k) < 0 ? -1 : put_i64(b, v); }
+static int kv_u64(struct buf *b, const char *k, uint64_t v) { return key(b, k) < 0 ? -1 : put_u64(b, v); }
+static int kv_str(struct buf *b, const char *k, const char *v) { return key(b, k) < 0 ? -1 : put_cstr(b, v); }
+static int kv_raw(struct buf *b, const char *k, const char *v) { return key(b, k) < 0 ? -1 : puts_(b, v); }
+
+/* -- raw I/O ---------------------------------------------------------------------------------- */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n > (1UL << 30) ? (1UL << 30) : n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The whole of a (/proc) file into b (replacing its content); -1 with the error recorded. */
+static int read_file(const char *path, struct buf *b)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail("reading %s: %s", path, errname(errno));
+    b->len = 0;
+    for (;;) {
+        if (buf_reserve(b, 65536) < 0) {
+            close(fd);
+            return -1;
+        }
+        ssize_t n = read(fd, b->p + b->len, b->cap - b->len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            return fail("reading %s: %s", path, errname(e));
+        }
+        if (n == 0)
+            break;
+        b->len += (size_t)n;
+    }
+    b->p[b->len] = 0;
+    close(fd);
+    return 0;
+}
+
+static int readlink_(const char *path, char *out, size_t cap)
+{
+    ssize_t n = readlink(path, out, cap - 1);
+    if (n < 0)
+        return fail("reading link %s: %s", path, errname(errno));
+    out[n] = 0;
+    return (int)n;
+}
+
+/* Numbers in a directory of /proc (tasks, descriptors) into out; returns the count or -1. */
+static int list_numbers(const char *path, int *out, int max)
+{
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return fail("listing %s: %s", path, errname(errno));
+    char d[8192];
+    int n = 0;
+    for (;;) {
+        long got = syscall(SYS_getdents64, dfd, d, sizeof d);
+        if (got < 0) {
+            int e = errno;
+            close(dfd);
+            return fail("listing %s: %s", path, errname(e));
+        }
+        if (got == 0)
+            break;
+        for (long off = 0; off < got;) {
+            struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e =
+                (void *)(d + off);
+            off += e->reclen;
+            if (e->name[0] < '0' || e->name[0] > '9')
+                continue;
+            int v = atoi(e->name);
+            if (v == dfd && strstr(path, "/fd"))
+                continue; /* the listing's own descriptor */
+            if (n < max)
+                out[n++] = v;
+        }
+    }
+    close(dfd);
+    /* sorted, ascending */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && out[j - 1] > out[j]; j--) {
+            int t = out[j];
+            out[j] = out[j - 1];
+            out[j - 1] = t;
+        }
+    return n;
+}
+
+/* -- CRC-32C ---------------------------------------------------------------------------------- */
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c(uint32_t crc, const unsigned char *p, size_t n)
+{
+    uint64_t c = ~crc & 0xffffffffU;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = _mm_crc32_u8((uint32_t)c, *p++);
+    return ~(uint32_t)c;
+}
+
+/* -- the signal handler: a thread stops and records itself ---------------------------------- */
+
+static void xsave_here(unsigned char *area)
+{
+    memset(area + 512, 0, 64); /* the XSAVE header: XSAVE writes XSTATE_BV only */
+    uint32_t lo = (uint32_t)K.xmask, hi = (uint32_t)(K.xmask >> 32);
+    __asm__ volatile("xsave64 (%0)" : : "r"(area), "a"(lo), "d"(hi) : "memory");
+}
+
+static void record_self(struct slot *s)
+{
+    uint64_t v = 0;
+    syscall(SYS_arch_prctl, ARCH_GET_FS, &s->fs_base);
+    syscall(SYS_arch_prctl, ARCH_GET_GS, &s->gs_base);
+    uint16_t seg;
+    __asm__ volatile("mov %%cs, %0" : "=r"(seg));
+    s->cs = seg;
+    __asm__ volatile("mov %%ss, %0" : "=r"(seg));
+    s->ss = seg;
+    __asm__ volatile("mov %%fs, %0" : "=r"(seg));
+    s->fs = seg;
+    __asm__ volatile("mov %%gs, %0" : "=r"(seg));
+    s->gs = seg;
+    syscall(SYS_rt_sigprocmask, SIG_BLOCK, NULL, &s->sigmask, 8);
+    v = 0;
+    if (prctl(PR_GET_TID_ADDRESS, &v, 0, 0, 0) == 0)
+        s->tid_address = v;
+    void *head = NULL;
+    size_t len = 0;
+    if (syscall(SYS_get_robust_list, 0, &head, &len) == 0) {
+        s->robust_head = (uint64_t)head;
+        s->robust_len = len;
+    }
+    s->rseq_ptr = s->rseq_size = 0;
+    if (&__rseq_offset && &__rseq_size && __rseq_size) {
+        uint64_t area = s->fs_base + (uint64_t)__rseq_offset;
+        int32_t cpu = *(volatile int32_t *)(area + 4); /* cpu_id: -1 when not registered */
+        if (cpu >= 0) {
+            s->rseq_ptr = area;
+            s->rseq_size = __rseq_size < 32 ? 32 : __rseq_size;
+        }
+    }
+    stack_t ss;
+    if (syscall(SYS_sigaltstack, NULL, &ss) == 0) {
+        s->alt_sp = (uint64_t)ss.ss_sp;
+        s->alt_size = ss.ss_size;
+        s->alt_flags = ss.ss_flags & ~SS_ONSTACK;
+    } else {
+        s->alt_flags = SS_DISABLE;
+    }
+    memset(s->comm, 0, sizeof s->comm);
+    prctl(PR_GET_NAME, s->comm, 0, 0, 0);
+    errno = 0;
+    long pr = syscall(SYS_getpriority, PRIO_PROCESS, 0); /* 20 - nice */
+    s->nice = pr >= 0 ? 20 - (int)pr : 0;
+    long n = syscall(SYS_sched_getaffinity, 0, sizeof s->affinity, s->affinity);
+    s->ncpus_words = n > 0 ? (int)(n / 8) : 0;
+}
+
+static void wait_go(void)
+{
+    while (__atomic_load_n(&K.go, __ATOMIC_ACQUIRE) == 0)
+        sys_futex(&K.go, FUTEX_WAIT_PRIVATE, 0, NULL);
+}
+
+static void on_signal(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)uc;
+    int saved = errno;
+    if (!K.active || si->si_code != SI_TKILL || si->si_pid != K.pid) {
+        errno = saved;
+        return; /* not ours, or late: nothing to do */
+    }
+    int tid = gettid_();
+    struct slot *s = NULL;
+    for (int i = 0; i < K.nslots; i++)
+        if (K.slots[i].tid == tid && K.slots[i].parked == 0) {
+            s = &K.slots[i];
+            break;
+        }
+    if (!s) {
+        errno = saved;
+        return;
+    }
+    record_self(s);
+    xsave_here(s->xstate);
+    if (mtcp_capture(&s->ctx) == 0) {
+        __atomic_store_n(&s->parked, 1, __ATOMIC_RELEASE);
+        __atomic_add_fetch(&K.parked, 1, __ATOMIC_ACQ_REL);
+        sys_futex(&K.parked, FUTEX_WAKE_PRIVATE, 1, NULL);
+    }
+    /* first time: held until the image is written; restored: until the manager is back */
+    wait_go();
+    errno = saved;
+}
+
+/* -- stopping and releasing the other threads ------------------------------------------------ */
+
+static int thread_alive(int tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", tid);
+    return access(path, F_OK) == 0;
+}
+
+static void sigblk_of(int tid, char *out, size_t n)
+{
+    char path[64];
+    struct buf b = {0};
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    out[0] = 0;
+    char saved[sizeof K.err];
+    memcpy(saved, K.err, sizeof saved);
+    if (read_file(path, &b) == 0) {
+        char *l = strstr(b.p, "SigBlk:");
+        if (l) {
+            l += 7;
+            while (*l == ' ' || *l == '\t')
+                l++;
+            size_t i = 0;
+            while (l[i] && l[i] != '\n' && i + 1 < n) {
+                out[i] = l[i];
+                i++;
+            }
+            out[i] = 0;
+        }
+    }
+    memcpy(K.err, saved, sizeof saved);
+    buf_free(&b);
+}
+
+static void release_threads(void)
+{
+    __atomic_store_n(&K.go, 1, __ATOMIC_RELEASE);
+    sys_futex(&K.go, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+    K.active = 0;
+}
+
+static int stop_threads(void)
+{
+    int tids[MAX_THREADS];
+    double deadline = now() + STOP_TIMEOUT_MS / 1000.0;
+    for (;;) {
+        int n = list_numbers("/proc/self/task", tids, MAX_THREADS);
+        if (n < 0)
+            return -1;
+        int fresh = 0;
+        for (int i = 0; i < n; i++) {
+            int tid = tids[i], known = tid == K.manager_tid;
+            for (int j = 0; j < K.nslots && !known; j++)
+                known = K.slots[j].tid == tid;
+            if (known)
+                continue;
+            if (K.nslots >= MAX_THREADS)
+                return fail("more than %d threads", MAX_THREADS);
+            struct slot *s = &K.slots[K.nslots];
+            memset(s, 0, sizeof *s);
+            s->tid = tid;
+            s->xstate = K.pool + (size_t)K.nslots * XSTATE_MAX;
+            K.nslots++;
+            fresh++;
+            if (syscall(SYS_tgkill, K.pid, tid, K.sig) < 0) {
+                if (errno == ESRCH) {
+                    s->parked = 2;
+                    continue;
+                }
+                return fail("signalling thread %d (tgkill): %s", tid, errname(errno));
+            }
+        }
+        if (!fresh && n > 0)
+            return 0; /* every thread there is is held: none can start another */
+        /* wait until every signalled thread is held (or gone) */
+        for (;;) {
+            int want = 0, got = __atomic_load_n(&K.parked, __ATOMIC_ACQUIRE);
+            for (int j = 0; j < K.nslots; j++) {
+                struct slot *s = &K.slots[j];
+                if (__atomic_load_n(&s->parked, __ATOMIC_ACQUIRE) == 0 && !thread_alive(s->tid))
+                    s->parked = 2;
+                want += s->parked != 2;
+            }
+            if (got >= want)
+                break;
+            if (now() > deadline) {
+                for (int j = 0; j < K.nslots; j++)
+                    if (__atomic_load_n(&K.slots[j].parked, __ATOMIC_ACQUIRE) == 0) {
+                        char blk[40];
+                        sigblk_of(K.slots[j].tid, blk, sizeof blk);
+                        return fail("thread %d did not stop within %d s (blocked signals %s; "
+                                    "the kernel uses signal %d)", K.slots[j].tid,
+                                    STOP_TIMEOUT_MS / 1000, blk[0] ? blk : "?", K.sig);
+                    }
+            }
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            sys_futex(&K.parked, FUTEX_WAIT_PRIVATE, got, &ts);
+        }
+    }
+}
+
+/* -- the image: process-wide state ------------------------------------------------------------ */
+
+static int put_thread(struct buf *b, struct slot *s)
+{
+    struct user_regs_struct r;
+    memset(&r, 0, sizeof r);
+    r.rbx = s->ctx.rbx;
+    r.rbp = s->ctx.rbp;
+    r.r12 = s->ctx.r12;
+    r.r13 = s->ctx.r13;
+    r.r14 = s->ctx.r14;
+    r.r15 = s->ctx.r15;
+    r.rsp = s->ctx.rsp;
+    r.rip = s->ctx.rip;
+    r.rax = 1; /* the capture's result: restarted */
+    r.orig_rax = (unsigned long long)-1;
+    r.eflags = 0x202;
+    r.cs = s->cs;
+    r.ss = s->ss;
+    r.fs_base = s->fs_base;
+    r.gs_base = s->gs_base;
+    r.fs = s->fs;
+    r.gs = s->gs;
+    if (sep(b) < 0 || puts_(b, "{") < 0 || kv_i64(b, "tid", s->tid) < 0 || key(b, "regs") < 0 ||
+        puts_(b, "\"") < 0 || put_hex(b, &r, sizeof r) < 0 || puts_(b, "\"") < 0 ||
+        key(b, "xstate") < 0 || puts_(b, "\"") < 0 || put_hex(b, s->xstate, K.xsize) < 0 ||
+        puts_(b, "\"") < 0 || kv_u64(b, "sigmask", s->sigmask) < 0 ||
+        kv_raw(b, "pending", "[]") < 0 || key(b, "altstack") < 0 || puts_(b, "[") < 0 ||
+        put_u64(b, s->alt_sp) < 0 || puts_(b, ",") < 0 || put_i64(b, s->alt_flags) < 0 ||
+        puts_(b, ",") < 0 || put_u64(b, s->alt_size) < 0 || puts_(b, "]") < 0 ||
+        kv_u64(b, "tid_address", s->tid_address) < 0 || key(b, "robust_list") < 0 ||
+        puts_(b, "[") < 0 || put_u64(b, s->robust_head) < 0 || puts_(b, ",") < 0 ||
+        put_u64(b, s->robust_len) < 0 || puts_(b, "]") < 0 || key(b, "rseq") < 0)
+        return -1;
+    if (s->rseq_ptr) {
+        if (puts_(b, "[") < 0 || put_u64(b, s->rseq_ptr) < 0 || puts_(b, ",") < 0 ||
+            put_u64(b, s->rseq_size) < 0 || puts_(b, ",") < 0 || put_u64(b, RSEQ_SIG) < 0 ||
+            puts_(b, "]") < 0)
+            return -1;
+    } else if (puts_(b, "null") < 0) {
+        return -1;
+    }
+    if (key(b, "comm") < 0 || puts_(b, "\"") < 0 || put_hex(b, s->comm, strlen(s->comm)) < 0 ||
+        puts_(b, "\"") < 0 || key(b, "affinity") < 0 || puts_(b, "[") < 0)
+        return -1;
+    for (int w = 0; w < s->ncpus_words; w++)
+        for (int bit = 0; bit < 64; bit++)
+            if (s->affinity[w] >> bit & 1)
+                if (sep(b) < 0 || put_u64(b, (uint64_t)(w * 64 + bit)) < 0)
+                    return -1;
+    return puts_(b, "]") < 0 || kv_i64(b, "nice", s->nice) < 0 ? -1 : puts_(b, "}");
+}
+
+/* Field n (from 1, as in proc(5)) of /proc/self/stat */
+static int64_t stat_field(const char *stat, int n)
+{
+    const char *p = strrchr(stat, ')');
+    if (!p)
+        return 0;
+    p += 2;
+    for (int i = 3; i < n && *p; i++) {
+        while (*p && *p != ' ')
+            p++;
+        while (*p == ' ')
+            p++;
+    }
+    return strtoll(p, NULL, 10);
+}
+
+static int put_process(struct buf *b, struct buf *tmp)
+{
+    /* signal actions, as the kernel holds them */
+    if (key(b, "sigactions") < 0 || puts_(b, "[") < 0)
+        return -1;
+    for (int sig = 1; sig <= 64; sig++) {
+        uint64_t a[4] = {0, 0, 0, 0};
+        if (sig != SIGKILL && sig != SIGSTOP && syscall(SYS_rt_sigaction, sig, NULL, a, 8) < 0)
+            return fail_errno("reading signal actions (rt_sigaction)", errno);
+        if (sep(b) < 0 || puts_(b, "[") < 0)
+            return -1;
+        for (int i = 0; i < 4; i++)
+            if ((i && puts_(b, ",") < 0) || put_u64(b, a[i]) < 0)
+                return -1;
+        if (puts_(b, "]") < 0)
+            return -1;
+    }
+    if (puts_(b, "]") < 0 || key(b, "itimers") < 0 || puts_(b, "[") < 0)
+        return -1;
+    for (int w = 0; w < 3; w++) {
+        struct itimerval it;
+        if (getitimer(w, &it) < 0)
+            return fail_errno("reading interval timers (getitimer)", errno);
+        int64_t v[4] = {it.it_interval.tv_sec, it.it_interval.tv_usec, it.it_value.tv_sec,
+                        it.it_value.tv_usec};
+        if (sep(b) < 0 || puts_(b, "[") < 0)
+            return -1;
+        for (int i = 0; i < 4; i++)
+            if ((i && puts_(b, ",") < 0) || put_i64(b, v[i]) < 0)
+                return -1;
+        if (puts_(b, "]") < 0)
+            return -1;
+    }
+    /* POSIX timers, from /proc/self/timers */
+    if (puts_(b, "]") < 0 || key(b, "posix_timers") < 0 || puts_(b, "[") < 0)
+        return -1;
+    if (read_file("/proc/self/timers", tmp) < 0)
+        return -1;
+    for (char *l = tmp->p; l && *l;) {
+        if (strncmp(l, "ID: ", 4) != 0) {
+            l = strchr(l, '\n');
+            l = l ? l + 1 : NULL;
+            continue;
+        }
+        long id = strtol(l + 4, NULL, 10), signo = 0, clockid = 0, target = 0;
+        uint64_t value = 0;
+        char notify[16] = "signal";
+        for (int i = 0; i < 4 && l; i++) {
+            if (!strncmp(l, "signal: ", 8)) {
+                char *end;
+                signo = strtol(l + 8, &end, 10);
+                if (*end == '/')
+                    value = strtoull(end + 1, NULL, 16);
+            } else if (!strncmp(l, "notify: ", 8)) {
+                size_t k = 0;
+                for (const char *p = l + 8; *p && *p != '/' && k < sizeof notify - 1; p++)
+                    notify[k++] = *p;
+                notify[k] = 0;
+                const char *dot = strchr(l, '.');
+                const char *nl = strchr(l, '\n');
+                if (dot && (!nl || dot < nl))
+                    target = strtol(dot + 1, NULL, 10);
+            } else if (!strncmp(l, "ClockID: ", 9)) {
+                clockid = strtol(l + 9, NULL, 10);
+            }
+            l = strchr(l, '\n');
+            l = l ? l + 1 : NULL;
+        }
+        struct itimerspec its;
+        if (syscall(SYS_timer_gettime, (int)id, &its) < 0)
+            return fail("reading POSIX timer %ld (timer_gettime): %s", id, errname(errno));
+        if (sep(b) < 0 || puts_(b, "{") < 0 || kv_i64(b, "id", id) < 0 ||
+            kv_i64(b, "signo", signo) < 0 || kv_u64(b, "value", value) < 0 ||
+            kv_str(b, "notify", notify) < 0 || kv_i64(b, "target", target) < 0 ||
+            kv_i64(b, "clockid", clockid) < 0 || key(b, "interval") < 0 || puts_(b, "[") < 0 ||
+            put_i64(b, its.it_interval.tv_sec) < 0 || puts_(b, ",") < 0 ||
+            put_i64(b, its.it_interval.tv_nsec) < 0 || puts_(b, "]") < 0 ||
+            key(b, "remaining") < 0 || puts_(b, "[") < 0 || put_i64(b, its.it_value.tv_sec) < 0 ||
+            puts_(b, ",") < 0 || put_i64(b, its.it_value.tv_nsec) < 0 || puts_(b, "]}") < 0)
+            return -1;
+    }
+    if (puts_(b, "]") < 0 || kv_u64(b, "brk", (uint64_t)syscall(SYS_brk, 0)) < 0 ||
+        kv_i64(b, "personality", personality(0xffffffff)) < 0 ||
+        kv_raw(b, "shared_pending", "[]") < 0)
+        return -1;
+    /* umask */
+    if (read_file("/proc/self/status", tmp) < 0)
+        return -1;
+    char *um = strstr(tmp->p, "Umask:");
+    if (kv_i64(b, "umask", um ? strtol(um + 6, NULL, 8) : 022) < 0 || key(b, "rlimits") < 0 ||
+        puts_(b, "[") < 0)
+        return -1;
+    for (int r = 0; r < RLIM_NLIMITS; r++) {
+        struct rlimit rl;
+        if (prlimit(0, r, NULL, &rl) < 0)
+            return fail_errno("reading resource limits (prlimit)", errno);
+        if (sep(b) < 0 || puts_(b, "[") < 0 || put_i64(b, r) < 0 || puts_(b, ",") < 0 ||
+            put_i64(b, rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur) < 0 ||
+            puts_(b, ",") < 0 ||
+            put_i64(b, rl.rlim_max == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_max) < 0 ||
+            puts_(b, "]") < 0)
+            return -1;
+    }
+    char path[PATH_MAX];
+    int n = readlink_("/proc/self/cwd", path, sizeof path);
+    if (n < 0)
+        return -1;
+    if (n > 10 && !strcmp(path + n - 10, " (deleted)"))
+        return fail("the process works in a deleted directory (%s)", path);
+    if (puts_(b, "]") < 0 || kv_str(b, "cwd", path) < 0)
+        return -1;
+    if (readlink_("/proc/self/exe", path, sizeof path) < 0 || kv_str(b, "exe", path) < 0)
+        return -1;
+    if (read_file("/proc/self/cmdline", tmp) < 0 || key(b, "argv") < 0 || puts_(b, "[") < 0)
+        return -1;
+    for (size_t i = 0; i < tmp->len;) {
+        size_t l = strnlen(tmp->p + i, tmp->len - i);
+        if (sep(b) < 0 || put_str(b, tmp->p + i, l) < 0)
+            return -1;
+        i += l + 1;
+    }
+    if (puts_(b, "]") < 0 || kv_raw(b, "stopped", "false") < 0)
+        return -1;
+    if (read_file("/proc/self/stat", tmp) < 0)
+        return -1;
+    static const struct { const char *name; int field; } mm[] = {
+        {"start_code", 26}, {"end_code", 27}, {"start_stack", 28}, {"start_data", 45},
+        {"end_data", 46}, {"start_brk", 47}, {"arg_start", 48}, {"arg_end", 49},
+        {"env_start", 50}, {"env_end", 51}};
+    if (key(b, "mm") < 0 || puts_(b, "{") < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++)
+        if (kv_i64(b, mm[i].name, stat_field(tmp->p, mm[i].field)) < 0)
+            return -1;
+    if (puts_(b, "}") < 0 || kv_i64(b, "pgid", stat_field(tmp->p, 5)) < 0 ||
+        kv_i64(b, "sid", stat_field(tmp->p, 6)) < 0)
+        return -1;
+    if (read_file("/proc/self/auxv", tmp) < 0 || key(b, "auxv") < 0 || puts_(b, "\"") < 0 ||
+        put_hex(b, tmp->p, tmp->len) < 0 || puts_(b, "\"") < 0)
+        return -1;
+    return 0;
+}
+
+/* -- descriptors ------------------------------------------------------------------------------ */
+
+enum { FD_DUP, FD_FILE, FD_DIR, FD_DEVICE, FD_PIPE, FD_STDIO, FD_TERMINAL, FD_LISTEN };
+
+struct fdrec {
+    int fd, flags, cloexec, kind, of, stype;
+    int64_t pos, size;
+    uint64_t ino;
+    size_t link; /* offset of the link text in the links buffer */
+    size_t path; /* offset of the path (listening socket: its address) */
+    size_t pathlen;
+};
+
+static int is_tty_major(unsigned m) { return m == 4 || m == 5 || (m >= 136 && m <= 143); }
+
+static int plain_device(unsigned ma, unsigned mi)
+{
+    return ma == 1 && (mi == 3 || mi == 5 || mi == 7 || mi == 8 || mi == 9);
+}
+
+static int unread_pipe_data(int fd, struct buf *out, int *capacity)
+{
+    int cap = fcntl(fd, F_GETPIPE_SZ);
+    if (cap < 0)
+        return fail("descriptor %d: pipe size (F_GETPIPE_SZ): %s", fd, errname(errno));
+    *capacity = cap;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return fail_errno("a pipe for copying buffered pipe data", errno);
+    own_add(p[0]);
+    own_add(p[1]);
+    int rc = 0;
+    if (fcntl(p[1], F_SETPIPE_SZ, cap) < 0) {
+        rc = fail("descriptor %d: sizing the copy pipe: %s", fd, errname(errno));
+    } else {
+        ssize_t t = tee(fd, p[1], (size_t)cap, SPLICE_F_NONBLOCK);
+        if (t < 0 && errno != EAGAIN)
+            rc = fail("descriptor %d: copying buffered pipe data (tee): %s", fd, errname(errno));
+        else if (t > 0 && buf_reserve(out, (size_t)t) == 0) {
+            ssize_t got = read(p[0], out->p, (size_t)t);
+            out->len = got > 0 ? (size_t)got : 0;
+        }
+    }
+    close(p[0]);
+    close(p[1]);
+    own_del(p[0]);
+    own_del(p[1]);
+    return rc;
+}
+
+static int put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf *tmp)
+{
+    int fds[65536 / 4];
+    int n = list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
+    if (n < 0)
+        return -1;
+    recs->len = links->len = 0;
+    if (buf_reserve(recs, (size_t)n * sizeof(struct fdrec)) < 0)
+        return -1;
+    struct fdrec *r = (struct fdrec *)recs->p;
+    int m = 0;
+    char path[PATH_MAX + 32], link[PATH_MAX];
+    for (int i = 0; i < n; i++) {
+        int fd = fds[i];
+        if (is_own(fd))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t ll = readlink(path, link, sizeof link - 1);
+        if (ll < 0) {
+            if (errno == ENOENT)
+                continue;
+            return fail("descriptor %d: reading its link: %s", fd, errname(errno));
+        }
+        link[ll] = 0;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        if (read_file(path, tmp) < 0)
+            return -1;
+        char *fl = strstr(tmp->p, "flags:"), *po = strstr(tmp->p, "pos:");
+        int flags = fl ? (int)strtol(fl + 6, NULL, 8) : fcntl(fd, F_GETFL);
+        struct fdrec *e = &r[m];
+        memset(e, 0, sizeof *e);
+        e->fd = fd;
+        e->flags = flags & ~O_CLOEXEC;
+        e->cloexec = (flags & O_CLOEXEC) != 0;
+        e->pos = po ? strtoll(po + 4, NULL, 10) : 0;
+        e->link = links->len;
+        e->of = -1;
+        if (put(links, link, (size_t)ll + 1) < 0)
+            return -1;
+        /* the same open file as an earlier descriptor: a dup */
+        for (int j = 0; j < m; j++)
+            if (r[j].kind != FD_DUP && !strcmp(links->p + r[j].link, link) &&
+                syscall(SYS_kcmp, K.pid, K.pid, KCMP_FILE, r[j].fd, fd) == 0) {
+                e->kind = FD_DUP;
+                e->of = r[j].fd;
+                break;
+            }
+        m++;
+        if (e->kind == FD_DUP && e->of >= 0)
+            continue;
+        e->path = e->link;
+        e->pathlen = (size_t)ll;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+            return fail("descriptor %d (%s): fstat: %s", fd, link, errname(errno));
+        if (!strncmp(link, "pipe:[", 6)) {
+            e->kind = FD_PIPE;
+            e->ino = st.st_ino;
+            continue;
+        }
+        if (!strncmp(link, "socket:[", 8)) {
+            int dom = 0, acc = 0, type = 0;
+            socklen_t sl = sizeof dom;
+            getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl);
+            sl = sizeof acc;
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl);
+            sl = sizeof type;
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl);
+            if (dom == AF_UNIX && acc) {
+                struct sockaddr_un sa;
+                socklen_t al = sizeof sa;
+                if (getsockname(fd, (struct sockaddr *)&sa, &al) < 0)
+                    return fail("descriptor %d: getsockname: %s", fd, errname(errno));
+                size_t plen = al > offsetof(struct sockaddr_un, sun_path)
+                                  ? al - offsetof(struct sockaddr_un, sun_path) : 0;
+                if (plen && sa.sun_path[0])
+                    plen = strnlen(sa.sun_path, plen);
+                if (!plen)
+                    return fail("descriptor %d is an unnamed listening socket", fd);
+                e->kind = FD_LISTEN;
+                e->stype = type;
+                e->path = links->len;
+                e->pathlen = plen;
+                if (put(links, sa.sun_path, plen) < 0)
+                    return -1;
+                continue;
+            }
+            if (fd <= 2) {
+                e->kind = FD_STDIO;
+                continue;
+            }
+            return fail("descriptor %d is a %s socket (%s), which mtcp cannot restore yet", fd,
+                        dom == AF_UNIX ? "Unix" : dom == AF_INET ? "IPv4" : dom == AF_INET6 ? "IPv6"
+                                                                                       : "network",
+                        link);
+        }
+        if (link[0] != '/')
+            return fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
+        if (!strncmp(link, "/memfd:", 7))
+            return fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
+        if (S_ISREG(st.st_mode)) {
+            if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0)
+                return fail("descriptor %d is a deleted file (%s), which mtcp cannot restore yet",
+                            fd, link);
+            e->kind = FD_FILE;
+            e->size = st.st_size;
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            e->kind = FD_DIR;
+            continue;
+        }
+        if (S_ISCHR(st.st_mode)) {
+            unsigned ma = major(st.st_rdev), mi = minor(st.st_rdev);
+            if (is_tty_major(ma) && strcmp(link, "/dev/ptmx") && strcmp(link, "/dev/pts/ptmx")) {
+                e->kind = fd <= 2 ? FD_STDIO : FD_TERMINAL;
+                continue;
+            }
+            if (plain_device(ma, mi)) {
+                e->kind = FD_DEVICE;
+                continue;
+            }
+        }
+        if (S_ISFIFO(st.st_mode))
+            return fail("descriptor %d is a FIFO (%s), which mtcp cannot restore yet", fd, link);
+        return fail("descriptor %d is %s, a device or special file that mtcp cannot restore", fd,
+                    link);
+    }
+    /* pipes: whole when both ends are here; at 0-2 a pipe to elsewhere is the restarter's */
+    for (int i = 0; i < m; i++) {
+        if (r[i].kind != FD_PIPE)
+            continue;
+        int modes = 0;
+        for (int j = 0; j < m; j++)
+            if (r[j].kind == FD_PIPE && r[j].ino == r[i].ino)
+                modes |= 1 << (r[j].flags & O_ACCMODE);
+        if ((modes & 3) == 3)
+            continue;
+        if (r[i].fd <= 2) {
+            r[i].kind = FD_STDIO;
+            continue;
+        }
+        return fail("descriptor %d is a pipe (%s) to another process, which mtcp cannot restore "
+                    "yet", r[i].fd, links->p + r[i].link);
+    }
+    static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
+                                  "unix-listen"};
+    int first_reader[64];
+    uint64_t reader_ino[64];
+    int nreaders = 0;
+    if (key(b, "fds") < 0 || puts_(b, "[") < 0)
+        return -1;
+    for (int i = 0; i < m; i++) {
+        struct fdrec *e = &r[i];
+        if (sep(b) < 0 || puts_(b, "{") < 0 || kv_i64(b, "fd", e->fd) < 0 ||
+            kv_i64(b, "flags", e->flags) < 0 ||
+            kv_raw(b, "cloexec", e->cloexec ? "true" : "false") < 0 || kv_i64(b, "pos", e->pos) < 0 ||
+            kv_str(b, "kind", names[e->kind]) < 0)
+            return -1;
+        switch (e->kind) {
+        case FD_DUP:
+            if (kv_i64(b, "of", e->of) < 0)
+                return -1;
+            break;
+        case FD_FILE:
+            if (kv_i64(b, "size", e->size) < 0)
+                return -1;
+            /* fall through */
+        case FD_DIR:
+        case FD_DEVICE:
+        case FD_TERMINAL:
+        case FD_STDIO:
+            if (key(b, "path") < 0 || put_str(b, links->p + e->path, e->pathlen) < 0)
+                return -1;
+            break;
+        case FD_LISTEN:
+            if (kv_i64(b, "type", e->stype) < 0 || key(b, "path") < 0 ||
+                put_str(b, links->p + e->path, e->pathlen) < 0)
+                return -1;
+            break;
+        case FD_PIPE: {
+            if (kv_u64(b, "ino", e->ino) < 0)
+                return -1;
+            int seen = 0;
+            for (int k = 0; k < nreaders; k++)
+                seen |= reader_ino[k] == e->ino;
+            if ((e->flags & O_ACCMODE) == O_RDONLY && !seen && nreaders < 64) {
+                reader_ino[nreaders] = e->ino;
+                first_reader[nreaders++] = e->fd;
+                int cap = 65536;
+                tmp->len = 0;
+                if (unread_pipe_data(e->fd, tmp, &cap) < 0)
+                    return -1;
+                if (key(b, "data_bytes") < 0 || puts_(b, "\"") < 0 ||
+                    put_hex(b, tmp->p, tmp->len) < 0 || puts_(b, "\"") < 0 ||
+                    kv_i64(b, "capacity", cap) < 0)
+                    return -1;
+            }
+            break;
+        }
+        }
+        if (puts_(b, "}") < 0)
+            return -1;
+    }
+    (void)first_reader;
+    return puts_(b, "]");
+}
+
+/* -- memory ----------------------------------------------------------------------------------- */
+
+struct vma {
+    uint64_t start, end, offset, inode;
+    char perms[5];
+    const char *path; /* into the smaps buffer, NUL-terminated there */
+    const char *flags; /* "rd wr ..." */
+    int kind;
+};
+
+enum { K_ANON, K_FILE, K_SHARED_FILE, K_SHMEM, K_VDSO, K_SKIP, K_VVAR, K_ANON_COPY };
+static const char *kind_names[] = {"anon", "file", "shared-file", "shmem", "vdso", "skip", "vvar",
+                                   "anon-copy"};
+
+static int has_flag(const char *flags, const char *f)
+{
+    size_t n = strlen(f);
+    for (const char *p = flags; p && *p;) {
+        while (*p == ' ')
+            p++;
+        if (!strncmp(p, f, n) && (p[n] == ' ' || p[n] == 0))
+            return 1;
+        while (*p && *p != ' ')
+            p++;
+    }
+    return 0;
+}
+
+static int ends_with(const char *s, const char *t)
+{
+    size_t a = strlen(s), b = strlen(t);
+    return a >= b && !strcmp(s + a - b, t);
+}
+
+static int classify(struct vma *v)
+{
+    const char *p = v->path;
+    int shared = v->perms[3] == 's';
+    if (!strcmp(p, "[vsyscall]") || !strcmp(p, "[vvar]") || !strcmp(p, "[vvar_vclock]"))
+        return v->kind = (!strncmp(p, "[vvar", 5) ? K_VVAR : K_SKIP);
+    if (!strcmp(p, "[vdso]"))
+        return v->kind = K_VDSO;
+    static const struct { const char *f, *what; } special[] = {
+        {"io", "a device's I/O memory"}, {"pf", "raw device pages"}, {"ht", "hugetlbfs pages"}};
+    for (int i = 0; i < 3; i++)
+        if (has_flag(v->flags, special[i].f))
+            return fail("mapping %#lx-%#lx (%s) holds %s, which cannot be restored",
+                        (unsigned long)v->start, (unsigned long)v->end, p[0] ? p : "anonymous",
+                        special[i].what);
+    if (p[0] != '/') {
+        if (shared)
+            return v->kind = K_SHMEM;
+        if (p[0] == '[' && strcmp(p, "[heap]") && strcmp(p, "[stack]") && strncmp(p, "[anon:", 6) &&
+            strncmp(p, "[anon_shmem:", 12))
+            return fail("mapping %#lx-%#lx is %s, which cannot be restored", (unsigned long)v->start,
+                        (unsigned long)v->end, p);
+        return v->kind = K_ANON;
+    }
+    int deleted = ends_with(p, " (deleted)");
+    if (shared)
+        return v->kind = (deleted || !strncmp(p, "/memfd:", 7) || !strncmp(p, "/SYSV", 5))
+                             ? K_SHMEM : K_SHARED_FILE;
+    if (deleted || !strncmp(p, "/memfd:", 7) || !strncmp(p, "/dev/", 5))
+        return v->kind = K_ANON_COPY;
+    return v->kind = K_FILE;
+}
+
+/* Parse /proc/self/smaps (in sm, modified in place) into vmas. */
+static int parse_smaps(struct buf *sm, struct buf *out)
+{
+    out->len = 0;
+    struct vma *cur = NULL;
+    for (char *l = sm->p; l && *l;) {
+        char *nl = strchr(l, '\n');
+        if (nl)
+            *nl = 0;
+        if (!strncmp(l, "VmFlags:", 8)) {
+            if (cur)
+                cur->flags = l + 8;
+        } else {
+            char *dash = strchr(l, '-'), *sp = strchr(l, ' ');
+            if (dash && sp && dash < sp && (sp - l) >= 3) {
+                struct vma v;
+                memset(&v, 0, sizeof v);
+                char *q;
+                v.start = strtoull(l, &q, 16);
+                v.end = strtoull(q + 1, &q, 16);
+                q++;
+                memcpy(v.perms, q, 4);
+                q += 5;
+                v.offset = strtoull(q, &q, 16);
+                q++;
+                while (*q && *q != ' ')
+                    q++; /* dev */
+                v.inode = strtoull(q, &q, 10);
+                while (*q == ' ')
+                    q++;
+                v.path = q;
+                v.flags = "";
+                if (put(out, &v, sizeof v) < 0)
+                    return -1;
+                cur = (struct vma *)(out->p + out->len - sizeof v);
+            }
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+    return (int)(out->len / sizeof(struct vma));
+}
+
+#define PM_PRESENT (1ULL << 63)
+#define PM_SWAPPED (1ULL << 62)
+#define PM_FILE (1ULL << 61)
+
+/* Runs (address, pages) of [start, end) the image must carry, appended to runs. */
+static int scan_pages(int pagemap, uint64_t start, uint64_t end, int private_file, struct buf *runs)
+{
+    static uint64_t ent[4096];
+    uint64_t rs = 0, rl = 0;
+    for (uint64_t page = start / PAGE; page < end / PAGE;) {
+        uint64_t want = end / PAGE - page;
+        if (want > 4096)
+            want = 4096;
+        ssize_t n = pread(pagemap, ent, want * 8, (off_t)(page * 8));
+        if (n < 0)
+            return fail_errno("reading /proc/self/pagemap", errno);
+        if (n == 0)
+            return fail_errno("reading /proc/self/pagemap", EIO);
+        for (long i = 0; i < n / 8; i++, page++) {
+            uint64_t e = ent[i];
+            int mine = (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(private_file && (e & PM_FILE)));
+            if (mine && rl && rs + rl * PAGE == page * PAGE) {
+                rl++;
+            } else if (mine) {
+                if (rl) {
+                    uint64_t pair[2] = {rs, rl};
+                    if (put(runs, pair, sizeof pair) < 0)
+                        return -1;
+                }
+                rs = page * PAGE;
+                rl = 1;
+            }
+        }
+    }
+    if (rl) {
+        uint64_t pair[2] = {rs, rl};
+        if (put(runs, pair, sizeof pair) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The kernel's own memory: subtracted from the mappings the image records. */
+static int own_range(uint64_t *lo, uint64_t *hi, int i)
+{
+    int k = 0;
+    if (K.pool) {
+        if (k++ == i) {
+            *lo = (uint64_t)K.pool;
+            *hi = *lo + K.pool_len;
+            return 1;
+        }
+    }
+    for (int j = 0; j < MAX_BUFS; j++)
+        if (bufs[j] && bufs[j]->p && k++ == i) {
+            *lo = (uint64_t)bufs[j]->p;
+            *hi = *lo + bufs[j]->cap;
+            return 1;
+        }
+    return 0;
+}
+
+/* Cut the kernel's own ranges out of the mapping list (a mapping may have merged with one). */
+static int subtract_own(struct buf *vb)
+{
+    for (int i = 0;; i++) {
+        uint64_t lo, hi;
+        if (!own_range(&lo, &hi, i))
+            break;
+        int n = (int)(vb->len / sizeof(struct vma));
+        for (int j = 0; j < n; j++) {
+            struct vma *v = (struct vma *)vb->p + j;
+            if (v->end <= lo || hi <= v->start)
+                continue;
+            struct vma tail = *v;
+            int has_tail = hi < v->end;
+            if (has_tail) {
+                tail.offset += hi - v->start;
+                tail.start = hi;
+            }
+            if (v->start < lo) {
+                v->end = lo;
+            } else {
+                v->start = v->end = 0; /* dropped */
+            }
+            if (has_tail && put(vb, &tail, sizeof tail) < 0)
+                return -1;
+            vb = vb; /* the buffer may have moved: reload */
+        }
+    }
+    /* drop emptied entries and sort by address */
+    struct vma *a = (struct vma *)vb->p;
+    int n = (int)(vb->len / sizeof(struct vma)), m = 0;
+    for (int j = 0; j < n; j++)
+        if (a[j].end > a[j].start)
+            a[m++] = a[j];
+    for (int i = 1; i < m; i++)
+        for (int j = i; j > 0 && a[j - 1].start > a[j].start; j--) {
+            struct vma t = a[j];
+            a[j] = a[j - 1];
+            a[j - 1] = t;
+        }
+    vb->len = (size_t)m * sizeof(struct vma);
+    return m;
+}
+
+struct page_writer {
+    int fd, mem_fd;
+    uint64_t pos;
+    struct buf *crcs; /* uint32 per CHUNK */
+    unsigned char *bounce;
+};
+
+static int emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
+{
+    for (size_t done = 0; done < n;) {
+        uint64_t idx = w->pos / CHUNK, in = w->pos % CHUNK;
+        size_t take = n - done;
+        if (take > CHUNK - in)
+            take = CHUNK - in;
+        if (in == 0) {
+            uint32_t z = 0;
+            if (put(w->crcs, &z, 4) < 0)
+                return -1;
+        }
+        uint32_t *c = (uint32_t *)w->crcs->p + idx;
+        *c = crc32c(in ? *c : 0, p + done, take);
+        done += take;
+        w->pos += take;
+    }
+    int e = write_all(w->fd, p, n);
+    return e < 0 ? fail_errno("writing pages.img", -e) : 0;
+}
+
+/* Write a run: straight from memory, or through the bounce buffer when the memory is not
+ * readable (read through /proc/self/mem) or changes under the dump itself (`volatile_`: the
+ * manager's stack and the kernel's own data), so that the CRC is that of what is written. */
+static int dump_run(struct page_writer *w, uint64_t addr, uint64_t len, int readable, int volatile_)
+{
+    if (readable && !volatile_)
+        return emit_pages(w, (const unsigned char *)addr, len);
+    for (uint64_t done = 0; done < len;) {
+        size_t n = len - done > (8UL << 20) ? (8UL << 20) : len - done;
+        ssize_t got = n;
+        if (readable)
+            memcpy(w->bounce, (const void *)(addr + done), n);
+        else
+            got = pread(w->mem_fd, w->bounce, n, (off_t)(addr + done));
+        if (got != (ssize_t)n)
+            return fail("reading unreadable memory at %#lx through /proc/self/mem: %s",
+                        (unsigned long)(addr + done), got < 0 ? errname(errno) : "short read");
+        if (emit_pages(w, w->bounce, n) < 0)
+            return -1;
+        done += n;
+    }
+    return 0;
+}
+
+static int open_out(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return fail("creating %s in the image directory: %s", name, errname(errno));
+    own_add(fd);
+    return fd;
+}
+
+static void close_out(int fd)
+{
+    own_del(fd);
+    close(fd);
+}
+
+static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, struct buf *runs,
+                      struct buf *crcs, uint64_t *total_pages)
+{
+    if (read_file("/proc/self/smaps", sm) < 0)
+        return -1;
+    if (parse_smaps(sm, vb) < 0)
+        return -1;
+    int n = subtract_own(vb);
+    if (n < 0)
+        return -1;
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap < 0)
+        return fail_errno("opening /proc/self/pagemap", errno);
+    own_add(pagemap);
+    runs->len = 0;
+    /* first pass: classify, and collect every mapping's runs (in runs, after a count per vma) */
+    size_t *first = NULL;
+    struct buf idx = {0};
+    int rc = 0;
+    if (buf_reserve(&idx, (size_t)(n + 1) * sizeof(size_t)) < 0)
+        rc = -1;
+    first = (size_t *)idx.p;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct vma *v = (struct vma *)vb->p + i;
+        if (classify(v) < 0) {
+            rc = -1;
+            break;
+        }
+        first[i] = runs->len / 16;
+        if (v->kind == K_ANON_COPY) {
+            uint64_t pair[2] = {v->start, (v->end - v->start) / PAGE};
+            if (put(runs, pair, sizeof pair) < 0)
+                rc = -1;
+        } else if (v->kind == K_ANON || v->kind == K_FILE) {
+            if (scan_pages(pagemap, v->start, v->end, v->kind == K_FILE, runs) < 0)
+                rc = -1;
+        }
+    }
+    first[n] = runs->len / 16;
+    close(pagemap);
+    own_del(pagemap);
+    if (rc < 0) {
+        buf_free(&idx);
+        return -1;
+    }
+    /* the records */
+    if (key(b, "vmas") < 0 || puts_(b, "[") < 0)
+        rc = -1;
+    *total_pages = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct vma *v = (struct vma *)vb->p + i;
+        int prot = (v->perms[0] == 'r' ? 1 : 0) | (v->perms[1] == 'w' ? 2 : 0) |
+                   (v->perms[2] == 'x' ? 4 : 0);
+        if (sep(b) < 0 || puts_(b, "{") < 0 || kv_u64(b, "start", v->start) < 0 ||
+            kv_u64(b, "end", v->end) < 0 || kv_i64(b, "prot", prot) < 0 ||
+            kv_raw(b, "shared", v->perms[3] == 's' ? "true" : "false") < 0 ||
+            kv_str(b, "kind", kind_names[v->kind]) < 0 || kv_str(b, "path", v->path) < 0 ||
+            kv_u64(b, "offset", v->offset) < 0 || kv_u64(b, "inode", v->inode) < 0 ||
+            key(b, "flags") < 0 || puts_(b, "[") < 0) {
+            rc = -1;
+            break;
+        }
+        /* VmFlags, sorted as the blcr dumper writes them (order does not matter to a reader) */
+        for (const char *p = v->flags; *p && rc == 0;) {
+            while (*p == ' ')
+                p++;
+            const char *q = p;
+            while (*q && *q != ' ')
+                q++;
+            if (q > p && (sep(b) < 0 || put_str(b, p, (size_t)(q - p)) < 0))
+                rc = -1;
+            p = q;
+        }
+        if (rc < 0 || puts_(b, "]") < 0) {
+            rc = -1;
+            break;
+        }
+        if (v->kind == K_FILE || v->kind == K_SHARED_FILE) {
+            struct stat st;
+            if (stat(v->path, &st) < 0) {
+                rc = fail("mapped file %s: %s", v->path, errname(errno));
+                break;
+            }
+            if (key(b, "file_id") < 0 || puts_(b, "[") < 0 || put_u64(b, st.st_dev) < 0 ||
+                puts_(b, ",") < 0 || put_u64(b, st.st_ino) < 0 || puts_(b, ",") < 0 ||
+                put_i64(b, st.st_size) < 0 || puts_(b, ",") < 0 ||
+                put_i64(b, (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec) < 0 ||
+                puts_(b, "]") < 0 ||
+                kv_raw(b, "may_write", has_flag(v->flags, "mw") ? "true" : "false") < 0) {
+                rc = -1;
+                break;
+            }
+        }
+        if (key(b, "runs") < 0 || puts_(b, "[") < 0) {
+            rc = -1;
+            break;
+        }
+        for (size_t k = first[i]; k < first[i + 1]; k++) {
+            uint64_t *pr = (uint64_t *)runs->p + 2 * k;
+            *total_pages += pr[1];
+            if (sep(b) < 0 || puts_(b, "[") < 0 || put_u64(b, pr[0]) < 0 || puts_(b, ",") < 0 ||
+                put_u64(b, pr[1]) < 0 || puts_(b, "]") < 0) {
+                rc = -1;
+                break;
+            }
+        }
+        if (rc == 0 && puts_(b, "]}") < 0)
+            rc = -1;
+    }
+    if (rc == 0 && puts_(b, "]") < 0)
+        rc = -1;
+    /* shared memory objects: their content from the mappings */
+    if (rc == 0 && (key(b, "shmem") < 0 || puts_(b, "{") < 0))
+        rc = -1;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct vma *v = (struct vma *)vb->p + i;
+        if (v->kind != K_SHMEM)
+            continue;
+        int seen = 0;
+        for (int j = 0; j < i; j++)
+            seen |= ((struct vma *)vb->p)[j].kind == K_SHMEM && ((struct vma *)vb->p)[j].inode == v->inode;
+        if (seen)
+            continue;
+        char name[64];
+        snprintf(name, sizeof name, "shm-%lu.data", (unsigned long)v->inode);
+        int fd = open_out(dirfd, name);
+        if (fd < 0) {
+            rc = -1;
+            break;
+        }
+        uint64_t size = 0;
+        for (int j = i; j < n && rc == 0; j++) {
+            struct vma *u = (struct vma *)vb->p + j;
+            if (u->kind != K_SHMEM || u->inode != v->inode)
+                continue;
+            uint64_t len = u->end - u->start;
+            if (u->offset + len > size)
+                size = u->offset + len;
+            if (u->perms[0] == 'r') {
+                if (pwrite(fd, (void *)u->start, len, (off_t)u->offset) != (ssize_t)len)
+                    rc = fail_errno("writing shared memory content", errno ? errno : EIO);
+            } else {
+                rc = fail("shared mapping %#lx-%#lx is not readable; mtcp cannot save it yet",
+                          (unsigned long)u->start, (unsigned long)u->end);
+            }
+        }
+        close_out(fd);
+        char nm[PATH_MAX];
+        const char *p = v->path;
+        if (!strncmp(p, "/memfd:", 7))
+            p += 7;
+        snprintf(nm, sizeof nm, "%s", p);
+        if (ends_with(nm, " (deleted)"))
+            nm[strlen(nm) - 10] = 0;
+        char ino[32];
+        snprintf(ino, sizeof ino, "%lu", (unsigned long)v->inode);
+        if (rc == 0 && (key(b, ino) < 0 || puts_(b, "{") < 0 || kv_str(b, "data", name) < 0 ||
+                        kv_u64(b, "size", size) < 0 || kv_str(b, "name", nm) < 0 ||
+                        puts_(b, "}") < 0))
+            rc = -1;
+    }
+    if (rc == 0 && puts_(b, "}") < 0)
+        rc = -1;
+    /* the pages */
+    struct page_writer w = {.fd = -1, .mem_fd = -1, .crcs = crcs};
+    if (rc == 0)
+        w.fd = open_out(dirfd, "pages.img");
+    if (w.fd < 0)
+        rc = -1;
+    crcs->len = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        struct vma *v = (struct vma *)vb->p + i;
+        int readable = v->perms[0] == 'r';
+        if (!readable && first[i + 1] > first[i] && w.mem_fd < 0) {
+            w.mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+            if (w.mem_fd < 0) {
+                rc = fail_errno("opening /proc/self/mem", errno);
+                break;
+            }
+            own_add(w.mem_fd);
+        }
+        uint64_t here = (uint64_t)&here, kdata = (uint64_t)&K;
+        int volatile_ = (v->start <= here && here < v->end) || (v->start <= kdata && kdata < v->end);
+        if ((!readable || volatile_) && !w.bounce && first[i + 1] > first[i]) {
+            w.bounce = mmap(NULL, 8UL << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (w.bounce == MAP_FAILED) {
+                w.bounce = NULL;
+                rc = fail_errno("allocating a buffer", errno);
+                break;
+            }
+        }
+        for (size_t k = first[i]; k < first[i + 1] && rc == 0; k++) {
+            uint64_t *pr = (uint64_t *)runs->p + 2 * k;
+            rc = dump_run(&w, pr[0], pr[1] * PAGE, readable, volatile_);
+        }
+    }
+    if (w.fd >= 0)
+        close_out(w.fd);
+    if (w.mem_fd >= 0) {
+        own_del(w.mem_fd);
+        close(w.mem_fd);
+    }
+    if (w.bounce)
+        munmap(w.bounce, 8UL << 20);
+    buf_free(&idx);
+    if (rc < 0)
+        return -1;
+    int cfd = open_out(dirfd, "pages.crc");
+    if (cfd < 0)
+        return -1;
+    int e = write_all(cfd, crcs->p, crcs->len);
+    close_out(cfd);
+    return e < 0 ? fail_errno("writing pages.crc", -e) : 0;
+}
+
+/* -- one checkpoint --------------------------------------------------------------------------- */
+
+static void reply(int conn, const char *json)
+{
+    if (conn < 0)
+        return;
+    char line[1024];
+    size_t n = strlen(json);
+    if (n > sizeof line - 2)
+        n = sizeof line - 2;
+    memcpy(line, json, n);
+    line[n++] = '\n';
+    (void)write_all(conn, line, n);
+}
+
+static void progress(int conn, const char *msg)
+{
+    struct buf b = {0};
+    if (puts_(&b, "{\"event\":\"progress\",\"message\":") == 0 && put_cstr(&b, msg) == 0 &&
+        puts_(&b, "}") == 0)
+        reply(conn, b.p);
+    buf_free(&b);
+}
+
+static int make_socket(void);
+
+/* After a restore: this is the restored process. Everything the kernel had open is gone. */
+static void back_from_restart(void)
+{
+    K.restarts++;
+    n_own = 0;
+    for (int i = 0; i < MAX_BUFS; i++)
+        bufs[i] = NULL; /* their memory was left out of the image */
+    K.pool = NULL;
+    K.slots = NULL;
+    K.nslots = 0;
+    K.listen_fd = -1;
+    K.err[0] = 0;
+    if (make_socket() < 0) {
+        char msg[700];
+        int n = snprintf(msg, sizeof msg, "mtcp: process %d restored, but %s\n", K.pid, K.err);
+        (void)write_all(2, msg, (size_t)n);
+    }
+    release_threads();
+}
+
+static int write_image(int dirfd, int conn, double t0, double *frozen)
+{
+    struct buf img = {0}, tmp = {0}, recs = {0}, links = {0}, sm = {0}, vb = {0}, runs = {0},
+               crcs = {0};
+    int rc = 0;
+    uint64_t pages = 0;
+    if (puts_(&img, "{") < 0 || kv_str(&img, "format", FORMAT) < 0 ||
+        kv_i64(&img, "pid", K.pid) < 0 || key(&img, "threads") < 0 || puts_(&img, "[") < 0)
+        rc = -1;
+    for (int i = 0; i < K.nslots && rc == 0; i++)
+        if (K.slots[i].parked == 1 && put_thread(&img, &K.slots[i]) < 0)
+            rc = -1;
+    if (rc == 0 && (put_thread(&img, &K.manager) < 0 || puts_(&img, "]") < 0))
+        rc = -1;
+    if (rc == 0)
+        rc = put_process(&img, &tmp);
+    if (rc == 0)
+        rc = put_fds(&img, &recs, &links, &tmp);
+    /* descriptor data files would be written here (none of the kinds kept so far has any) */
+    if (rc == 0)
+        rc = put_memory(&img, dirfd, &sm, &vb, &runs, &crcs, &pages);
+    if (rc == 0 && puts_(&img, "}") < 0)
+        rc = -1;
+    if (rc == 0) {
+        int fd = open_out(dirfd, "image.json");
+        if (fd < 0) {
+            rc = -1;
+        } else {
+            int e = write_all(fd, img.p, img.len);
+            close_out(fd);
+            if (e < 0)
+                rc = fail_errno("writing image.json", -e);
+        }
+    }
+    buf_free(&img);
+    buf_free(&tmp);
+    buf_free(&recs);
+    buf_free(&links);
+    buf_free(&sm);
+    buf_free(&vb);
+    buf_free(&runs);
+    buf_free(&crcs);
+    *frozen = now() - t0;
+    (void)conn;
+    (void)pages;
+    return rc;
+}
+
+/* 0: written; -1: failed (K.err); 1: this is a restored process (the request is history). */
+static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threads)
+{
+    K.err[0] = 0;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return fail("image directory %s: %s", dir, errname(errno));
+    own_add(dirfd);
+    struct sigaction cur;
+    if (sigaction(K.sig, NULL, &cur) < 0 || !(cur.sa_flags & SA_SIGINFO) ||
+        cur.sa_sigaction != on_signal) {
+        close(dirfd);
+        own_del(dirfd);
+        return fail("the handler of signal %d (used by the mtcp kernel) was replaced by the "
+                    "application", K.sig);
+    }
+    /* XSAVE areas (one per thread, the manager's last), then the slots */
+    K.pool_len = (size_t)(MAX_THREADS + 1) * XSTATE_MAX + (size_t)MAX_THREADS * sizeof(struct slot);
+    K.pool = mmap(NULL, K.pool_len, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (K.pool == MAP_FAILED) {
+        K.pool = NULL;
+        close(dirfd);
+        own_del(dirfd);
+        return fail_errno("allocating the thread table", errno);
+    }
+    K.slots = (struct slot *)(K.pool + (size_t)(MAX_THREADS + 1) * XSTATE_MAX);
+    K.nslots = 0;
+    K.parked = 0;
+    K.go = 0;
+    double t0 = now();
+    __atomic_store_n(&K.active, 1, __ATOMIC_SEQ_CST);
+    int rc = stop_threads();
+    if (rc == 0) {
+        char msg[64];
+        int held = 0;
+        for (int i = 0; i < K.nslots; i++)
+            held += K.slots[i].parked == 1;
+        *threads = (uint64_t)held + 1;
+        snprintf(msg, sizeof msg, "%d threads held", held + 1);
+        progress(conn, msg);
+        memset(&K.manager, 0, sizeof K.manager);
+        K.manager.tid = K.manager_tid;
+        K.manager.xstate = K.pool + (size_t)MAX_THREADS * XSTATE_MAX;
+        record_self(&K.manager);
+        xsave_here(K.manager.xstate);
+        if (mtcp_capture(&K.manager.ctx) != 0) {
+            back_from_restart();
+            return 1;
+        }
+        rc = write_image(dirfd, conn, t0, frozen);
+    }
+    release_threads();
+    munmap(K.pool, K.pool_len);
+    K.pool = NULL;
+    K.slots = NULL;
+    K.nslots = 0;
+    close(dirfd);
+    own_del(dirfd);
+    return rc;
+}
+
+/* -- requests --------------------------------------------------------------------------------- */
+
+/* The string value of "name" in a one-line JSON object (no nesting needed); 0 if absent. */
+static int json_string(const char *js, const char *name, char *out, size_t cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", name);
+    const char *p = strstr(js, pat);
+    if (!p)
+        return 0;
+    p += strlen(pat);
+    while (*p == ' ' || *p == ':')
+        p++;
+    if (*p != '"')
+        return 0;
+    p++;
+    size_t n = 0;
+    while (*p && *p != '"' && n + 4 < cap) {
+        if (*p != '\\') {
+            out[n++] = *p++;
+            continue;
+        }
+        p++;
+        char c = *p++;
+        switch (c) {
+        case 'n': out[n++] = '\n'; break;
+        case 't': out[n++] = '\t'; break;
+        case 'r': out[n++] = '\r'; break;
+        case 'b': out[n++] = '\b'; break;
+        case 'f': out[n++] = '\f'; break;
+        case 'u': {
+            unsigned cp = (unsigned)strtoul((char[5]){p[0], p[1], p[2], p[3], 0}, NULL, 16);
+            p += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && p[0] == '\\' && p[1] == 'u') {
+                unsigned lo = (unsigned)strtoul((char[5]){p[2], p[3], p[4], p[5], 0}, NULL, 16);
+                p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            }
+            if (cp < 0x80) {
+                out[n++] = (char)cp;
+            } else if (cp < 0x800) {
+                out[n++] = (char)(0xc0 | cp >> 6);
+                out[n++] = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                out[n++] = (char)(0xe0 | cp >> 12);
+                out[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
+                out[n++] = (char)(0x80 | (cp & 0x3f));
+            } else {
+                out[n++] = (char)(0xf0 | cp >> 18);
+                out[n++] = (char)(0x80 | (cp >> 12 & 0x3f));
+                out[n++] = (char)(0x80 | (cp >> 6 & 0x3f));
+                out[n++] = (char)(0x80 | (cp & 0x3f));
+            }
+            break;
+        }
+        default: out[n++] = c;
+        }
+    }
+    out[n] = 0;
+    return *p == '"';
+}
+
+/* Answer one connection; 1 when the process was restored meanwhile (conn is history). */
+static int serve(int conn)
+{
+    struct ucred cr;
+    socklen_t cl = sizeof cr;
+    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0 || cr.uid != getuid()) {
+        reply(conn, "{\"event\":\"error\",\"message\":\"permission denied\"}");
+        return 0;
+    }
+    struct timeval tv = {10, 0};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    char line[8192];
+    size_t n = 0;
+    while (n < sizeof line - 1) {
+        ssize_t r = read(conn, line + n, sizeof line - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        if (memchr(line, '\n', n))
+            break;
+    }
+    line[n] = 0;
+    char op[32], dir[PATH_MAX];
+    if (!json_string(line, "op", op, sizeof op)) {
+        reply(conn, "{\"event\":\"error\",\"message\":\"malformed request\"}");
+        return 0;
+    }
+    if (!strcmp(op, "ping")) {
+        struct buf b = {0};
+        if (puts_(&b, "{\"event\":\"done\"") == 0 && kv_i64(&b, "pid", K.pid) == 0 &&
+            kv_i64(&b, "restarts", K.restarts) == 0 && kv_i64(&b, "signal", K.sig) == 0 &&
+            puts_(&b, "}") == 0)
+            reply(conn, b.p);
+        buf_free(&b);
+        return 0;
+    }
+    if (strcmp(op, "checkpoint")) {
+        struct buf b = {0};
+        if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0) {
+            char m[80];
+            snprintf(m, sizeof m, "unknown request '%.40s'", op);
+            if (put_cstr(&b, m) == 0 && puts_(&b, "}") == 0)
+                reply(conn, b.p);
+        }
+        buf_free(&b);
+        return 0;
+    }
+    if (!json_string(line, "dir", dir, sizeof dir) || !dir[0]) {
+        reply(conn, "{\"event\":\"error\",\"message\":\"checkpoint request without a dir\"}");
+        return 0;
+    }
+    double frozen = 0;
+    uint64_t threads = 0;
+    own_add(conn);
+    int rc = checkpoint(conn, dir, &frozen, &threads);
+    if (rc == 1)
+        return 1; /* restored: that connection belonged to the process before */
+    own_del(conn);
+    struct buf b = {0};
+    if (rc == 0) {
+        char fr[64];
+        snprintf(fr, sizeof fr, "%.6f", frozen);
+        if (puts_(&b, "{\"event\":\"done\"") == 0 && kv_raw(&b, "frozen", fr) == 0 &&
+            kv_u64(&b, "threads", threads) == 0 && puts_(&b, "}") == 0)
+            reply(conn, b.p);
+    } else if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0 && put_cstr(&b, K.err) == 0 &&
+               puts_(&b, "}") == 0) {
+        reply(conn, b.p);
+    }
+    buf_free(&b);
+    return 0;
+}
+
+static void *manager_main(void *arg)
+{
+    (void)arg;
+    K.manager_tid = gettid_();
+    prctl(PR_SET_NAME, "mtcp-manager", 0, 0, 0);
+    for (;;) {
+        int lfd = K.listen_fd;
+        if (lfd < 0)
+            return NULL;
+        int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (conn < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (K.listen_fd != lfd)
+                continue; /* restored meanwhile: a new socket */
+            return NULL;
+        }
+        if (serve(conn) != 1)
+            close(conn);
+        /* else: restored; that descriptor belonged to the process before and is not open */
+    }
+    return NULL;
+}
+
+/* -- set-up ----------------------------------------------------------------------------------- */
+
+static int control_dir(char *out, size_t cap)
+{
+    const char *env = getenv("PYCRS_CONTROL_DIR");
+    if (env && env[0])
+        snprintf(out, cap, "%s", env);
+    else
+        snprintf(out, cap, "/tmp/pycrs-%u", (unsigned)getuid());
+    if (mkdir(out, 0700) < 0 && errno != EEXIST)
+        return fail("control directory %s: %s", out, errname(errno));
+    struct stat st;
+    if (lstat(out, &st) < 0)
+        return fail("control directory %s: %s", out, errname(errno));
+    if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
+        return fail("control directory %s must be ours and private (mode 0700)", out);
+    return 0;
+}
+
+static int make_socket(void)
+{
+    if (!K.sock_path[0]) {
+        char dir[PATH_MAX];
+        if (control_dir(dir, sizeof dir) < 0)
+            return -1;
+        int n = snprintf(K.sock_path, sizeof K.sock_path, "%s/mtcp-%d.sock", dir, K.pid);
+        if (n < 0 || (size_t)n >= sizeof K.sock_path) {
+            K.sock_path[0] = 0;
+            return fail("control directory %s: path too long for a socket", dir);
+        }
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return fail_errno("socket", errno);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, K.sock_path, sizeof sa.sun_path);
+    unlink(K.sock_path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(K.sock_path, 0600) < 0 ||
+        listen(fd, 16) < 0) {
+        int e = errno;
+        close(fd);
+        return fail("control socket %s: %s", K.sock_path, errname(e));
+    }
+    own_add(fd);
+    K.listen_fd = fd;
+    return 0;
+}
+
+static void at_fork_child(void)
+{
+    /* a forked child has no manager thread: no kernel (an exec'd program loads its own) */
+    if (K.listen_fd >= 0)
+        close(K.listen_fd);
+    K.listen_fd = -1;
+    K.ready = 0;
+    K.sock_path[0] = 0;
+    n_own = 0;
+}
+
+__attribute__((constructor)) static void mtcp_init(void)
+{
+    if (getenv("MTCP_DISABLE"))
+        return;
+    K.pid = getpid();
+    K.sig = SIGRTMAX - 2;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d) || b > XSTATE_MAX) {
+        static const char m[] = "mtcp: no XSAVE support on this CPU; the kernel is off\n";
+        (void)!write(2, m, sizeof m - 1);
+        return;
+    }
+    K.xsize = b;
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    K.xmask = ((uint64_t)hi << 32) | lo;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(K.sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL) {
+        char m[128];
+        int n = snprintf(m, sizeof m, "mtcp: signal %d is in use by the program; the kernel is off\n", K.sig);
+        (void)!write(2, m, (size_t)n);
+        return;
+    }
+    if (sigaction(K.sig, &sa, NULL) < 0 || make_socket() < 0) {
+        char m[700];
+        int n = snprintf(m, sizeof m, "mtcp: kernel not started in process %d: %s\n", K.pid, K.err);
+        (void)!write(2, m, (size_t)n);
+        return;
+    }
+    sigset_t all, prev;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &prev);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 1UL << 20);
+    int e = pthread_create(&t, &at, manager_main, NULL);
+    pthread_attr_destroy(&at);
+    pthread_sigmask(SIG_SETMASK, &prev, NULL);
+    if (e) {
+        char m[160];
+        int n = snprintf(m, sizeof m, "mtcp: kernel not started in process %d: manager thread: %s\n",
+                         K.pid, errname(e));
+        (void)!write(2, m, (size_t)n);
+        unlink(K.sock_path);
+        return;
+    }
+    K.ready = 1;
+    pthread_atfork(NULL, NULL, at_fork_child);
+}
+
+__attribute__((destructor)) static void mtcp_fini(void)
+{
+    if (K.ready && K.sock_path[0] && getpid() == K.pid)
+        unlink(K.sock_path);
+}
+
+/* For a program or Python (ctypes) to ask: 1 when the kernel serves requests here. */
+EXPORT int mtcp_kernel_ready(void) { return K.ready && K.listen_fd >= 0; }
+
+/* The socket the kernel serves requests on ("" when it does not). */
+EXPORT const char *mtcp_socket_path(void) { return K.ready ? K.sock_path : ""; }

@@ -1,0 +1,246 @@
+"""The ``mtcp`` component on real processes: the process saves itself with the in-process
+checkpoint kernel (libmtcp.so, preloaded or loaded with ctypes), ``opal-checkpoint --mca crs mtcp``
+commits the snapshot, ``opal-restart`` brings it back with the blcr restorer.
+
+A C program and a Python process (a numpy array being updated, threads, a file being written) are
+checkpointed twice while they run, SIGKILLed and restored: they end exactly as an uninterrupted
+run. A restored process is checkpointed and restored again. Bad input gets one line and a
+non-zero exit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tool
+from test_blcr_states import (TOOL_TIMEOUT, Session, alive, kill_and_reap, restore,
+                              session, start_program)
+
+from crs.plugins.mtcp import library_path
+
+pytestmark = pytest.mark.usefixtures("private_home")
+__all__ = ["session"]  # the fixture, imported to be used here
+
+PROGRAMS = Path(__file__).resolve().parent / "mtcp_programs"
+PY_APP = PROGRAMS / "py_app.py"
+
+
+def stdout_after_ready(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line != "READY"]
+
+
+@pytest.fixture(scope="module")
+def c_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    exe = tmp_path_factory.mktemp("bin") / "c_app"
+    res = subprocess.run([gcc, "-O1", "-pthread", "-Wall", "-o", str(exe),
+                          str(PROGRAMS / "c_app.c"), "-lm"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    return exe
+
+
+def preloaded() -> dict[str, str]:
+    return {"LD_PRELOAD": str(library_path())}
+
+
+def ask(pid: int, message: dict) -> list[dict]:
+    """One request to the kernel of ``pid``, every event of the answer."""
+    path = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mtcp-{pid}.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        s.sendall(json.dumps(message).encode() + b"\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def wait_for_kernel(pid: int, timeout: float = 30.0) -> None:
+    path = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mtcp-{pid}.sock"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no kernel socket {path}"
+        time.sleep(0.02)
+
+
+def checkpoint(pid: int, where: Path) -> Path:
+    res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "mtcp", "-w", str(where),
+                          str(pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert res.returncode == 0, f"opal-checkpoint of {pid} failed ({res.returncode}):\n{res.stderr}"
+    m = re.search(r"^Local Snapshot Reference: (.+)$", res.stdout, re.M)
+    assert m, res.stdout
+    snap = Path(m.group(1))
+    assert snap == where.absolute() / f"opal_snapshot_{pid}.ckpt" and snap.is_dir()
+    meta = (snap / "snapshot_meta.data").read_text()
+    assert "# OPAL CRS Component: mtcp" in meta
+    assert re.search(r"# File: pages.img \d+ crc32c/1048576:pages.crc", meta), meta
+    return snap
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], prog: str) -> str:
+    assert res.returncode != 0, f"{prog} succeeded: {res.stdout}"
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: "), res.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A C program with the kernel preloaded
+
+def c_reference(c_app: Path, tmp_path: Path) -> tuple[list[str], bytes]:
+    out = tmp_path / "ref.txt"
+    res = subprocess.run([str(c_app), str(out)], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    return stdout_after_ready(res.stdout), out.read_bytes()
+
+
+def test_c_program_ends_as_an_uninterrupted_run(session: Session, c_app: Path,
+                                                tmp_path: Path) -> None:
+    expected = c_reference(c_app, tmp_path)
+    out = tmp_path / "out.txt"
+    child = start_program(session, [str(c_app), str(out)], env=preloaded())
+    wait_for_kernel(child.pid)
+    assert ask(child.pid, {"op": "ping"})[-1] == {"event": "done", "pid": child.pid,
+                                                  "restarts": 0, "signal": 62}
+    time.sleep(0.5)
+    checkpoint(child.pid, tmp_path / "snaps")
+    time.sleep(0.5)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    assert child.popen.poll() is None, "the program ended before the second checkpoint"
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(c_app))
+    code, stdout, err = restart.finish(TOOL_TIMEOUT)
+    assert code == 0, f"restored program ended with {code}:\n{err}"
+    assert (stdout_after_ready(stdout), out.read_bytes()) == expected
+
+
+def test_restored_process_checkpointed_and_restored_again(session: Session, c_app: Path,
+                                                          tmp_path: Path) -> None:
+    expected = c_reference(c_app, tmp_path)
+    out = tmp_path / "out.txt"
+    child = start_program(session, [str(c_app), str(out)], env=preloaded())
+    wait_for_kernel(child.pid)
+    time.sleep(0.3)
+    first_snap = checkpoint(child.pid, tmp_path / "gen1")
+    kill_and_reap(child)
+    first = restore(session, first_snap, child.pid, str(c_app))
+    wait_for_kernel(child.pid)
+    assert ask(child.pid, {"op": "ping"})[-1]["restarts"] == 1  # the restored kernel serves
+    time.sleep(0.3)
+    second_snap = checkpoint(child.pid, tmp_path / "gen2")
+    os.kill(child.pid, 9)
+    first.finish(TOOL_TIMEOUT)
+    second = restore(session, second_snap, child.pid, str(c_app))
+    code, stdout, err = second.finish(TOOL_TIMEOUT)
+    assert code == 0, f"program restored twice ended with {code}:\n{err}"
+    assert (stdout_after_ready(stdout), out.read_bytes()) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# A Python process: the kernel preloaded by `pycrs run --mca crs mtcp`, or loaded by ctypes
+
+@pytest.mark.parametrize("how,mib,steps", [("pycrs-run", 1024, "300"), ("ctypes", 64, "3000")])
+def test_python_process_ends_as_an_uninterrupted_run(session: Session, tmp_path: Path,
+                                                     how: str, mib: int, steps: str) -> None:
+    """Run (about 10 s), checkpoint twice while it runs, SIGKILL, restore: the same end."""
+    ref = tmp_path / "ref.txt"
+    res = subprocess.run([sys.executable, str(PY_APP), steps, str(ref), str(mib)],
+                         capture_output=True, text=True, timeout=TOOL_TIMEOUT,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    expected = (stdout_after_ready(res.stdout), ref.read_bytes())
+    out = tmp_path / "out.txt"
+    if how == "pycrs-run":
+        argv = [tool("pycrs"), "run", "--mca", "crs", "mtcp", sys.executable, str(PY_APP), steps,
+                str(out), str(mib)]
+    else:
+        argv = [sys.executable, str(PY_APP), steps, str(out), str(mib), "load"]
+    child = start_program(session, argv)
+    wait_for_kernel(child.pid)
+    time.sleep(1.0)
+    checkpoint(child.pid, tmp_path / "snaps")
+    time.sleep(1.0)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    assert child.popen.poll() is None, "the program ended before the second checkpoint"
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(PY_APP))
+    code, stdout, err = restart.finish(TOOL_TIMEOUT)
+    assert code == 0, f"restored process ended with {code}:\n{err}"
+    assert (stdout_after_ready(stdout), out.read_bytes()) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+def test_process_without_the_kernel(session: Session, c_app: Path, tmp_path: Path) -> None:
+    child = start_program(session, [str(c_app), str(tmp_path / "out.txt")])
+    where = tmp_path / "snaps"
+    res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "mtcp", "-w", str(where),
+                          str(child.pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    line = one_line_error(res, "opal-checkpoint")
+    assert f"process {child.pid} has no mtcp kernel loaded (start it with" in line, line
+    assert str(library_path()) in line
+    assert not where.exists() or not list(where.iterdir())
+    assert child.popen.poll() is None
+
+
+def test_descriptor_it_cannot_restore_is_named(session: Session, c_app: Path,
+                                               tmp_path: Path) -> None:
+    """A descriptor mtcp cannot bring back (a TCP socket) is refused at checkpoint time by name;
+    the process goes on."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        child = start_program(session, [str(c_app), str(tmp_path / "out.txt")],
+                              env=preloaded(), pass_fds=(server.fileno(),))
+        wait_for_kernel(child.pid)
+        where = tmp_path / "snaps"
+        res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "mtcp", "-w",
+                              str(where), str(child.pid)], capture_output=True, text=True,
+                             timeout=TOOL_TIMEOUT)
+        line = one_line_error(res, "opal-checkpoint")
+        assert f"descriptor {server.fileno()} is a IPv4 socket" in line, line
+        assert not where.exists() or not list(where.iterdir())
+        assert child.popen.poll() is None
+        code, _, err = child.finish(TOOL_TIMEOUT)
+        assert code == 0, err
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate"])
+def test_damaged_image_refused(session: Session, c_app: Path, tmp_path: Path,
+                               damage: str) -> None:
+    child = start_program(session, [str(c_app), str(tmp_path / "out.txt")], env=preloaded())
+    wait_for_kernel(child.pid)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    kill_and_reap(child)
+    pages = snap / "pages.img"
+    if damage == "corrupt":
+        with open(pages, "r+b") as f:
+            f.seek(pages.stat().st_size // 2)
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ 0x40]))
+    else:
+        os.truncate(pages, pages.stat().st_size // 2)
+    res = subprocess.run([tool("opal-restart"), str(snap)], capture_output=True, text=True,
+                         timeout=TOOL_TIMEOUT)
+    line = one_line_error(res, "opal-restart")
+    assert "pages.img" in line and ("corrupted" in line or "truncated" in line), line
+    assert not alive(child.pid), "a process runs with the original PID"
