@@ -34,17 +34,7 @@ def single_process(work: Path) -> bool:
     sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"crs-{proc.pid}.sock"
     while not sock.exists():
         time.sleep(0.05)
-    for _ in range(2):
-        time.sleep(1.5)
-        cmd = [str(BIN / "opal-checkpoint"), "-w", str(work), str(proc.pid)]
-        show(cmd)
-        print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout, end="")
-    print(f"$ kill -KILL {proc.pid}")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    cmd = [str(BIN / "opal-restart"), str(work / f"opal_snapshot_{proc.pid}.ckpt")]
-    show(cmd)
-    return compare(subprocess.run(cmd, cwd=work, capture_output=True, text=True).stdout, ref)
+    return checkpoint_kill_restart(proc, work, [], ref)
 
 
 def compare(out: str, ref: str) -> bool:
@@ -68,10 +58,16 @@ def from_outside(work: Path) -> bool:
     show([*app, "0.02"])
     proc = subprocess.Popen([*app, "0.02"], cwd=work, stdout=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+    return checkpoint_kill_restart(proc, work, ["--mca", "crs", "blcr"], ref)
+
+
+def checkpoint_kill_restart(proc: subprocess.Popen[str], work: Path, options: list[str],
+                            ref: str) -> bool:
+    """Checkpoint one process twice (opal-checkpoint OPTIONS), SIGKILL it, opal-restart it and
+    compare its end with the uninterrupted run's."""
     for _ in range(2):
         time.sleep(1.5)
-        cmd = [str(BIN / "opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(work),
-               str(proc.pid)]
+        cmd = [str(BIN / "opal-checkpoint"), *options, "-w", str(work), str(proc.pid)]
         show(cmd)
         print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout, end="")
     print(f"$ kill -KILL {proc.pid}")

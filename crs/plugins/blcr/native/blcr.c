@@ -11,7 +11,7 @@
 #include <fcntl.h>
 #include <linux/elf.h>
 #include <linux/sched.h>
-#include <nmmintrin.h>
+#include "crc32c.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -246,21 +246,6 @@ long blcr_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, int private_f
         nruns++;
     }
     return nruns;
-}
-
-static uint32_t crc32c(uint32_t crc, const unsigned char *p, size_t n)
-{
-    uint64_t c = ~crc;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = _mm_crc32_u64(c, v);
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = _mm_crc32_u8((uint32_t)c, *p++);
-    return ~(uint32_t)c;
 }
 
 uint32_t blcr_crc32c(const void *p, size_t n) { return crc32c(0, p, n); }

@@ -61,6 +61,7 @@ ffibuilder.cdef(
 ffibuilder.set_source(
     "crs.plugins.blcr._native",
     Path(__file__).with_name("blcr.c").read_text(),
+    include_dirs=[str(Path(__file__).resolve().parents[3] / "native")],  # crc32c.h, shared with mtcp
     extra_compile_args=["-msse4.2", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 

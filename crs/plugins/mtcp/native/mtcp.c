@@ -55,6 +55,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crc32c.h"
+
 #define EXPORT __attribute__((visibility("default")))
 #define PAGE 4096UL
 #define CHUNK (1UL << 20)
@@ -447,23 +449,6 @@ static int list_numbers(const char *path, int *out, int max)
             out[j - 1] = t;
         }
     return n;
-}
-
-/* -- CRC-32C ---------------------------------------------------------------------------------- */
-
-__attribute__((target("sse4.2"))) static uint32_t crc32c(uint32_t crc, const unsigned char *p, size_t n)
-{
-    uint64_t c = ~crc & 0xffffffffU;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = _mm_crc32_u64(c, v);
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = _mm_crc32_u8((uint32_t)c, *p++);
-    return ~(uint32_t)c;
 }
 
 /* -- the signal handler: a thread stops and records itself ---------------------------------- */
