@@ -1,6 +1,8 @@
 # The cffi extension modules cannot be declared in pyproject.toml alone; the mtcp kernel is a plain
 # shared library (no Python in it: it is preloaded into any program), built by a build_ext step.
 import os
+import shlex
+import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -9,7 +11,26 @@ from setuptools.command.build_ext import build_ext
 PLAIN = {"crs.plugins.mtcp.libmtcp": "libmtcp.so"}
 
 
+# The mtcp restart program: static, no libc, linked at the address it restores around (it must
+# not overlap the image it rebuilds; crs/plugins/mtcp/restart.py checks the same range).
+RESTART_PROGRAM = "pycrs-mtcp-restart"
+RESTART_SOURCE = "crs/plugins/mtcp/native/restart.c"
+RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-protector",
+                 "-fno-asynchronous-unwind-tables", "-fno-tree-loop-distribute-patterns",
+                 "-msse4.2", "-Wall", "-Wextra", "-Icrs/native", "-Wl,-Ttext-segment=0x100000000000",
+                 "-Wl,-z,noexecstack", "-Wl,--build-id=none"]
+
+
 class BuildExt(build_ext):
+    def run(self) -> None:
+        super().run()
+        # beside libmtcp.so, wherever this build puts it (the tree, or the wheel's build dir)
+        where = os.path.dirname(self.get_ext_fullpath("crs.plugins.mtcp.libmtcp"))
+        os.makedirs(where, exist_ok=True)
+        cc = shlex.split(os.environ.get("CC", "cc"))
+        subprocess.run([*cc, *RESTART_FLAGS, "-o", os.path.join(where, RESTART_PROGRAM),
+                        RESTART_SOURCE], check=True)
+
     def get_ext_filename(self, fullname: str) -> str:
         # called with the full dotted name, or with its last part alone (distutils' build path)
         for name, filename in PLAIN.items():

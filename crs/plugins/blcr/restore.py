@@ -16,7 +16,7 @@ import struct
 import sys
 import threading
 from contextlib import suppress
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
 from crs.framework import CRSError
 from crs.hookspecs import Relaunch
@@ -145,10 +145,12 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
 
 
 def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch, spawn: bool,
-                     truncate_files: bool) -> NoReturn:
+                     truncate_files: bool, rebuild: Callable[..., tuple[int, int]] | None = None
+                     ) -> NoReturn:
     """What opal-restart does with an image (of the blcr or the mtcp component): rebuild the
-    process as our child, pass our signals on to it, wait for it and end as it ends (exit status,
-    or death by the same signal). With ``relaunch.detach``, print its PID and return at once."""
+    process as our child (with ``rebuild``, by default this module's ptrace ``restore``), pass
+    our signals on to it, wait for it and end as it ends (exit status, or death by the same
+    signal). With ``relaunch.detach``, print its PID and return at once."""
     if spawn:
         raise NotImplementedError(f"{component} restores a process as a child of the restarting "
                                   "tool only (opal-restart)")
@@ -163,8 +165,8 @@ def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch
 
     for sig in FORWARDED:  # from here on, a signal for the tool is one for the process
         signal.signal(sig, forward)
-    pid, waiter = restore(snapshot, truncate_files=truncate_files, stop=relaunch.stop,
-                          pid_namespace=relaunch.pid_namespace)
+    pid, waiter = (rebuild or restore)(snapshot, truncate_files=truncate_files,
+                                        stop=relaunch.stop, pid_namespace=relaunch.pid_namespace)
     for sig in early:
         os.kill(pid, sig)
     if relaunch.verbose:
@@ -183,42 +185,66 @@ def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch
     os._exit(code & 0xFF)
 
 
-def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
-           pid_namespace: bool) -> Stub:
-    moves = list(rebuilt.moves)
-    next_fd = max([m[1] for m in moves] + [2]) + 1
-    aux_of: dict[str, int] = {}
+class StubPlan:
+    """What the stub takes before it becomes the process: the image's descriptors and, above
+    them, auxiliary ones for its rebuilder (mapped files, shared memory, the pages), ``aux_of``
+    naming each by what it is; ``aux_fds`` lists their numbers there. With ``keep_on_exec`` every
+    descriptor survives an exec (the mtcp restart program takes them, and sets close-on-exec
+    again on those in ``cloexec_after``)."""
 
-    def aux(ours: int) -> int:
-        nonlocal next_fd
-        moves.append((ours, next_fd, True))
-        next_fd += 1
-        return next_fd - 1
+    def __init__(self, rebuilt: fds.Rebuilt, keep_on_exec: bool = False) -> None:
+        self.rebuilt = rebuilt
+        self.moves = list(rebuilt.moves)
+        # an exec would close the process's close-on-exec descriptors: its program marks them
+        self.cloexec_after = [m[1] for m in self.moves if m[2]] if keep_on_exec else []
+        if keep_on_exec:
+            self.moves = [(ours, theirs, False) for ours, theirs, _ in self.moves]
+        self.next_fd = max([m[1] for m in self.moves] + [2]) + 1
+        self.aux_of: dict[str, int] = {}
+        self.aux_fds: list[int] = []
+        self.cloexec = not keep_on_exec
 
+    def aux(self, ours: int) -> int:
+        """Give the stub our descriptor ``ours`` (owned by ``rebuilt``, closed with it); its
+        number there."""
+        theirs = self.next_fd
+        self.moves.append((ours, theirs, self.cloexec))
+        self.aux_fds.append(theirs)
+        self.next_fd += 1
+        return theirs
+
+
+def plan_descriptors(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
+                     keep_on_exec: bool = False) -> StubPlan:
+    """The descriptors a rebuilder of ``image`` needs in the stub, opened here."""
+    sp = StubPlan(rebuilt, keep_on_exec)
+    aux_of = sp.aux_of
     for v in image["vmas"]:
         if v["kind"] in ("file", "shared-file") and v["path"] not in aux_of:
             mode = os.O_RDWR if v["kind"] == "shared-file" and v.get("may_write") else os.O_RDONLY
             try:
-                aux_of[v["path"]] = aux(rebuilt.own(os.open(v["path"], mode | os.O_CLOEXEC)))
+                aux_of[v["path"]] = sp.aux(rebuilt.own(os.open(v["path"], mode | os.O_CLOEXEC)))
             except OSError as exc:
                 raise RestoreError(f"mapped file {v['path']}: {exc.strerror}") from None
     for ino, obj in image["shmem"].items():
         if "from_fd" in obj:  # the same object as a descriptor of the process
-            aux_of[f"shmem:{ino}"] = aux(rebuilt.by_ino[int(ino)])
+            aux_of[f"shmem:{ino}"] = sp.aux(rebuilt.by_ino[int(ino)])
             continue
         memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], _load(snap, obj["data"]))
-        aux_of[f"shmem:{ino}"] = aux(memfd)
-    aux_of["pages"] = aux(rebuilt.own(os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)))
+        aux_of[f"shmem:{ino}"] = sp.aux(memfd)
+    aux_of["pages"] = sp.aux(rebuilt.own(os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)))
     # /proc/PID/exe: the executable, unless it is gone (deleted since; its mappings were saved
     # whole) or is the one the stub runs already (the kernel refuses to swap an executable that
     # is still mapped, as it then is)
     exe = image["exe"]
-    if os.path.isfile(exe) and not os.path.samefile(exe, "/proc/self/exe"):
-        aux_of["exe"] = aux(rebuilt.own(os.open(exe, os.O_RDONLY | os.O_CLOEXEC)))
-    cwd = rebuilt.own(os.open(image["cwd"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-    code = _code_page(image)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    keep = []  # cffi buffers must outlive the call
+    if os.path.isfile(exe) and (keep_on_exec or not os.path.samefile(exe, "/proc/self/exe")):
+        aux_of["exe"] = sp.aux(rebuilt.own(os.open(exe, os.O_RDONLY | os.O_CLOEXEC)))
+    return sp
+
+
+def stub_struct(image: dict[str, Any], sp: StubPlan, err_fd: int, code: int,
+                pid_namespace: bool, keep: list[Any]) -> Any:
+    """The C plan of the stub (cffi buffers it points to are kept alive in ``keep``)."""
 
     def arr(kind: str, values: list[int]) -> Any:
         a = ffi.new(f"{kind}[]", max(len(values), 1))
@@ -227,7 +253,10 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
         keep.append(a)
         return a
 
+    rebuilt, moves = sp.rebuilt, sp.moves
+    cwd = rebuilt.own(os.open(image["cwd"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
     plan = ffi.new("struct blcr_stub_plan *")
+    keep.append(plan)
     plan.want_pid = image["pid"]
     plan.nmoves = len(moves)
     plan.moves = arr("int", [x for m in moves for x in (m[0], m[1], int(m[2]))])
@@ -243,16 +272,24 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
     plan.sigactions = arr("uint64_t", [x for a in image["sigactions"] for x in a])
     plan.code_addr = code
     plan.code_len = SCRATCH
-    plan.err_fd = err_w
+    plan.err_fd = err_fd
     plan.new_pidns = int(pid_namespace)
     # a session or group it led comes back, since its PID does (a foreign one cannot)
     pid = image["pid"]
     plan.session = 1 if image.get("sid") == pid else 2 if image.get("pgid") == pid else 0
+    return plan
+
+
+def spawn_stub(image: dict[str, Any], plan: Any, err_r: int, err_w: int) -> tuple[int, int]:
+    """Start the stub; (its PID, the init of its PID namespace or 0). Raise RestoreError with
+    what the stub reported on the error pipe when it failed before it stopped (or exec'd)."""
     init = ffi.new("int *")
     pid = lib.blcr_spawn_stub(plan, init)
     os.close(err_w)
-    with os.fdopen(err_r, "rb") as f:
-        failure = f.read().decode(errors="replace")
+    failure = ""
+    if plan.exec_path == ffi.NULL:
+        with os.fdopen(err_r, "rb") as f:
+            failure = f.read().decode(errors="replace")
     if failure:
         step, _, err = failure.rpartition(":")
         raise RestoreError(f"restoring descriptors and process state failed at {step}: "
@@ -267,8 +304,19 @@ def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
             raise RestoreError(f"choosing PID {image['pid']} needs privilege "
                                "(CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)")
         raise RestoreError(f"cannot start the process to restore into: {os.strerror(-pid)}")
-    stub = Stub(pid, init[0] or pid, code, [m[1] for m in moves[len(rebuilt.moves):]])
-    stub.aux_of = aux_of  # type: ignore[attr-defined]
+    return pid, init[0]
+
+
+def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
+           pid_namespace: bool) -> Stub:
+    sp = plan_descriptors(image, snap, rebuilt)
+    code = _code_page(image)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    keep: list[Any] = []
+    plan = stub_struct(image, sp, err_w, code, pid_namespace, keep)
+    pid, init = spawn_stub(image, plan, err_r, err_w)
+    stub = Stub(pid, init or pid, code, sp.aux_fds)
+    stub.aux_of = sp.aux_of  # type: ignore[attr-defined]
     return stub
 
 

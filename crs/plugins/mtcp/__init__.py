@@ -11,16 +11,25 @@ from pathlib import Path
 
 from crs import params as _params
 
+_params.register("crs_mtcp_restart", "program", "How opal-restart rebuilds an mtcp image: "
+                 "'program' (the restart program pycrs-mtcp-restart: no ptrace, the process "
+                 "rebuilds itself) or 'ptrace' (the restorer of the blcr component)")
 _params.register("crs_mtcp_truncate_files", "1", "On restore, cut files the process had open for "
                  "writing back to their size at the checkpoint (mtcp)", "bool")
 
 LIBRARY = Path(__file__).with_name("libmtcp.so")
+RESTART_PROGRAM = Path(__file__).with_name("pycrs-mtcp-restart")
 _loaded: ctypes.CDLL | None = None
 
 
 def library_path() -> Path:
     """Where the kernel library is (for LD_PRELOAD)."""
     return LIBRARY
+
+
+def restart_program_path() -> Path:
+    """Where the restart program is (built by the package build beside the kernel)."""
+    return RESTART_PROGRAM
 
 
 def load() -> bool:

@@ -3,8 +3,9 @@
 
 ``opal-checkpoint --mca crs mtcp PID`` asks the kernel of process PID (its socket
 ``<control dir>/mtcp-PID.sock``) to write its image into the snapshot being built, then commits
-the snapshot here. ``opal-restart`` rebuilds the process from that image as its child (the
-restorer of the blcr component, shared); the restored kernel serves requests again.
+the snapshot here. ``opal-restart`` rebuilds the process from that image as its child, with the
+restart program (restart.py; ``crs_mtcp_restart=ptrace``: the restorer of the blcr component);
+the restored kernel serves requests again.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from crs.states import State
 from . import library_path, socket_path
 
 PRIORITY = 15
+RESTORERS = ("program", "ptrace")  # crs_mtcp_restart: the restart program, or blcr's restorer
 PAGES, CRCS, CHUNK = "pages.img", "pages.crc", 1 << 20  # as the blcr image format
 
 
@@ -38,6 +40,7 @@ class MtcpComponent:
 
     def __init__(self) -> None:
         self.truncate_files = True
+        self.restorer = "program"
         self.timings: dict[str, float] = {}
 
     @hookimpl
@@ -59,6 +62,10 @@ class MtcpComponent:
     @hookimpl
     def crs_init(self, params: Params) -> None:
         self.truncate_files = params.get_bool("crs_mtcp_truncate_files")
+        self.restorer = params.get("crs_mtcp_restart")
+        if self.restorer not in RESTORERS:
+            raise CRSError(f"parameter crs_mtcp_restart: {self.restorer!r} is not one of "
+                           f"{', '.join(RESTORERS)}")
 
     @hookimpl
     def crs_checkpoint(self, target: Target, snapshot: SnapshotWriter,
@@ -84,7 +91,10 @@ class MtcpComponent:
                     spawn: bool) -> subprocess.Popen[bytes] | None:
         from crs.plugins.blcr.restore import restart_as_child
 
-        return restart_as_child(self.name, snapshot, relaunch, spawn, self.truncate_files)
+        from . import restart
+
+        return restart_as_child(self.name, snapshot, relaunch, spawn, self.truncate_files,
+                                restart.restore if self.restorer == "program" else None)
 
 
 def _include_image(snapshot: SnapshotWriter) -> None:

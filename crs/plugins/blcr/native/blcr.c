@@ -523,6 +523,8 @@ struct blcr_stub_plan {
     int err_fd;                 /* write end of the pipe for a failure in the child */
     int new_pidns;              /* restore into a fresh PID namespace, under an init of ours */
     int session;                /* 1: lead a new session, 2: lead a new process group */
+    const char *exec_path;      /* run this program in the stub instead of stopping for a tracer */
+    char *const *exec_argv;
 };
 
 static void stub_fail(int fd, const char *what, int err)
@@ -605,17 +607,28 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
         if (syscall(SYS_rt_sigaction, sig, a, NULL, 8) < 0 && sig < 32)
             stub_fail(errfd, "rt_sigaction", errno);
     }
-    void *code = mmap((void *)p->code_addr, p->code_len, PROT_READ | PROT_WRITE | PROT_EXEC,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    if (code == MAP_FAILED || (uint64_t)code != p->code_addr)
-        stub_fail(errfd, "map syscall page", code == MAP_FAILED ? errno : EEXIST);
-    ((unsigned char *)code)[0] = 0x0f; /* syscall */
-    ((unsigned char *)code)[1] = 0x05;
-    ((unsigned char *)code)[2] = 0xcc; /* int3 */
+    if (!p->exec_path) {
+        void *code = mmap((void *)p->code_addr, p->code_len, PROT_READ | PROT_WRITE | PROT_EXEC,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (code == MAP_FAILED || (uint64_t)code != p->code_addr)
+            stub_fail(errfd, "map syscall page", code == MAP_FAILED ? errno : EEXIST);
+        ((unsigned char *)code)[0] = 0x0f; /* syscall */
+        ((unsigned char *)code)[1] = 0x05;
+        ((unsigned char *)code)[2] = 0xcc; /* int3 */
+    }
     for (int i = 0; i < p->nlimits; i++) {
         struct rlimit r = {(rlim_t)p->limits[3 * i + 1], (rlim_t)p->limits[3 * i + 2]};
         if (setrlimit((int)p->limits[3 * i], &r) < 0)
             stub_fail(errfd, "setrlimit", errno);
+    }
+    if (p->exec_path) {
+        /* the same descriptors, marked to close at the exec, so that a failing exec can still
+         * say so on the error pipe; signal dispositions are the restart program's to set */
+        if (syscall(SYS_close_range, (unsigned)base, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */) < 0)
+            stub_fail(errfd, "close_range above the descriptors", errno);
+        char *envp[] = {NULL};
+        execve(p->exec_path, p->exec_argv, envp);
+        stub_fail(errfd, "exec of the restart program", errno);
     }
     /* every descriptor from base up: the lifted copies, cwd, the error pipe (close-on-exec is
      * not enough: nothing is exec'd; the parent sees EOF), and whatever the restoring tool had
@@ -668,7 +681,7 @@ static void pidns_init(const struct blcr_stub_plan *p)
 }
 
 /* The stub's PID here, once the init of its namespace has started it and it has stopped. */
-static int find_stopped_child(int init)
+static int find_stopped_child(int init, int any_state)
 {
     char path[64], buf[64];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", init, init);
@@ -691,7 +704,7 @@ static int find_stopped_child(int init)
                 n = read(fd, stat, sizeof stat - 1);
                 close(fd);
                 char *end = n > 0 ? (stat[n] = 0, strrchr(stat, ')')) : NULL;
-                if (end && end[2] == 'T')
+                if (end && (any_state || end[2] == 'T'))
                     return pid;
             }
             snprintf(path, sizeof path, "/proc/%d/task/%d/children", init, init);
@@ -704,7 +717,7 @@ static int find_stopped_child(int init)
 static int spawn_stub(const struct blcr_stub_plan *plan, int *init);
 
 /* Fork the stub (with the PID asked for, through clone3's set_tid) and wait until it stops
- * under our trace. Returns its PID, or -errno; a failure inside the child is written to
+ * under our trace (or, with exec_path, until it runs: it then execs that program). Returns its PID, or -errno; a failure inside the child is written to
  * plan->err_fd. With new_pidns, *init is the namespace's first process, the one to wait for. */
 int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init)
 {
@@ -732,8 +745,8 @@ static int spawn_stub(const struct blcr_stub_plan *plan, int *init)
         if (first == 0)
             pidns_init(plan);
         *init = (int)first;
-        pid = find_stopped_child((int)first);
-        if (pid < 0)
+        pid = find_stopped_child((int)first, plan->exec_path != NULL);
+        if (pid < 0 || plan->exec_path)
             return (int)pid;
         if (ptrace(PTRACE_SEIZE, pid, 0,
                    PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE) < 0)
@@ -746,7 +759,9 @@ static int spawn_stub(const struct blcr_stub_plan *plan, int *init)
     if (pid < 0)
         return -errno;
     if (pid == 0)
-        stub_child(plan, 1);
+        stub_child(plan, !plan->exec_path);
+    if (plan->exec_path)
+        return (int)pid; /* it says how it went on the error pipe */
     if ((r = wait_stop((int)pid, &st)) < 0)
         return r;
     if (WSTOPSIG(st) != SIGSTOP) {

@@ -52,6 +52,8 @@ ffibuilder.cdef(
         int err_fd;
         int new_pidns;
         int session;
+        const char *exec_path;
+        char *const *exec_argv;
     };
     int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init);
     int blcr_release(int tid, const void *regs, const void *xstate, size_t xlen, uint64_t mask,

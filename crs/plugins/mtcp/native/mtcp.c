@@ -141,6 +141,20 @@ static struct {
     char err[600];
 } K = {.listen_fd = -1};
 
+/* Filled by the restart program (native/restart.c) in a restored process: its own memory, which
+ * it cannot unmap while it runs, the descriptors it leaves to us, and how many threads must be back
+ * in our code before that memory may go. All zero but the magic in a process that runs as it was
+ * started, or that the ptrace restorer rebuilt. */
+#define RESUME_MAGIC 0x4d5553527063746dULL /* "mtcpRSUM", as restart.c checks */
+static struct mtcp_resume {
+    uint64_t magic, area, area_len;
+    int64_t exe_fd, err_fd, expect, stop;
+    int32_t back, pad;
+    /* struct prctl_mm_map as the program set it, and the auxv it points to: set again with the
+     * executable once the program's own file is no longer mapped (the kernel insists) */
+    uint64_t mm_map[13], auxv[64];
+} R = {.magic = RESUME_MAGIC};
+
 /* descriptors of the kernel itself, never part of the image */
 static int own_fds[16];
 static int n_own;
@@ -542,6 +556,10 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
         __atomic_store_n(&s->parked, 1, __ATOMIC_RELEASE);
         __atomic_add_fetch(&K.parked, 1, __ATOMIC_ACQ_REL);
         sys_futex(&K.parked, FUTEX_WAKE_PRIVATE, 1, NULL);
+    } else {
+        /* restored: off the restart program's code and stack from here on */
+        __atomic_add_fetch(&R.back, 1, __ATOMIC_ACQ_REL);
+        sys_futex(&R.back, FUTEX_WAKE_PRIVATE, 1, NULL);
     }
     /* first time: held until the image is written; restored: until the manager is back */
     wait_go();
@@ -859,7 +877,7 @@ static int put_process(struct buf *b, struct buf *tmp)
     if (read_file("/proc/self/auxv", tmp) < 0 || key(b, "auxv") < 0 || puts_(b, "\"") < 0 ||
         put_hex(b, tmp->p, tmp->len) < 0 || puts_(b, "\"") < 0)
         return -1;
-    return 0;
+    return kv_u64(b, "mtcp_resume", (uint64_t)&R);
 }
 
 /* -- descriptors ------------------------------------------------------------------------------ */
@@ -1643,9 +1661,31 @@ static void progress(int conn, const char *msg)
 
 static int make_socket(void);
 
+/* Restored by the restart program: once every thread is back here, its memory can go. */
+static void finish_restart_program(void)
+{
+    for (int b; (b = __atomic_load_n(&R.back, __ATOMIC_ACQUIRE)) < R.expect;)
+        sys_futex(&R.back, FUTEX_WAIT_PRIVATE, b, NULL);
+    if (munmap((void *)R.area, R.area_len) < 0) {
+        char msg[96];
+        int n = snprintf(msg, sizeof msg, "mtcp: unmapping the restart program: %s\n", errname(errno));
+        (void)write_all(2, msg, (size_t)n);
+    }
+    if (R.exe_fd >= 0) { /* /proc/PID/exe: the program's again, now that the restarter is gone */
+        R.mm_map[11] = (uint64_t)R.auxv;
+        R.mm_map[12] = (R.mm_map[12] & 0xffffffffULL) | (uint64_t)(uint32_t)R.exe_fd << 32;
+        (void)prctl(PR_SET_MM, PR_SET_MM_MAP, R.mm_map, sizeof R.mm_map, 0); /* cosmetic */
+        close((int)R.exe_fd);
+    }
+}
+
 /* After a restore: this is the restored process. Everything the kernel had open is gone. */
 static void back_from_restart(void)
 {
+    struct mtcp_resume r = R;
+    if (r.area_len)
+        finish_restart_program();
+    R = (struct mtcp_resume){.magic = RESUME_MAGIC}; /* the next image starts clean */
     K.restarts++;
     n_own = 0;
     for (int i = 0; i < MAX_BUFS; i++)
@@ -1659,6 +1699,12 @@ static void back_from_restart(void)
         char msg[700];
         int n = snprintf(msg, sizeof msg, "mtcp: process %d restored, but %s\n", K.pid, K.err);
         (void)write_all(2, msg, (size_t)n);
+    }
+    if (r.area_len) { /* opal-restart waits for this word: the process runs */
+        (void)write_all((int)r.err_fd, "OK", 2);
+        close((int)r.err_fd);
+        if (r.stop)
+            kill(K.pid, SIGSTOP);
     }
     release_threads();
 }
