@@ -265,10 +265,11 @@ def kill_and_reap(child: Child) -> None:
     child.popen.wait()
 
 
-def restore(session: Session, snapshot: Path, pid: int, marker: str, **kw: object) -> Child:
-    """opal-restart -v SNAPSHOT, once it says the process runs again; that process must have
-    the original PID and be opal-restart's child."""
-    restart = session.start([tool("opal-restart"), "-v", str(snapshot)], **kw)
+def restore(session: Session, snapshot: Path, pid: int, marker: str, *opts: str,
+            **kw: object) -> Child:
+    """opal-restart -v [OPTS] SNAPSHOT, once it says the process runs again; that process must
+    have the original PID and be opal-restart's child."""
+    restart = session.start([tool("opal-restart"), "-v", *opts, str(snapshot)], **kw)
     session.restored.append((pid, marker))
     m = restart.err.wait_for(rb"restored process (\d+)", READY_TIMEOUT, "opal-restart")
     assert int(m.group(1)) == pid, f"restored as {m.group(1)}, not {pid}"

@@ -1,6 +1,7 @@
 """The ``mtcp`` component on real processes: the process saves itself with the in-process
 checkpoint kernel (libmtcp.so, preloaded or loaded with ctypes), ``opal-checkpoint --mca crs mtcp``
-commits the snapshot, ``opal-restart`` brings it back with the blcr restorer.
+commits the snapshot, ``opal-restart`` brings it back with the restart program (no ptrace) or,
+with ``--mca crs_mtcp_restart ptrace``, with the blcr restorer.
 
 A C program and a Python process (a numpy array being updated, threads, a file being written) are
 checkpointed twice while they run, SIGKILLed and restored: they end exactly as an uninterrupted
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,16 +24,20 @@ from pathlib import Path
 import pytest
 
 from conftest import tool
-from test_blcr_states import (TOOL_TIMEOUT, Session, alive, kill_and_reap, restore,
-                              session, start_program)
+from test_blcr_states import (TOOL_TIMEOUT, Session, alive, kill_and_reap, proc_stat, restore,
+                              session, start_program, wait_until)
 
 from crs.plugins.mtcp import library_path
+from crs.plugins.mtcp.restart import AREA, AREA_LEN
 
 pytestmark = pytest.mark.usefixtures("private_home")
 __all__ = ["session"]  # the fixture, imported to be used here
 
 PROGRAMS = Path(__file__).resolve().parent / "mtcp_programs"
 PY_APP = PROGRAMS / "py_app.py"
+
+
+RESTORERS = {"program": (), "ptrace": ("--mca", "crs_mtcp_restart", "ptrace")}
 
 
 def stdout_after_ready(out: str) -> list[str]:
@@ -108,8 +114,9 @@ def c_reference(c_app: Path, tmp_path: Path) -> tuple[list[str], bytes]:
     return stdout_after_ready(res.stdout), out.read_bytes()
 
 
-def test_c_program_ends_as_an_uninterrupted_run(session: Session, c_app: Path,
-                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("restorer", RESTORERS)
+def test_c_program_ends_as_an_uninterrupted_run(session: Session, c_app: Path, tmp_path: Path,
+                                                restorer: str) -> None:
     expected = c_reference(c_app, tmp_path)
     out = tmp_path / "out.txt"
     child = start_program(session, [str(c_app), str(out)], env=preloaded())
@@ -122,14 +129,16 @@ def test_c_program_ends_as_an_uninterrupted_run(session: Session, c_app: Path,
     snap = checkpoint(child.pid, tmp_path / "snaps")
     assert child.popen.poll() is None, "the program ended before the second checkpoint"
     kill_and_reap(child)
-    restart = restore(session, snap, child.pid, str(c_app))
+    restart = restore(session, snap, child.pid, str(c_app), *RESTORERS[restorer])
     code, stdout, err = restart.finish(TOOL_TIMEOUT)
     assert code == 0, f"restored program ended with {code}:\n{err}"
     assert (stdout_after_ready(stdout), out.read_bytes()) == expected
 
 
+@pytest.mark.parametrize("second", RESTORERS)
 def test_restored_process_checkpointed_and_restored_again(session: Session, c_app: Path,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, second: str) -> None:
+    """Restored by the restart program, checkpointed again, restored again (by either)."""
     expected = c_reference(c_app, tmp_path)
     out = tmp_path / "out.txt"
     child = start_program(session, [str(c_app), str(out)], env=preloaded())
@@ -144,18 +153,79 @@ def test_restored_process_checkpointed_and_restored_again(session: Session, c_ap
     second_snap = checkpoint(child.pid, tmp_path / "gen2")
     os.kill(child.pid, 9)
     first.finish(TOOL_TIMEOUT)
-    second = restore(session, second_snap, child.pid, str(c_app))
-    code, stdout, err = second.finish(TOOL_TIMEOUT)
+    again = restore(session, second_snap, child.pid, str(c_app), *RESTORERS[second])
+    code, stdout, err = again.finish(TOOL_TIMEOUT)
     assert code == 0, f"program restored twice ended with {code}:\n{err}"
+    assert (stdout_after_ready(stdout), out.read_bytes()) == expected
+
+
+def fds_of(pid: int) -> dict[int, str]:
+    d = f"/proc/{pid}/fd"
+    return {int(n): os.readlink(f"{d}/{n}") for n in os.listdir(d)}
+
+
+def test_restart_program_leaves_nothing_behind(session: Session, c_app: Path,
+                                               tmp_path: Path) -> None:
+    """The restored process is the original one: its executable, the same descriptors, no
+    tracer, and nothing of the restart program in its memory."""
+    expected = c_reference(c_app, tmp_path)
+    out = tmp_path / "out.txt"
+    child = start_program(session, [str(c_app), str(out)], env=preloaded())
+    wait_for_kernel(child.pid)
+    before = fds_of(child.pid)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(c_app))
+    wait_for_kernel(child.pid)
+    assert os.readlink(f"/proc/{child.pid}/exe") == str(c_app)
+    assert fds_of(child.pid).keys() - {3} == before.keys() - {3}  # 3: the kernel's socket
+    status = Path(f"/proc/{child.pid}/status").read_text()
+    assert re.search(r"^TracerPid:\s+0$", status, re.M), status
+    for line in Path(f"/proc/{child.pid}/maps").read_text().splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        assert hi <= AREA or AREA + AREA_LEN <= lo, f"left in the restart area: {line}"
+    code, stdout, err = restart.finish(TOOL_TIMEOUT)
+    assert code == 0, err
+    assert (stdout_after_ready(stdout), out.read_bytes()) == expected
+
+
+def test_restart_program_stop_and_pid_namespace(session: Session, c_app: Path,
+                                                tmp_path: Path) -> None:
+    """--stop: back stopped, goes on at SIGCONT; --pid-namespace: back with its PID in a fresh
+    namespace (its PID here is another)."""
+    expected = c_reference(c_app, tmp_path)
+    out = tmp_path / "out.txt"
+    child = start_program(session, [str(c_app), str(out)], env=preloaded())
+    wait_for_kernel(child.pid)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(c_app), "--stop")
+    wait_until(lambda: proc_stat(child.pid)[0] == "T", TOOL_TIMEOUT, "the process stops")
+    time.sleep(0.3)
+    assert proc_stat(child.pid)[0] == "T"
+    os.kill(child.pid, signal.SIGCONT)
+    code, stdout, err = restart.finish(TOOL_TIMEOUT)
+    assert code == 0, err
+    assert (stdout_after_ready(stdout), out.read_bytes()) == expected
+
+    ns = session.start([tool("opal-restart"), "-v", "--pid-namespace", str(snap)])
+    here = int(ns.err.wait_for(rb"restored process (\d+)", TOOL_TIMEOUT, "opal-restart").group(1))
+    session.restored.append((here, str(c_app)))
+    nspid = re.search(r"^NSpid:\s+(.*)$", Path(f"/proc/{here}/status").read_text(), re.M)
+    assert nspid and nspid.group(1).split()[-1] == str(child.pid), nspid
+    code, stdout, err = ns.finish(TOOL_TIMEOUT)
+    assert code == 0, err
     assert (stdout_after_ready(stdout), out.read_bytes()) == expected
 
 
 # ---------------------------------------------------------------------------------------------
 # A Python process: the kernel preloaded by `pycrs run --mca crs mtcp`, or loaded by ctypes
 
-@pytest.mark.parametrize("how,mib,steps", [("pycrs-run", 1024, "300"), ("ctypes", 64, "3000")])
-def test_python_process_ends_as_an_uninterrupted_run(session: Session, tmp_path: Path,
-                                                     how: str, mib: int, steps: str) -> None:
+@pytest.mark.parametrize("how,mib,steps,restorer", [("pycrs-run", 1024, "300", "program"),
+                                                    ("ctypes", 64, "3000", "program"),
+                                                    ("ctypes", 64, "3000", "ptrace")])
+def test_python_process_ends_as_an_uninterrupted_run(session: Session, tmp_path: Path, how: str,
+                                                     mib: int, steps: str, restorer: str) -> None:
     """Run (about 10 s), checkpoint twice while it runs, SIGKILL, restore: the same end."""
     ref = tmp_path / "ref.txt"
     res = subprocess.run([sys.executable, str(PY_APP), steps, str(ref), str(mib)],
@@ -177,7 +247,7 @@ def test_python_process_ends_as_an_uninterrupted_run(session: Session, tmp_path:
     snap = checkpoint(child.pid, tmp_path / "snaps")
     assert child.popen.poll() is None, "the program ended before the second checkpoint"
     kill_and_reap(child)
-    restart = restore(session, snap, child.pid, str(PY_APP))
+    restart = restore(session, snap, child.pid, str(PY_APP), *RESTORERS[restorer])
     code, stdout, err = restart.finish(TOOL_TIMEOUT)
     assert code == 0, f"restored process ended with {code}:\n{err}"
     assert (stdout_after_ready(stdout), out.read_bytes()) == expected
@@ -244,3 +314,35 @@ def test_damaged_image_refused(session: Session, c_app: Path, tmp_path: Path,
     line = one_line_error(res, "opal-restart")
     assert "pages.img" in line and ("corrupted" in line or "truncated" in line), line
     assert not alive(child.pid), "a process runs with the original PID"
+
+
+def test_image_in_the_restart_area_needs_the_ptrace_restorer(session: Session, c_app: Path,
+                                                              tmp_path: Path) -> None:
+    """A process that uses the addresses the restart program runs at: one line saying so and
+    what to use instead, which then works."""
+    out = tmp_path / "out.txt"
+    child = start_program(session, [str(c_app), str(out), "high"], env=preloaded())
+    wait_for_kernel(child.pid)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    kill_and_reap(child)
+    res = subprocess.run([tool("opal-restart"), str(snap)], capture_output=True, text=True,
+                         timeout=TOOL_TIMEOUT)
+    line = one_line_error(res, "opal-restart")
+    assert "inside the address range the restart program runs in" in line, line
+    assert "crs_mtcp_restart ptrace" in line, line
+    assert not alive(child.pid)
+    restart = restore(session, snap, child.pid, str(c_app), *RESTORERS["ptrace"])
+    code, _, err = restart.finish(TOOL_TIMEOUT)
+    assert code == 0, err
+
+
+def test_unknown_restorer_refused(session: Session, c_app: Path, tmp_path: Path) -> None:
+    child = start_program(session, [str(c_app), str(tmp_path / "out.txt")], env=preloaded())
+    wait_for_kernel(child.pid)
+    snap = checkpoint(child.pid, tmp_path / "snaps")
+    kill_and_reap(child)
+    res = subprocess.run([tool("opal-restart"), "--mca", "crs_mtcp_restart", "magic", str(snap)],
+                         capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    line = one_line_error(res, "opal-restart")
+    assert "crs_mtcp_restart" in line and "'magic'" in line, line
+    assert not alive(child.pid)

@@ -2,12 +2,15 @@
  * integer work, the main thread writes one line per step to OUT (argv[1]) and sleeps a little
  * (a checkpoint often finds it in nanosleep, which then returns early: harmless here). At the end
  * it prints each thread's result and "done N". The output and the file are the same whether or
- * not the run was checkpointed, killed and restored. */
+ * not the run was checkpointed, killed and restored. With "high" after OUT, it also keeps a page
+ * at 16 TiB, where the restart program runs. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define STEPS 400
@@ -32,6 +35,13 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return 2;
+    if (argc > 2 && !strcmp(argv[2], "high")) {
+        char *p = mmap((void *)0x100000000000UL, 4096, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p == MAP_FAILED)
+            return 3;
+        strcpy(p, "high page");
+    }
     pthread_t t[3];
     for (long i = 0; i < 3; i++)
         if (pthread_create(&t[i], NULL, work, (void *)i))
