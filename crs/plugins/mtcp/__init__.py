@@ -13,6 +13,13 @@ from crs import params as _params
 
 _params.register("crs_mtcp_truncate_files", "1", "On restore, cut files the process had open for "
                  "writing back to their size at the checkpoint (mtcp)", "bool")
+_params.register("crs_mtcp_forked", "0", "Write the image from a copy-on-write child of the "
+                 "process, so that it runs again once its state is recorded instead of waiting "
+                 "for the whole image to be written (mtcp)", "bool")
+_params.register("crs_mtcp_compress", "none", "Compress pages.img: none, fast (about memory "
+                 "speed, gives up quickly on data that does not compress) or strong (smaller, "
+                 "slower) (mtcp)")
+COMPRESS = ("none", "fast", "strong")
 
 LIBRARY = Path(__file__).with_name("libmtcp.so")
 _loaded: ctypes.CDLL | None = None
