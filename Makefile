@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/self_checkpoint.py
 	$(BIN)/python benchmarks/snapc_checkpoint.py
 	$(BIN)/python benchmarks/blcr_checkpoint.py
+	$(BIN)/python benchmarks/mtcp_checkpoint.py
 
 clean:
 	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so

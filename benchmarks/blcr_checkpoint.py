@@ -184,13 +184,15 @@ def run_timed(procs: Processes, argv: list[str], cwd: Path) -> ToolRun:
 class App:
     """The held-memory app, its output in a log file that a restored process writes to again."""
 
-    def __init__(self, procs: Processes, size_mib: int, work: Path, sleep: float) -> None:
+    def __init__(self, procs: Processes, size_mib: int, work: Path, sleep: float,
+                 env: dict[str, str] | None = None, data: str = "index") -> None:
         self.log = work / f"app-{size_mib}.log"
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, str(APP), "hold", "--size-mib", str(size_mib), "--sleep",
-                 str(sleep)], cwd=work, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                 str(sleep), "--data", data], cwd=work, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                env={**os.environ, **(env or {})})
         self.pid = self.proc.pid
         procs.apps.add(self.pid)
         deadline = time.monotonic() + 600
@@ -581,12 +583,10 @@ def code_version() -> str:
     return head + (f" + uncommitted changes to {len(dirty)} file(s) under crs/" if dirty else "")
 
 
-def interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(doc: str, argv: list[str] | None,
+               more: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The options of a process benchmark (this one's and mtcp's); ``more`` adds its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sizes", nargs="*", type=parse_size, metavar="SIZE",
                    help="array sizes, e.g. 1G 4G 256M (default: 1G 4G)")
@@ -601,11 +601,39 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds the app sleeps between updates of its array (default 0.001)")
     p.add_argument("--plot", type=Path, default=None, help="write a chart (PNG) here")
     p.add_argument("--json", type=Path, default=None, help="write every sample (JSON) here")
+    if more:
+        more(p)
     args = p.parse_args(argv)
     args.sizes = args.sizes or ([256] if args.quick else [1024, 4096])
     args.repeat = args.repeat or (1 if args.quick else 3)
     if args.repeat <= 0 or args.sleep < 0:
         p.error("--repeat must be positive and --sleep not negative")
+    return args
+
+
+def run_rounds(args: argparse.Namespace, procs: Processes, work: Path,
+               each: Callable[[int, int], None]) -> None:
+    """``each(size, round)`` for every round and size; then end every process and remove the
+    work directory, also when interrupted (what was measured is still reported)."""
+    try:
+        for i in range(args.repeat):
+            for size in args.sizes:
+                print(f"round {i + 1}/{args.repeat}, {size_label(size)} "
+                      f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+                each(size, i)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'Ctrl-C'}): reporting what was measured", file=sys.stderr)
+    finally:
+        procs.kill_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__, argv)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)  # end our processes and remove the files on the way out
@@ -625,18 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(res, procs, work, method == "drop_caches", args.sleep)
     print(f"benchmarking in {work} ({res.info['fs']}), sizes {args.sizes} MiB, {args.repeat} "
           f"rounds; page cache: {method}; load {res.info['load0']}", file=sys.stderr)
-    try:
-        for i in range(args.repeat):
-            for size in args.sizes:
-                print(f"round {i + 1}/{args.repeat}, {size_label(size)} "
-                      f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr)
-                one_round(ctx, size, i)
-                step(res, f"{size}:refs", lambda: measure_refs(ctx, size))
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc or 'Ctrl-C'}): reporting what was measured", file=sys.stderr)
-    finally:
-        procs.kill_all()
-        shutil.rmtree(work, ignore_errors=True)
+
+    def each(size: int, i: int) -> None:
+        one_round(ctx, size, i)
+        step(res, f"{size}:refs", lambda: measure_refs(ctx, size))
+
+    run_rounds(args, procs, work, each)
     res.info["load1"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(render(res, args, work, note))
     write_files(res, args, lambda: plot(res, args.plot, args))

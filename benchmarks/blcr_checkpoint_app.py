@@ -9,6 +9,11 @@ pycrs: ``blcr`` saves it from outside) that holds N MiB of numpy memory.
     iterations), prints ``BYE <pid> ok=<0|1> iterations=<n> ... t=<time>`` and exits 0 (1 if
     the check failed).
     Its output goes wherever the driver put it (a log file, which a restore reopens).
+    With ``--data mix`` (benchmarks/mtcp_checkpoint.py, which compresses) the array is a
+    realistic mix instead: half random float64 (a simulation's state: incompressible), half a
+    quantized field (float64 on a coarse grid, constant over stretches of a few thousand
+    elements, as masks, labels and coarse levels are: it compresses well); it is checked against
+    checksums taken when it was filled.
 
 ``refs --size-mib N``
     Memory-only reference points, printed as ``BENCH <json>``: CRC-32C of N MiB in 1 MiB pieces
@@ -34,15 +39,37 @@ HOT_PAGES = 16  # the part the loop keeps updating: 64 KiB at the end of the arr
 ROWS = 16384  # pages filled or checked at a time (64 MiB)
 
 
-def hold(size_mib: int, sleep: float) -> None:
+def fill_mix(words: np.ndarray) -> list[int]:
+    """Half random floats, half a quantized field (see ``--data mix``); the checksums."""
+    a = words.view(np.float64)
+    half, block = len(a) // 2, ROWS * PAGE_WORDS
+    rng = np.random.default_rng(2026)
+    for start in range(0, len(a), block):
+        end = min(start + block, len(a))
+        if start < half:
+            a[start:end] = rng.random(end - start)
+        else:
+            a[start:end] = np.floor(np.sin(np.arange(start, end) / 40000.0) * 16) / 16
+    return digest(words)
+
+
+def digest(words: np.ndarray) -> list[int]:
+    """A checksum per 64 MiB: the wrapping sum of its 64-bit words."""
+    block = ROWS * PAGE_WORDS
+    return [int(words[s:s + block].sum(dtype=np.uint64)) for s in range(0, len(words), block)]
+
+
+def hold(size_mib: int, sleep: float, data: str = "index") -> None:
     stop = []
     signal.signal(signal.SIGTERM, lambda sig, frame: stop.append(sig))
     pages = (size_mib << 20) // 4096
     t0 = time.perf_counter()
     words = np.empty(pages * PAGE_WORDS, dtype=np.uint64)
     grid = words.reshape(pages, PAGE_WORDS)
-    for r in range(0, pages, ROWS):
+    sums = fill_mix(words[:-HOT_PAGES * PAGE_WORDS]) if data == "mix" else None
+    for r in range(0, pages if sums is None else 0, ROWS):
         grid[r:r + ROWS] = np.arange(r, min(r + ROWS, pages), dtype=np.uint64)[:, None]
+    grid[-HOT_PAGES:] = np.arange(pages - HOT_PAGES, pages, dtype=np.uint64)[:, None]
     print(f"READY {os.getpid()} fill_s={time.perf_counter() - t0:.3f}", flush=True)
     hot = grid[-HOT_PAGES:]
     iterations = 0
@@ -52,8 +79,8 @@ def hold(size_mib: int, sleep: float) -> None:
         if sleep:
             time.sleep(sleep)
     t0 = time.perf_counter()
-    ok = True
-    for r in range(0, pages - HOT_PAGES, ROWS):
+    ok = sums is None or digest(words[:-HOT_PAGES * PAGE_WORDS]) == sums
+    for r in range(0, pages - HOT_PAGES if sums is None else 0, ROWS):
         end = min(r + ROWS, pages - HOT_PAGES)
         ok &= bool((grid[r:end] == np.arange(r, end, dtype=np.uint64)[:, None]).all())
     want = np.arange(pages - HOT_PAGES, pages, dtype=np.uint64)[:, None] + np.uint64(iterations)
@@ -100,9 +127,10 @@ def main() -> None:
     p.add_argument("mode", choices=["hold", "refs"])
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--sleep", type=float, default=0.001)
+    p.add_argument("--data", choices=["index", "mix"], default="index")
     ns = p.parse_args()
     if ns.mode == "hold":
-        hold(ns.size_mib, ns.sleep)
+        hold(ns.size_mib, ns.sleep, ns.data)
     else:
         refs(ns.size_mib)
 

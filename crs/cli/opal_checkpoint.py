@@ -119,9 +119,12 @@ def _save_from_outside(pid: int, target: Path, prm: params.Params, options: Chec
         os.kill(pid, signal.SIGKILL)
     if verbose:
         frozen = next((v for k, v in writer.meta.records if k.endswith("Frozen Seconds")), None)
+        wrote = next((v for k, v in writer.meta.records if k.endswith("Write Seconds")), None)
+        detail = [f"frozen {float(frozen):.3f} s"] if frozen else []
+        detail += [f"image written in {float(wrote):.3f} s"] if wrote else []
         print(f"{TOOL}: saved process {pid} with {component.name} in "
-              f"{time.monotonic() - t0:.3f} s" + (f" (frozen {float(frozen):.3f} s)" if frozen
-                                                  else ""), file=sys.stderr)
+              f"{time.monotonic() - t0:.3f} s" + (f" ({', '.join(detail)})" if detail else ""),
+              file=sys.stderr)
     print(f"Local Snapshot Reference: {path}")
     return 0
 

@@ -108,6 +108,20 @@ def verify_pages(fd: int, size: int, crcs: bytes, image: str) -> None:
     check(ret, f"checking {image}")
 
 
+def unpack_pages(in_fd: int, out_fd: int, raw: int, image: str) -> None:
+    """Decompress the frames of a compressed ``pages.img`` into the page stream (``raw``
+    bytes); a damaged frame is named (the GIL is released meanwhile)."""
+    frame = ffi.new("uint64_t *", 0)
+    ret = lib.blcr_lzp_unpack(in_fd, out_fd, raw, frame)
+    if ret == -74:  # EBADMSG
+        raise MappingError(f"{image}: snapshot file is corrupted (compressed frame "
+                           f"{int(frame[0])} is malformed)")
+    if ret == -61:  # ENODATA
+        raise MappingError(f"{image}: snapshot file is truncated (it ends in or before "
+                           f"compressed frame {int(frame[0])})")
+    check(ret, f"decompressing {image}")
+
+
 MAX_READ = 1 << 30  # one read moves at most 2 GiB - 4 KiB; keep each batch well below
 
 

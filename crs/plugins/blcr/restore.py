@@ -232,7 +232,11 @@ def plan_descriptors(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Re
             continue
         memfd = fds.memfd_for(rebuilt, int(ino), obj["name"], obj["size"], _load(snap, obj["data"]))
         aux_of[f"shmem:{ino}"] = sp.aux(memfd)
-    aux_of["pages"] = sp.aux(rebuilt.own(os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)))
+    # the pages as the image stores them (the restart program reads lzp1 frames), or as a stream
+    # of pages to read with preadv, decompressed here when the image is compressed
+    pages = os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC) if keep_on_exec \
+        else _page_stream(image, snap)
+    aux_of["pages"] = sp.aux(rebuilt.own(pages))
     # /proc/PID/exe: the executable, unless it is gone (deleted since; its mappings were saved
     # whole) or is the one the stub runs already (the kernel refuses to swap an executable that
     # is still mapped, as it then is)
@@ -379,7 +383,7 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
         if "lo" in v["flags"]:  # locked: mlock faults it in, which the load does anyway
             inj.raw(pid, "mlock", v["start"], v["end"] - v["start"])
         runs.extend((a, n) for a, n in v["runs"])
-    _load_pages(stub, runs, snap)
+    _load_pages(stub, runs, snap, image)
     for v in image["vmas"]:
         if v["kind"] in ("vdso", "vvar", "skip"):
             continue
@@ -397,9 +401,42 @@ def _rebuild_memory(stub: Stub, image: dict[str, Any], snap: LocalSnapshot) -> N
     inj.raw(pid, "personality", image["personality"])
 
 
-def _load_pages(stub: Stub, runs: list[tuple[int, int]], snap: LocalSnapshot) -> None:
+def compressed(image: dict[str, Any]) -> bool:
+    codec = image.get("pages_codec", "none")
+    if codec not in ("none", "lzp1"):
+        raise SnapshotError(f"pages.img: unknown compression {codec!r}")
+    return codec == "lzp1"
+
+
+def _page_stream(image: dict[str, Any], snap: LocalSnapshot) -> int:
+    """A descriptor the stub reads its pages from: pages.img itself, or for a compressed image
+    a memfd with the page stream, decompressed once the CRCs of pages.img are checked."""
+    if not compressed(image):
+        return os.open(snap.path / PAGES, os.O_RDONLY | os.O_CLOEXEC)
+    where = str(snap.path / PAGES)
+    pages = snap.open(PAGES)
+    try:
+        memory.verify_pages(pages.fd, pages.size, _load(snap, CRCS), where)
+        raw = int(image.get("pages_raw_bytes", -1))
+        if raw < 0:
+            raise SnapshotError(f"{snap.path / IMAGE}: compressed image without pages_raw_bytes")
+        out = os.memfd_create("pycrs-pages", os.MFD_CLOEXEC)
+        try:
+            os.lseek(pages.fd, 0, os.SEEK_SET)
+            memory.unpack_pages(pages.fd, out, raw, where)
+        except BaseException:
+            os.close(out)
+            raise
+    finally:
+        pages.finish()
+    return out
+
+
+def _load_pages(stub: Stub, runs: list[tuple[int, int]], snap: LocalSnapshot,
+                image: dict[str, Any]) -> None:
     """The stub reads its pages from the image itself, straight into place (one copy, by the
-    kernel), while a thread here checks the image's CRCs through a mapping of it."""
+    kernel), while a thread here checks the image's CRCs through a mapping of it (a compressed
+    image was checked before it was decompressed)."""
     crcs = _load(snap, CRCS)
     pages = snap.open(PAGES)
     where = str(snap.path / PAGES)
@@ -407,7 +444,8 @@ def _load_pages(stub: Stub, runs: list[tuple[int, int]], snap: LocalSnapshot) ->
 
     def verify() -> None:
         try:
-            memory.verify_pages(pages.fd, pages.size, crcs, where)
+            if not compressed(image):
+                memory.verify_pages(pages.fd, pages.size, crcs, where)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failure.append(exc)
 

@@ -16,6 +16,13 @@ _params.register("crs_mtcp_restart", "program", "How opal-restart rebuilds an mt
                  "rebuilds itself) or 'ptrace' (the restorer of the blcr component)")
 _params.register("crs_mtcp_truncate_files", "1", "On restore, cut files the process had open for "
                  "writing back to their size at the checkpoint (mtcp)", "bool")
+_params.register("crs_mtcp_forked", "0", "Write the image from a copy-on-write child of the "
+                 "process, so that it runs again once its state is recorded instead of waiting "
+                 "for the whole image to be written (mtcp)", "bool")
+_params.register("crs_mtcp_compress", "none", "Compress pages.img: none, fast (about memory "
+                 "speed, gives up quickly on data that does not compress) or strong (smaller, "
+                 "slower) (mtcp)")
+COMPRESS = ("none", "fast", "strong")
 
 LIBRARY = Path(__file__).with_name("libmtcp.so")
 RESTART_PROGRAM = Path(__file__).with_name("pycrs-mtcp-restart")

@@ -21,7 +21,7 @@ from crs.params import Params
 from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
-from . import library_path, socket_path
+from . import COMPRESS, library_path, socket_path
 
 PRIORITY = 15
 RESTORERS = ("program", "ptrace")  # crs_mtcp_restart: the restart program, or blcr's restorer
@@ -41,7 +41,10 @@ class MtcpComponent:
     def __init__(self) -> None:
         self.truncate_files = True
         self.restorer = "program"
+        self.forked = False
+        self.compress = "none"
         self.timings: dict[str, float] = {}
+        self.sizes: dict[str, int] = {}
 
     @hookimpl
     def crs_query(self, target: Target, params: Params) -> Offer:
@@ -62,10 +65,15 @@ class MtcpComponent:
     @hookimpl
     def crs_init(self, params: Params) -> None:
         self.truncate_files = params.get_bool("crs_mtcp_truncate_files")
-        self.restorer = params.get("crs_mtcp_restart")
+        self.restorer = params.get("crs_mtcp_restart").strip().lower()
         if self.restorer not in RESTORERS:
-            raise CRSError(f"parameter crs_mtcp_restart: {self.restorer!r} is not one of "
-                           f"{', '.join(RESTORERS)}")
+            raise CRSError(f"crs_mtcp_restart: unknown value {self.restorer!r} "
+                           f"(use {', '.join(RESTORERS)})")
+        self.forked = params.get_bool("crs_mtcp_forked")
+        self.compress = params.get("crs_mtcp_compress").strip().lower() or "none"
+        if self.compress not in COMPRESS:
+            raise CRSError(f"crs_mtcp_compress: unknown value {self.compress!r} "
+                           f"(use {', '.join(COMPRESS)})")
 
     @hookimpl
     def crs_checkpoint(self, target: Target, snapshot: SnapshotWriter,
@@ -75,13 +83,20 @@ class MtcpComponent:
             sock = endpoint.connect(pid, path=socket_path(pid), hint=how_to_load())
         except endpoint.EndpointError as exc:
             raise CRSError(str(exc)) from None
-        reply = endpoint.request(sock, {"op": "checkpoint", "dir": str(snapshot.directory)},
-                                 what=f"process {pid}")
+        request = {"op": "checkpoint", "dir": str(snapshot.directory),
+                   "forked": int(self.forked), "compress": self.compress}
+        reply = endpoint.request(sock, request, what=f"process {pid}")
         if reply["event"] == "error":
             raise CRSError(f"process {pid}: {reply.get('message')}")
-        self.timings = {"frozen": float(reply.get("frozen", 0.0))}
+        self.timings = {k: float(reply.get(k, 0.0)) for k in ("frozen", "total")}
+        self.sizes = {k: int(reply.get(k, 0)) for k in ("raw_bytes", "stored_bytes")}
         _include_image(snapshot)
-        snapshot.meta.add("MTCP Frozen Seconds", f"{self.timings['frozen']:.6f}")
+        meta = snapshot.meta
+        meta.add("MTCP Frozen Seconds", f"{self.timings['frozen']:.6f}")
+        meta.add("MTCP Write Seconds", f"{self.timings['total']:.6f}")
+        meta.add("MTCP Forked", "1" if self.forked else "0")
+        meta.add("MTCP Compress", self.compress)
+        meta.add("MTCP Pages Bytes", f"{self.sizes['raw_bytes']} {self.sizes['stored_bytes']}")
         if options.stop:
             os.kill(pid, signal.SIGSTOP)
         return State.TERM if options.term else State.CONTINUE

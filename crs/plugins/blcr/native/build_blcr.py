@@ -29,6 +29,10 @@ ffibuilder.cdef(
                         uint64_t *pos, uint32_t *crcs, long ncrcs, uint64_t chunk);
     long blcr_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs,
                             uint64_t chunk, uint64_t *bad_chunk);
+    size_t blcr_lzp_bound(size_t n);
+    long blcr_lzp_compress(const void *src, size_t n, void *dst, size_t cap, int level);
+    long blcr_lzp_decompress(const void *src, size_t n, void *dst, size_t cap);
+    long blcr_lzp_unpack(int in_fd, int out_fd, uint64_t raw_total, uint64_t *frame);
     int blcr_pidfd_getfd(int pidfd, int fd);
     int blcr_kcmp_file(int pid, int fd1, int fd2);
     int blcr_pipe_peek(int read_end, size_t cap, long *n);
@@ -63,7 +67,7 @@ ffibuilder.cdef(
 ffibuilder.set_source(
     "crs.plugins.blcr._native",
     Path(__file__).with_name("blcr.c").read_text(),
-    include_dirs=[str(Path(__file__).resolve().parents[3] / "native")],  # crc32c.h, shared with mtcp
+    include_dirs=[str(Path(__file__).resolve().parents[3] / "native")],  # crc32c.h, lzpack.h
     extra_compile_args=["-msse4.2", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 

@@ -52,10 +52,12 @@
 #include <sys/time.h>
 #include <sys/un.h>
 #include <sys/user.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "lzpack.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define PAGE 4096UL
@@ -69,6 +71,10 @@
 #define KCMP_FILE 0
 #define RSEQ_SIG 0x53053053
 
+/* The compressor's buffers: a frame, its compressed form behind a header, the workspace. */
+#define CODEC_OUT ((LZP_FRAME + LZP_FRAME / 64 + 2 * PAGE) & ~(PAGE - 1))
+#define CODEC_LEN (LZP_FRAME + CODEC_OUT + LZP_WORKSPACE)
+
 /* glibc 2.35+: where this thread's rseq area is, relative to the thread pointer */
 extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
@@ -81,7 +87,7 @@ struct ctx {
 
 /* setjmp-like: records the callee-saved registers, the stack pointer after the return and the
  * return address; returns 0. A restored thread starts at that return address with rax = 1. */
-int mtcp_capture(struct ctx *c);
+int mtcp_capture(struct ctx *c) __attribute__((returns_twice));
 __asm__(".text\n"
         ".globl mtcp_capture\n"
         ".hidden mtcp_capture\n"
@@ -137,6 +143,7 @@ static struct {
     struct slot manager;
     unsigned char *pool;
     size_t pool_len;
+    unsigned char *codec; /* the compressor's buffers (CODEC_LEN) */
     int restarts;
     char err[600];
 } K = {.listen_fd = -1};
@@ -1075,6 +1082,7 @@ static int put_fds(struct buf *b, struct buf *recs, struct buf *links, struct bu
         return fail("descriptor %d is a pipe (%s) to another process, which mtcp cannot restore "
                     "yet", r[i].fd, links->p + r[i].link);
     }
+    recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
                                   "unix-listen"};
     int first_reader[64];
@@ -1300,6 +1308,13 @@ static int own_range(uint64_t *lo, uint64_t *hi, int i)
             return 1;
         }
     }
+    if (K.codec) {
+        if (k++ == i) {
+            *lo = (uint64_t)K.codec;
+            *hi = *lo + CODEC_LEN;
+            return 1;
+        }
+    }
     for (int j = 0; j < MAX_BUFS; j++)
         if (bufs[j] && bufs[j]->p && k++ == i) {
             *lo = (uint64_t)bufs[j]->p;
@@ -1353,14 +1368,27 @@ static int subtract_own(struct buf *vb)
     return m;
 }
 
+/* Early write-back: each WRITEBACK bytes of pages.img are handed to the disk as soon as they
+ * are written (sync_file_range), so that the disk works all along and the fsync at commit finds
+ * little left, as the blcr dumper does. */
+#define WRITEBACK (8UL << 20)
+
 struct page_writer {
     int fd, mem_fd;
-    uint64_t pos;
-    struct buf *crcs; /* uint32 per CHUNK */
+    uint64_t pos;    /* bytes of pages.img written, as stored */
+    uint64_t raw;    /* bytes of the page stream (what an uncompressed pages.img holds) */
+    uint64_t synced; /* write-back started below this offset */
+    int writeback;   /* 0 once the file system said it cannot */
+    struct buf *crcs; /* uint32 per CHUNK of pages.img as stored */
     unsigned char *bounce;
+    int level; /* lzpack level; 0: uncompressed */
+    unsigned char *frame, *packed; /* the frame being filled; its compressed form */
+    size_t fill;
+    void *ws;
 };
 
-static int emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
+/* Bytes as they go into pages.img: their CRCs, the write, the write-back. */
+static int store(struct page_writer *w, const unsigned char *p, size_t n)
 {
     for (size_t done = 0; done < n;) {
         uint64_t idx = w->pos / CHUNK, in = w->pos % CHUNK;
@@ -1378,7 +1406,74 @@ static int emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
         w->pos += take;
     }
     int e = write_all(w->fd, p, n);
-    return e < 0 ? fail_errno("writing pages.img", -e) : 0;
+    if (e < 0)
+        return fail_errno("writing pages.img", -e);
+    if (w->writeback && w->pos - w->synced >= WRITEBACK) {
+        if (sync_file_range(w->fd, (off_t)w->synced, (off_t)(w->pos - w->synced),
+                            SYNC_FILE_RANGE_WRITE) < 0) {
+            if (errno != EINVAL && errno != ENOSYS && errno != ESPIPE)
+                return fail_errno("starting the write-back of pages.img (sync_file_range)", errno);
+            w->writeback = 0; /* not here: the fsync at commit does it all */
+        }
+        w->synced = w->pos;
+    }
+    return 0;
+}
+
+/* One frame of a compressed image (format in lzpack.h): compressed, or raw when that is not
+ * smaller. */
+static int store_frame(struct page_writer *w, const unsigned char *p, size_t n)
+{
+    size_t c = lzp_compress(p, n, w->packed + LZP_FRAME_HEADER, n - 1, w->level, w->ws);
+    lzp_put_le32(w->packed, (uint32_t)n);
+    lzp_put_le32(w->packed + 4, c ? (uint32_t)c : LZP_STORED_RAW | (uint32_t)n);
+    if (c)
+        return store(w, w->packed, LZP_FRAME_HEADER + c);
+    return store(w, w->packed, LZP_FRAME_HEADER) < 0 ? -1 : store(w, p, n);
+}
+
+/* Bytes of the page stream, p stable for the call. */
+static int emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
+{
+    w->raw += n;
+    if (!w->level)
+        return store(w, p, n);
+    while (n) {
+        if (w->fill == 0 && n >= LZP_FRAME) { /* a whole frame in place: no copy */
+            if (store_frame(w, p, LZP_FRAME) < 0)
+                return -1;
+            p += LZP_FRAME;
+            n -= LZP_FRAME;
+            continue;
+        }
+        size_t take = LZP_FRAME - w->fill < n ? LZP_FRAME - w->fill : n;
+        memcpy(w->frame + w->fill, p, take);
+        w->fill += take;
+        p += take;
+        n -= take;
+        if (w->fill == LZP_FRAME) {
+            w->fill = 0;
+            if (store_frame(w, w->frame, LZP_FRAME) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int finish_pages(struct page_writer *w)
+{
+    if (w->fill) {
+        size_t n = w->fill;
+        w->fill = 0;
+        if (store_frame(w, w->frame, n) < 0)
+            return -1;
+    }
+    if (w->writeback && w->pos > w->synced &&
+        sync_file_range(w->fd, (off_t)w->synced, (off_t)(w->pos - w->synced),
+                        SYNC_FILE_RANGE_WRITE) < 0 &&
+        errno != EINVAL && errno != ENOSYS && errno != ESPIPE)
+        return fail_errno("starting the write-back of pages.img (sync_file_range)", errno);
+    return 0;
 }
 
 /* Write a run: straight from memory, or through the bounce buffer when the memory is not
@@ -1420,9 +1515,20 @@ static void close_out(int fd)
     close(fd);
 }
 
-static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, struct buf *runs,
-                      struct buf *crcs, uint64_t *total_pages)
+/* Everything a checkpoint records while threads are held, and what writing the pages needs
+ * afterwards (in this process, or in a forked child from its copy of the memory). */
+struct plan {
+    struct buf img, tmp, recs, links, sm, vb, runs, crcs, idx;
+    int nvmas;
+    uint64_t pages;
+};
+
+/* The vmas records and the shared memory objects (whose content a fork would share, not copy:
+ * written now); the runs of pages to write, in plan. */
+static int put_memory(struct plan *P, int dirfd, int forked)
 {
+    struct buf *b = &P->img, *sm = &P->sm, *vb = &P->vb, *runs = &P->runs;
+    uint64_t *total_pages = &P->pages;
     if (read_file("/proc/self/smaps", sm) < 0)
         return -1;
     if (parse_smaps(sm, vb) < 0)
@@ -1437,11 +1543,11 @@ static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, 
     runs->len = 0;
     /* first pass: classify, and collect every mapping's runs (in runs, after a count per vma) */
     size_t *first = NULL;
-    struct buf idx = {0};
     int rc = 0;
-    if (buf_reserve(&idx, (size_t)(n + 1) * sizeof(size_t)) < 0)
+    P->nvmas = n;
+    if (buf_reserve(&P->idx, (size_t)(n + 1) * sizeof(size_t)) < 0)
         rc = -1;
-    first = (size_t *)idx.p;
+    first = (size_t *)P->idx.p;
     for (int i = 0; i < n && rc == 0; i++) {
         struct vma *v = (struct vma *)vb->p + i;
         if (classify(v) < 0) {
@@ -1457,14 +1563,19 @@ static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, 
             if (scan_pages(pagemap, v->start, v->end, v->kind == K_FILE, runs) < 0)
                 rc = -1;
         }
+        int unforked = has_flag(v->flags, "dc") ? 1 : has_flag(v->flags, "wf") ? 2 : 0;
+        if (rc == 0 && forked && unforked && runs->len / 16 > first[i])
+            rc = fail("mapping %#lx-%#lx (%s) is %s a fork (%s), so a forked checkpoint cannot "
+                      "save it; checkpoint without crs_mtcp_forked", (unsigned long)v->start,
+                      (unsigned long)v->end, v->path[0] ? v->path : "anonymous",
+                      unforked == 1 ? "left out of" : "wiped in",
+                      unforked == 1 ? "MADV_DONTFORK" : "MADV_WIPEONFORK");
     }
     first[n] = runs->len / 16;
     close(pagemap);
     own_del(pagemap);
-    if (rc < 0) {
-        buf_free(&idx);
+    if (rc < 0)
         return -1;
-    }
     /* the records */
     if (key(b, "vmas") < 0 || puts_(b, "[") < 0)
         rc = -1;
@@ -1583,15 +1694,28 @@ static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, 
     }
     if (rc == 0 && puts_(b, "}") < 0)
         rc = -1;
-    /* the pages */
-    struct page_writer w = {.fd = -1, .mem_fd = -1, .crcs = crcs};
-    if (rc == 0)
-        w.fd = open_out(dirfd, "pages.img");
+    return rc;
+}
+
+/* pages.img and pages.crc from the runs of the plan, read from this process's memory. */
+static int write_pages(struct plan *P, int dirfd, int level, unsigned char *codec,
+                       uint64_t *stored)
+{
+    int rc = 0, n = P->nvmas;
+    const size_t *first = (const size_t *)P->idx.p;
+    struct page_writer w = {.fd = -1, .mem_fd = -1, .crcs = &P->crcs, .writeback = 1,
+                            .level = level};
+    if (level) {
+        w.frame = codec;
+        w.packed = codec + LZP_FRAME;
+        w.ws = codec + LZP_FRAME + CODEC_OUT;
+    }
+    w.fd = open_out(dirfd, "pages.img");
     if (w.fd < 0)
         rc = -1;
-    crcs->len = 0;
+    P->crcs.len = 0;
     for (int i = 0; i < n && rc == 0; i++) {
-        struct vma *v = (struct vma *)vb->p + i;
+        struct vma *v = (struct vma *)P->vb.p + i;
         int readable = v->perms[0] == 'r';
         if (!readable && first[i + 1] > first[i] && w.mem_fd < 0) {
             w.mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
@@ -1612,10 +1736,12 @@ static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, 
             }
         }
         for (size_t k = first[i]; k < first[i + 1] && rc == 0; k++) {
-            uint64_t *pr = (uint64_t *)runs->p + 2 * k;
+            uint64_t *pr = (uint64_t *)P->runs.p + 2 * k;
             rc = dump_run(&w, pr[0], pr[1] * PAGE, readable, volatile_);
         }
     }
+    if (rc == 0)
+        rc = finish_pages(&w);
     if (w.fd >= 0)
         close_out(w.fd);
     if (w.mem_fd >= 0) {
@@ -1624,13 +1750,13 @@ static int put_memory(struct buf *b, int dirfd, struct buf *sm, struct buf *vb, 
     }
     if (w.bounce)
         munmap(w.bounce, 8UL << 20);
-    buf_free(&idx);
     if (rc < 0)
         return -1;
+    *stored = w.pos;
     int cfd = open_out(dirfd, "pages.crc");
     if (cfd < 0)
         return -1;
-    int e = write_all(cfd, crcs->p, crcs->len);
+    int e = write_all(cfd, P->crcs.p, P->crcs.len);
     close_out(cfd);
     return e < 0 ? fail_errno("writing pages.crc", -e) : 0;
 }
@@ -1691,6 +1817,7 @@ static void back_from_restart(void)
     for (int i = 0; i < MAX_BUFS; i++)
         bufs[i] = NULL; /* their memory was left out of the image */
     K.pool = NULL;
+    K.codec = NULL;
     K.slots = NULL;
     K.nslots = 0;
     K.listen_fd = -1;
@@ -1709,56 +1836,165 @@ static void back_from_restart(void)
     release_threads();
 }
 
-static int write_image(int dirfd, int conn, double t0, double *frozen)
+/* What a request asks for, and what its checkpoint measured. */
+struct request {
+    int forked, level;
+    double frozen, total;
+    uint64_t threads, raw, stored;
+};
+
+static void plan_free(struct plan *P)
 {
-    struct buf img = {0}, tmp = {0}, recs = {0}, links = {0}, sm = {0}, vb = {0}, runs = {0},
-               crcs = {0};
+    struct buf *all[] = {&P->img, &P->tmp, &P->recs, &P->links, &P->sm, &P->vb, &P->runs,
+                         &P->crcs, &P->idx};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        buf_free(all[i]);
+}
+
+/* image.json in P->img, and the shared memory objects; the pages are still to be written. */
+static int put_image(struct plan *P, int dirfd, const struct request *q)
+{
+    struct buf *img = &P->img;
     int rc = 0;
-    uint64_t pages = 0;
-    if (puts_(&img, "{") < 0 || kv_str(&img, "format", FORMAT) < 0 ||
-        kv_i64(&img, "pid", K.pid) < 0 || key(&img, "threads") < 0 || puts_(&img, "[") < 0)
+    if (puts_(img, "{") < 0 || kv_str(img, "format", FORMAT) < 0 ||
+        kv_i64(img, "pid", K.pid) < 0 || key(img, "threads") < 0 || puts_(img, "[") < 0)
         rc = -1;
     for (int i = 0; i < K.nslots && rc == 0; i++)
-        if (K.slots[i].parked == 1 && put_thread(&img, &K.slots[i]) < 0)
+        if (K.slots[i].parked == 1 && put_thread(img, &K.slots[i]) < 0)
             rc = -1;
-    if (rc == 0 && (put_thread(&img, &K.manager) < 0 || puts_(&img, "]") < 0))
+    if (rc == 0 && (put_thread(img, &K.manager) < 0 || puts_(img, "]") < 0))
         rc = -1;
     if (rc == 0)
-        rc = put_process(&img, &tmp);
+        rc = put_process(img, &P->tmp);
     if (rc == 0)
-        rc = put_fds(&img, &recs, &links, &tmp);
+        rc = put_fds(img, &P->recs, &P->links, &P->tmp);
     /* descriptor data files would be written here (none of the kinds kept so far has any) */
     if (rc == 0)
-        rc = put_memory(&img, dirfd, &sm, &vb, &runs, &crcs, &pages);
-    if (rc == 0 && puts_(&img, "}") < 0)
+        rc = put_memory(P, dirfd, q->forked);
+    if (rc == 0 && q->level &&
+        (kv_str(img, "pages_codec", "lzp1") < 0 || kv_u64(img, "pages_raw_bytes", P->pages * PAGE) < 0))
         rc = -1;
-    if (rc == 0) {
-        int fd = open_out(dirfd, "image.json");
-        if (fd < 0) {
-            rc = -1;
-        } else {
-            int e = write_all(fd, img.p, img.len);
-            close_out(fd);
-            if (e < 0)
-                rc = fail_errno("writing image.json", -e);
-        }
+    if (rc == 0 && puts_(img, "}") < 0)
+        rc = -1;
+    return rc;
+}
+
+static int write_json(struct plan *P, int dirfd)
+{
+    int fd = open_out(dirfd, "image.json");
+    if (fd < 0)
+        return -1;
+    int e = write_all(fd, P->img.p, P->img.len);
+    close_out(fd);
+    return e < 0 ? fail_errno("writing image.json", -e) : 0;
+}
+
+/* What a forked writer tells the manager before it ends. */
+struct report {
+    int32_t rc;
+    uint64_t stored;
+    char err[sizeof K.err];
+};
+
+/* The forked writer: a copy-on-write child made with a raw clone, exit signal 0 (so that the
+ * application's wait() and its SIGCHLD never see it) and no atfork handler, writes the frozen
+ * copy while the application runs again. It has only this thread, and the locks other threads
+ * held stay held in it forever: it keeps to what the manager does while threads are held (raw
+ * system calls, buffers of its own). Its PID, or -1; *report_fd reads its report. */
+static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *codec, int *report_fd)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return fail_errno("a pipe for the image writer", errno);
+    own_add(p[0]);
+    own_add(p[1]);
+    long pid = syscall(SYS_clone, 0UL, 0UL, NULL, NULL, 0UL);
+    if (pid == 0) {
+        /* the application's descriptors: held here, they would delay an EOF it waits for */
+        const struct fdrec *r = (const struct fdrec *)P->recs.p;
+        for (size_t i = 0; i < P->recs.len / sizeof *r; i++)
+            close(r[i].fd);
+        close(p[0]);
+        struct report rep;
+        memset(&rep, 0, sizeof rep);
+        K.err[0] = 0;
+        rep.rc = write_pages(P, dirfd, level, codec, &rep.stored);
+        if (rep.rc == 0)
+            rep.rc = write_json(P, dirfd);
+        memcpy(rep.err, K.err, sizeof rep.err);
+        int e = write_all(p[1], &rep, sizeof rep);
+        for (;;)
+            syscall(SYS_exit_group, rep.rc == 0 && e == 0 ? 0 : 1);
     }
-    buf_free(&img);
-    buf_free(&tmp);
-    buf_free(&recs);
-    buf_free(&links);
-    buf_free(&sm);
-    buf_free(&vb);
-    buf_free(&runs);
-    buf_free(&crcs);
-    *frozen = now() - t0;
-    (void)conn;
-    (void)pages;
+    int e = errno;
+    close(p[1]);
+    own_del(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        own_del(p[0]);
+        return fail("starting the image writer (clone): %s", errname(e));
+    }
+    *report_fd = p[0];
+    return pid;
+}
+
+static int wait_writer(long pid, int fd, uint64_t *stored)
+{
+    int st = 0, rc = 0;
+    while (waitpid((pid_t)pid, &st, __WALL) < 0)
+        if (errno != EINTR) {
+            rc = fail("waiting for the image writer (process %ld): %s", pid, errname(errno));
+            break;
+        }
+    struct report rep;
+    size_t got = 0;
+    while (got < sizeof rep) {
+        ssize_t n = read(fd, (char *)&rep + got, sizeof rep - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    own_del(fd);
+    if (rc < 0)
+        return -1;
+    if (WIFSIGNALED(st))
+        return fail("the image writer (process %ld) was killed by signal %d (%s)", pid,
+                    WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+    if (got != sizeof rep)
+        return fail("the image writer (process %ld) ended with status %d and no report", pid,
+                    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    if (rep.rc) {
+        rep.err[sizeof rep.err - 1] = 0;
+        return fail("%s", rep.err[0] ? rep.err : "the image writer failed");
+    }
+    *stored = rep.stored;
+    return 0;
+}
+
+/* While threads are held: the image, written here, or handed to a forked writer (*writer). */
+static int save(int dirfd, struct request *q, unsigned char *codec, long *writer, int *report_fd)
+{
+    struct plan P;
+    memset(&P, 0, sizeof P);
+    int rc = put_image(&P, dirfd, q);
+    if (rc == 0 && q->forked) {
+        *writer = fork_writer(&P, dirfd, q->level, codec, report_fd);
+        rc = *writer < 0 ? -1 : 0;
+    } else if (rc == 0) {
+        rc = write_pages(&P, dirfd, q->level, codec, &q->stored);
+        if (rc == 0)
+            rc = write_json(&P, dirfd);
+    }
+    q->raw = P.pages * PAGE;
+    plan_free(&P);
     return rc;
 }
 
 /* 0: written; -1: failed (K.err); 1: this is a restored process (the request is history). */
-static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threads)
+static int checkpoint(int conn, const char *dir, struct request *q)
 {
     K.err[0] = 0;
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1773,12 +2009,26 @@ static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threa
         return fail("the handler of signal %d (used by the mtcp kernel) was replaced by the "
                     "application", K.sig);
     }
+    /* the compressor's buffers before threads are held: nothing to fail once they are */
+    unsigned char *codec = NULL;
+    if (q->level) {
+        codec = mmap(NULL, CODEC_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (codec == MAP_FAILED) {
+            close(dirfd);
+            own_del(dirfd);
+            return fail_errno("allocating the compressor's buffers", errno);
+        }
+        K.codec = codec;
+    }
     /* XSAVE areas (one per thread, the manager's last), then the slots */
     K.pool_len = (size_t)(MAX_THREADS + 1) * XSTATE_MAX + (size_t)MAX_THREADS * sizeof(struct slot);
     K.pool = mmap(NULL, K.pool_len, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (K.pool == MAP_FAILED) {
         K.pool = NULL;
+        if (codec)
+            munmap(codec, CODEC_LEN);
+        K.codec = NULL;
         close(dirfd);
         own_del(dirfd);
         return fail_errno("allocating the thread table", errno);
@@ -1787,6 +2037,8 @@ static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threa
     K.nslots = 0;
     K.parked = 0;
     K.go = 0;
+    long writer = 0;
+    int report_fd = -1;
     double t0 = now();
     __atomic_store_n(&K.active, 1, __ATOMIC_SEQ_CST);
     int rc = stop_threads();
@@ -1795,7 +2047,7 @@ static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threa
         int held = 0;
         for (int i = 0; i < K.nslots; i++)
             held += K.slots[i].parked == 1;
-        *threads = (uint64_t)held + 1;
+        q->threads = (uint64_t)held + 1;
         snprintf(msg, sizeof msg, "%d threads held", held + 1);
         progress(conn, msg);
         memset(&K.manager, 0, sizeof K.manager);
@@ -1807,13 +2059,22 @@ static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threa
             back_from_restart();
             return 1;
         }
-        rc = write_image(dirfd, conn, t0, frozen);
+        rc = save(dirfd, q, codec, &writer, &report_fd);
     }
     release_threads();
+    q->frozen = now() - t0;
     munmap(K.pool, K.pool_len);
     K.pool = NULL;
     K.slots = NULL;
     K.nslots = 0;
+    if (rc == 0 && writer > 0) {
+        progress(conn, "threads released; a forked writer writes the image");
+        rc = wait_writer(writer, report_fd, &q->stored);
+    }
+    q->total = now() - t0;
+    if (codec)
+        munmap(codec, CODEC_LEN);
+    K.codec = NULL;
     close(dirfd);
     own_del(dirfd);
     return rc;
@@ -1821,18 +2082,25 @@ static int checkpoint(int conn, const char *dir, double *frozen, uint64_t *threa
 
 /* -- requests --------------------------------------------------------------------------------- */
 
-/* The string value of "name" in a one-line JSON object (no nesting needed); 0 if absent. */
-static int json_string(const char *js, const char *name, char *out, size_t cap)
+/* Where the value of "name" starts in a one-line JSON object (no nesting needed), or NULL. */
+static const char *json_value(const char *js, const char *name)
 {
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\"", name);
     const char *p = strstr(js, pat);
     if (!p)
-        return 0;
+        return NULL;
     p += strlen(pat);
     while (*p == ' ' || *p == ':')
         p++;
-    if (*p != '"')
+    return p;
+}
+
+/* The string value of "name" in a one-line JSON object; 0 if absent. */
+static int json_string(const char *js, const char *name, char *out, size_t cap)
+{
+    const char *p = json_value(js, name);
+    if (!p || *p != '"')
         return 0;
     p++;
     size_t n = 0;
@@ -1879,6 +2147,13 @@ static int json_string(const char *js, const char *name, char *out, size_t cap)
     }
     out[n] = 0;
     return *p == '"';
+}
+
+/* A number or boolean "name" in a one-line JSON object: 1 when present and true or non-zero. */
+static int json_flag(const char *js, const char *name)
+{
+    const char *p = json_value(js, name);
+    return p && (!strncmp(p, "true", 4) || strtol(p, NULL, 10) != 0);
 }
 
 /* Answer one connection; 1 when the process was restored meanwhile (conn is history). */
@@ -1935,19 +2210,44 @@ static int serve(int conn)
         reply(conn, "{\"event\":\"error\",\"message\":\"checkpoint request without a dir\"}");
         return 0;
     }
-    double frozen = 0;
-    uint64_t threads = 0;
+    struct request q;
+    memset(&q, 0, sizeof q);
+    char comp[32] = "none";
+    if (strstr(line, "\"compress\"") && !json_string(line, "compress", comp, sizeof comp)) {
+        reply(conn, "{\"event\":\"error\",\"message\":\"compress must be a string\"}");
+        return 0;
+    }
+    static const char *levels[] = {"none", "fast", "strong"};
+    q.level = -1;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(comp, levels[i]))
+            q.level = i;
+    if (q.level < 0) {
+        struct buf b = {0};
+        char m[96];
+        snprintf(m, sizeof m, "unknown compression '%.40s' (none, fast or strong)", comp);
+        if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0 && put_cstr(&b, m) == 0 &&
+            puts_(&b, "}") == 0)
+            reply(conn, b.p);
+        buf_free(&b);
+        return 0;
+    }
+    q.forked = json_flag(line, "forked");
     own_add(conn);
-    int rc = checkpoint(conn, dir, &frozen, &threads);
+    int rc = checkpoint(conn, dir, &q);
     if (rc == 1)
         return 1; /* restored: that connection belonged to the process before */
     own_del(conn);
     struct buf b = {0};
     if (rc == 0) {
-        char fr[64];
-        snprintf(fr, sizeof fr, "%.6f", frozen);
+        char fr[64], tt[64];
+        snprintf(fr, sizeof fr, "%.6f", q.frozen);
+        snprintf(tt, sizeof tt, "%.6f", q.total);
         if (puts_(&b, "{\"event\":\"done\"") == 0 && kv_raw(&b, "frozen", fr) == 0 &&
-            kv_u64(&b, "threads", threads) == 0 && puts_(&b, "}") == 0)
+            kv_raw(&b, "total", tt) == 0 && kv_u64(&b, "threads", q.threads) == 0 &&
+            kv_i64(&b, "forked", q.forked) == 0 && kv_str(&b, "compress", comp) == 0 &&
+            kv_u64(&b, "raw_bytes", q.raw) == 0 && kv_u64(&b, "stored_bytes", q.stored) == 0 &&
+            puts_(&b, "}") == 0)
             reply(conn, b.p);
     } else if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0 && put_cstr(&b, K.err) == 0 &&
                puts_(&b, "}") == 0) {
