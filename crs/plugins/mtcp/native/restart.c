@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "crc32c.h"
+#include "lzpack.h"
 
 #define PAGE 4096UL
 #define STACK_SIZE (256UL << 10)
@@ -275,11 +276,58 @@ static void load_raw(struct cursor *c, struct check *k)
         die("pages.img is longer than the image's mappings", EPROTO);
 }
 
-static void load_compressed(struct cursor *c, struct check *k)
+/* Compressed pages (lzp1 frames, crs/native/lzpack.h): the file is read a CRC chunk at a time,
+ * checked, and cut into frames; each frame is decompressed and copied to its runs. */
+struct reader {
+    unsigned char *chunk, *payload, *out;
+    u64 len, at;
+    struct check *k;
+};
+
+static void take(struct reader *r, unsigned char *dst, u64 n)
 {
-    (void)c;
-    (void)k;
-    die("this restart program cannot read compressed pages yet", EPROTO);
+    while (n) {
+        if (r->at == r->len) {
+            u64 left = P->pages_size - r->k->pos;
+            if (!left)
+                die("pages.img is truncated", EIO);
+            r->len = left < P->chunk ? left : P->chunk;
+            r->at = 0;
+            read_at(r->chunk, r->len, r->k->pos);
+            check_bytes(r->k, r->chunk, r->len);
+        }
+        u64 t = r->len - r->at < n ? r->len - r->at : n;
+        memcpy(dst, r->chunk + r->at, t);
+        r->at += t, dst += t, n -= t;
+    }
+}
+
+static void load_compressed(struct cursor *c, struct check *k, unsigned char *buffers)
+{
+    struct reader r = {buffers, buffers + LZP_FRAME, buffers + LZP_FRAME + lzp_bound(LZP_FRAME),
+                       0, 0, k};
+    unsigned char *at;
+    u64 room;
+    while ((room = cursor_room(c, &at))) {
+        unsigned char head[LZP_FRAME_HEADER];
+        uint32_t raw_len, payload;
+        int raw;
+        take(&r, head, sizeof head);
+        if (lzp_frame_header(head, &raw_len, &payload, &raw) < 0)
+            die("pages.img: a malformed frame header (the snapshot is corrupted)", EBADMSG);
+        take(&r, raw ? r.out : r.payload, payload);
+        if (!raw && lzp_decompress(r.payload, payload, r.out, raw_len) != (long)raw_len)
+            die("pages.img: a frame does not decompress (the snapshot is corrupted)", EBADMSG);
+        for (u64 done = 0; done < raw_len;) {
+            if (!(room = cursor_room(c, &at)))
+                die("pages.img holds more pages than the image's mappings", EPROTO);
+            u64 n = raw_len - done < room ? raw_len - done : room;
+            memcpy(at, r.out + done, n);
+            c->off += n, done += n;
+        }
+    }
+    if (k->pos != P->pages_size || r.at != r.len)
+        die("pages.img is longer than the image's mappings", EPROTO);
 }
 
 /* -- threads -------------------------------------------------------------------------------- */
@@ -490,7 +538,7 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
     P = (const struct plan *)at;
     sys(NR_close, plan_fd);
     u64 stacks_len = (P->nthreads + 1) * THREAD_STACK;
-    if (P->size != st[6] || P->scratch_len < plan_len + stacks_len)
+    if (P->size != st[6] || P->scratch_len < plan_len + stacks_len + (4UL << 20))
         die("the restore plan is inconsistent", EINVAL);
     unsigned char *stacks = (unsigned char *)at + plan_len;
     long got = sys(NR_mmap, stacks, stacks_len, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
@@ -508,10 +556,19 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
     map_memory();
     struct cursor c = {(const u64 *)((const char *)P + P->runs), P->nruns, 0, 0};
     struct check k = {(const uint32_t *)((const char *)P + P->crcs), P->ncrcs, P->chunk, 0, 0};
-    if (P->codec == 0)
+    if (P->codec == 0) {
         load_raw(&c, &k);
-    else
-        load_compressed(&c, &k);
+    } else {
+        if (P->chunk != LZP_FRAME)
+            die("the restore plan is inconsistent", EINVAL);
+        u64 len = (2 * LZP_FRAME + lzp_bound(LZP_FRAME) + PAGE - 1) & ~(PAGE - 1);
+        unsigned char *buffers = stacks + stacks_len;
+        got = sys(NR_mmap, buffers, len, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                  -1, 0);
+        if (got != (long)buffers)
+            die("allocating buffers", got < 0 ? got : EEXIST);
+        load_compressed(&c, &k, buffers);
+    }
     protect_memory();
     /* the kernel's record: what the restored manager finishes for us */
     struct resume *r = (struct resume *)P->resume;
