@@ -1,6 +1,6 @@
 """The pycrs demo (`make demo`): checkpoint running jobs (one process under pycrs, one plain
-process saved from outside with blcr, then a 4-rank MPI job), kill them, restart them, and
-compare with uninterrupted runs.
+process saved from outside with blcr, one that saves itself with the mtcp kernel, then a 4-rank
+MPI job), kill them, restart them, and compare with uninterrupted runs.
 
 It drives the same commands a user types, and shows them as it goes.
 """
@@ -59,6 +59,26 @@ def from_outside(work: Path) -> bool:
     proc = subprocess.Popen([*app, "0.02"], cwd=work, stdout=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     return checkpoint_kill_restart(proc, work, ["--mca", "crs", "blcr"], ref)
+
+
+def self_saving(work: Path) -> bool:
+    print("\n== A process that saves itself: pycrs run --mca crs mtcp (forked, compressed) ==")
+    if os.geteuid() != 0:
+        print("skipped: bringing a process back with its own PID needs root")
+        return True
+    app = [sys.executable, str(HERE / "numpy_loop.py"), "300"]
+    ref = subprocess.run([*app, "0"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()[-1]
+    cmd = [str(BIN / "pycrs"), "run", "--mca", "crs", "mtcp", *app, "0.02"]
+    show(cmd)
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mtcp-{proc.pid}.sock"
+    while not sock.exists():
+        time.sleep(0.05)
+    return checkpoint_kill_restart(proc, work, ["--mca", "crs", "mtcp", "--mca",
+                                                "crs_mtcp_forked", "1", "--mca",
+                                                "crs_mtcp_compress", "fast"], ref)
 
 
 def checkpoint_kill_restart(proc: subprocess.Popen[str], work: Path, options: list[str],
@@ -128,7 +148,7 @@ def main() -> int:
         ctl = work / "ctl"
         ctl.mkdir(mode=0o700)
         os.environ["PYCRS_CONTROL_DIR"] = str(ctl)
-        results = [single_process(work), from_outside(work), mpi_job(work)]
+        results = [single_process(work), from_outside(work), self_saving(work), mpi_job(work)]
     return 0 if all(results) else 1
 
 
