@@ -1895,8 +1895,12 @@ static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *cod
 static int wait_writer(long pid, int fd, uint64_t *stored)
 {
     int st = 0, rc = 0;
+    int reaped = 1;
     while (waitpid((pid_t)pid, &st, __WALL) < 0)
-        if (errno != EINTR) {
+        if (errno == ECHILD) {
+            reaped = 0; /* an application's wait(__WALL) took it: its report still tells */
+            break;
+        } else if (errno != EINTR) {
             rc = fail("waiting for the image writer (process %ld): %s", pid, errname(errno));
             break;
         }
@@ -1914,12 +1918,12 @@ static int wait_writer(long pid, int fd, uint64_t *stored)
     own_del(fd);
     if (rc < 0)
         return -1;
-    if (WIFSIGNALED(st))
+    if (reaped && WIFSIGNALED(st))
         return fail("the image writer (process %ld) was killed by signal %d (%s)", pid,
                     WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
     if (got != sizeof rep)
         return fail("the image writer (process %ld) ended with status %d and no report", pid,
-                    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                    reaped && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     if (rep.rc) {
         rep.err[sizeof rep.err - 1] = 0;
         return fail("%s", rep.err[0] ? rep.err : "the image writer failed");
