@@ -1864,6 +1864,9 @@ static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *cod
     own_add(p[1]);
     long pid = syscall(SYS_clone, 0UL, 0UL, NULL, NULL, 0UL);
     if (pid == 0) {
+        /* an image of a process that is gone is of no use: end with it */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != K.pid)
+            syscall(SYS_exit_group, 1);
         /* the application's descriptors: held here, they would delay an EOF it waits for */
         const struct fdrec *r = (const struct fdrec *)P->recs.p;
         for (size_t i = 0; i < P->recs.len / sizeof *r; i++)
