@@ -1910,6 +1910,9 @@ static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *cod
     own_add(p[1]);
     long pid = syscall(SYS_clone, 0UL, 0UL, NULL, NULL, 0UL);
     if (pid == 0) {
+        /* an image of a process that is gone is of no use: end with it */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != K.pid)
+            syscall(SYS_exit_group, 1);
         /* the application's descriptors: held here, they would delay an EOF it waits for */
         const struct fdrec *r = (const struct fdrec *)P->recs.p;
         for (size_t i = 0; i < P->recs.len / sizeof *r; i++)
@@ -1941,8 +1944,12 @@ static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *cod
 static int wait_writer(long pid, int fd, uint64_t *stored)
 {
     int st = 0, rc = 0;
+    int reaped = 1;
     while (waitpid((pid_t)pid, &st, __WALL) < 0)
-        if (errno != EINTR) {
+        if (errno == ECHILD) {
+            reaped = 0; /* an application's wait(__WALL) took it: its report still tells */
+            break;
+        } else if (errno != EINTR) {
             rc = fail("waiting for the image writer (process %ld): %s", pid, errname(errno));
             break;
         }
@@ -1960,12 +1967,12 @@ static int wait_writer(long pid, int fd, uint64_t *stored)
     own_del(fd);
     if (rc < 0)
         return -1;
-    if (WIFSIGNALED(st))
+    if (reaped && WIFSIGNALED(st))
         return fail("the image writer (process %ld) was killed by signal %d (%s)", pid,
                     WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
     if (got != sizeof rep)
         return fail("the image writer (process %ld) ended with status %d and no report", pid,
-                    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+                    reaped && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     if (rep.rc) {
         rep.err[sizeof rep.err - 1] = 0;
         return fail("%s", rep.err[0] ? rep.err : "the image writer failed");
