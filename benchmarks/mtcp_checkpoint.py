@@ -13,15 +13,16 @@ until the snapshot was committed, fsynced (``opal-checkpoint -v``'s own "saved .
 tool's wall time, and the size of ``pages.img``. After each forked checkpoint the process is
 SIGKILLed and restarted from it (``opal-restart -v --detach``, timed to its ``restored process``
 line: the process runs again), and the restored process is the one the next configuration
-checkpoints; the last one is ended and checks its whole array. ``--restart-mode`` picks the
-restart program (RESTART_MODES: the opal-restart arguments of each).
+checkpoints; the last one is ended and checks its whole array. Each image is restarted by both
+restorers in turn (RESTART_MODES: the restart program, then the blcr restorer through ptrace,
+killed again in between), so that they are compared on the same image.
 
 It reports; it asserts nothing. A step that fails prints its error and the run goes on. The
 snapshots live in a fresh directory inside DIR, removed at the end, and every process it started
 is ended.
 
     .venv/bin/python benchmarks/mtcp_checkpoint.py [SIZE ...] [--quick] [--dir DIR] [--repeat 3]
-        [--restart-mode ptrace] [--plot docs/images/mtcp_checkpoint.png]
+        [--plot docs/images/mtcp_checkpoint.png]
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ CONFIGS = {  # key: (label, parameters, restarted from)
     "strong": ("forked, crs_mtcp_compress strong", [FORKED, ("crs_mtcp_compress", "strong")],
                True),
 }
-# How opal-restart is asked for each restart program (a second one is to come).
-RESTART_MODES: dict[str, list[str]] = {"ptrace": []}
+# How opal-restart is asked for each restorer; the last one's process goes on.
+RESTART_MODES: dict[str, list[str]] = {"ptrace": ["--mca", "crs_mtcp_restart", "ptrace"],
+                                       "program": []}
 
 
 @dataclass
@@ -65,7 +67,6 @@ class Context:
     procs: Processes
     work: Path
     sleep: float
-    restart_args: list[str]
 
 
 def meta_value(snap: Path, name: str) -> float | None:
@@ -93,19 +94,21 @@ def checkpoint(ctx: Context, k: str, cfg: str, pid: int) -> Path:
 
 
 def restart(ctx: Context, k: str, cfg: str, snap: Path, pid: int) -> None:
-    """SIGKILL the process, restart it from ``snap``: it is the same PID again, our child."""
-    os.kill(pid, signal.SIGKILL)
-    if wait_child(pid, 60) is None and parent_of(pid) is not None:
-        raise StepError(f"process {pid} did not end after SIGKILL")
-    r = run_timed(ctx.procs, [tool("opal-restart"), "-v", "--detach", *ctx.restart_args,
-                              str(snap)], ctx.work)
-    restored = r.at(r"restored process (\d+)")
-    if restored is None or int(restored[1].group(1)) != pid:
-        raise StepError(f"opal-restart did not say it restored process {pid}: "
-                        f"{[line for _, line in r.lines][-2:]}")
-    ctx.res.add(f"{k}:{cfg}:restart", restored[0])
-    if parent_of(pid) != os.getpid():
-        raise StepError(f"process {pid} is not running as our child after the restart")
+    """For each restorer: SIGKILL the process, restart it from ``snap``: it is the same PID
+    again, our child."""
+    for mode, args in RESTART_MODES.items():
+        os.kill(pid, signal.SIGKILL)
+        if wait_child(pid, 60) is None and parent_of(pid) is not None:
+            raise StepError(f"process {pid} did not end after SIGKILL")
+        r = run_timed(ctx.procs, [tool("opal-restart"), "-v", "--detach", *args, str(snap)],
+                      ctx.work)
+        restored = r.at(r"restored process (\d+)")
+        if restored is None or int(restored[1].group(1)) != pid:
+            raise StepError(f"opal-restart ({mode}) did not say it restored process {pid}: "
+                            f"{[line for _, line in r.lines][-2:]}")
+        ctx.res.add(f"{k}:{cfg}:restart:{mode}", restored[0])
+        if parent_of(pid) != os.getpid():
+            raise StepError(f"process {pid} is not running as our child after the restart")
 
 
 def one_round(ctx: Context, size: int, i: int) -> None:
@@ -155,8 +158,8 @@ def render(res: Results, args: argparse.Namespace, work: Path) -> str:
     med = res.median
     out = [f"pycrs mtcp benchmark: checkpoint a running Python process holding "
            f"{', '.join(size_label(s) for s in args.sizes)} of numpy memory (half random "
-           f"float64, half a quantized field), held or forked, raw or compressed; restart mode "
-           f"{args.restart_mode}; median of {args.repeat} rounds",
+           f"float64, half a quantized field), held or forked, raw or compressed, restarted by "
+           f"the restart program and by ptrace; median of {args.repeat} rounds",
            host_line(res, work), f"  code: {res.info.get('code', '?')}"]
     loads = [v for s in args.sizes for v in res.vals(f"{s}:load")]
     out.append(f"  load average (1/5/15 min) at start: {res.info.get('load0', '?')}, at end: "
@@ -169,10 +172,10 @@ def render(res: Results, args: argparse.Namespace, work: Path) -> str:
         out += ["", f"{size_label(size)} process ({size} MiB array); seconds, medians; "
                 f"x = saved / dd write (target {TARGET}x)",
                 f"  {'':<40} {'blocked':>8} {'written':>8} {'saved':>8} {'x':>5} {'wall':>7} "
-                f"{'image MiB':>9} {'restart':>8} {'runs':>4}",
+                f"{'image MiB':>9} {'program':>8} {'ptrace':>8} {'runs':>4}",
                 f"  {f'dd bs=1M count={size} conv=fdatasync':<40} {'':>8} {'':>8} "
                 f"{fmt(dd, '8.3f')} {fmt(1.0 if dd else None, '5.2f')} {'':>7} {size:>9} "
-                f"{'':>8} {len(res.vals(f'{k}:dd_write')):>4}"]
+                f"{'':>8} {'':>8} {len(res.vals(f'{k}:dd_write')):>4}"]
         for cfg, (label, _, _) in CONFIGS.items():
             saved = med(f"{k}:{cfg}:saved")
             failed = len(res.errors.get(f"{k}:{cfg}", []))
@@ -181,7 +184,8 @@ def render(res: Results, args: argparse.Namespace, work: Path) -> str:
                        f"{fmt(saved / dd if saved and dd else None, '5.2f')} "
                        f"{fmt(med(f'{k}:{cfg}:wall'), '7.3f')} "
                        f"{fmt(med(f'{k}:{cfg}:image_mib'), '9.0f')} "
-                       f"{fmt(med(f'{k}:{cfg}:restart'), '8.3f')} "
+                       f"{fmt(med(f'{k}:{cfg}:restart:program'), '8.3f')} "
+                       f"{fmt(med(f'{k}:{cfg}:restart:ptrace'), '8.3f')} "
                        f"{len(res.vals(f'{k}:{cfg}:saved')):>4}"
                        + (f"  ({failed} failed)" if failed else ""))
         n = res.info.get(f"{k}:checks")
@@ -190,9 +194,9 @@ def render(res: Results, args: argparse.Namespace, work: Path) -> str:
                        f"{n[0]}/{n[1]}")
     out += ["", "blocked: the application held (MTCP Frozen Seconds); written: until the kernel "
             "had written the image; saved: until the snapshot was committed, fsynced "
-            "(opal-checkpoint -v); wall: the tool from its start; restart: opal-restart -v "
-            "--detach to \"restored process\", from that row's image (a cache as warm as "
-            "just written)"]
+            "(opal-checkpoint -v); wall: the tool from its start; program, ptrace: restart by the "
+            "restart program and by the blcr restorer, opal-restart -v --detach to \"restored "
+            "process\", from that row's image (a cache as warm as just written)"]
     out += error_lines(res)
     return "\n".join(out)
 
@@ -204,7 +208,8 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
     width = 0.8 / len(cfgs)
     colors = ["tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:purple"]
     panels = [("blocked (hatched) and saved, seconds", ["frozen", "saved"]),
-              ("pages.img, MiB", ["image_mib"]), ("restart to running, seconds", ["restart"])]
+              ("pages.img, MiB", ["image_mib"]),
+              ("restart to running (restart program), seconds", ["restart:program"])]
     for ax, (title, keys) in zip(axes, panels):
         for j, cfg in enumerate(cfgs):
             for key in keys:
@@ -228,15 +233,13 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
         ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"pycrs mtcp component, median of {args.repeat} rounds, {os.cpu_count()} CPUs, "
-                 f"load {res.info.get('load0', '?')} -> {res.info.get('load1', '?')}; restart "
-                 f"mode {args.restart_mode}", fontsize=9)
+                 f"load {res.info.get('load0', '?')} -> {res.info.get('load1', '?')}",
+                 fontsize=9)
     save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(__doc__, argv, lambda p: p.add_argument(
-        "--restart-mode", choices=sorted(RESTART_MODES), default="ptrace",
-        help="the restart program opal-restart uses (default ptrace)"))
+    args = parse_args(__doc__, argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupted)
     become_subreaper()
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     res.info["code"] = code_version()
     res.info["load0"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     procs = Processes()
-    ctx = Context(res, procs, work, args.sleep, RESTART_MODES[args.restart_mode])
+    ctx = Context(res, procs, work, args.sleep)
     print(f"benchmarking in {work} ({res.info['fs']}), sizes {args.sizes} MiB, {args.repeat} "
           f"rounds; load {res.info['load0']}", file=sys.stderr)
     run_rounds(args, procs, work, lambda size, i: one_round(ctx, size, i))
