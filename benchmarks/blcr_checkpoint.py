@@ -258,14 +258,20 @@ def read_file(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def measure_dump(ctx: Context, k: str, app: App) -> Path:
+def opal_checkpoint(procs: Processes, work: Path, pid: int,
+                    options: list[str]) -> tuple[ToolRun, Path]:
+    """``opal-checkpoint OPTIONS -w WORK -v PID`` after a sync, timed; the run and its snapshot."""
     os.sync()
-    r = run_timed(ctx.procs, [tool("opal-checkpoint"), "--mca", "crs", "blcr", "-w",
-                              str(ctx.work), "-v", str(app.pid)], ctx.work)
+    r = run_timed(procs, [tool("opal-checkpoint"), *options, "-w", str(work), "-v", str(pid)],
+                  work)
     m = re.search(r"^Local Snapshot Reference: (.+)$", r.stdout, re.M)
     if not m:
         raise StepError(f"opal-checkpoint printed no snapshot reference: {r.stdout.strip()!r}")
-    snap = Path(m.group(1))
+    return r, Path(m.group(1))
+
+
+def measure_dump(ctx: Context, k: str, app: App) -> Path:
+    r, snap = opal_checkpoint(ctx.procs, ctx.work, app.pid, ["--mca", "crs", "blcr"])
     res = ctx.res
     res.add(f"{k}:dump", r.wall)
     first = r.at(r"checkpointing process")

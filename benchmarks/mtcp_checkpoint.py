@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blcr_checkpoint import (App, Processes, become_subreaper, code_version, interrupted,
-                             parent_of, parse_args, run_rounds, run_timed, size_label, wait_child)
+                             opal_checkpoint, parent_of, parse_args, run_rounds, run_timed,
+                             size_label, wait_child)
 from common import (Results, StepError, dd_write, error_lines, filesystem_of, fmt, host_line,
                     make_workdir, pyplot, save_figure, step, tool, write_files)
 
@@ -75,14 +76,8 @@ def meta_value(snap: Path, name: str) -> float | None:
 
 
 def checkpoint(ctx: Context, k: str, cfg: str, pid: int) -> Path:
-    os.sync()
     settings = [x for name, value in CONFIGS[cfg][1] for x in ("--mca", name, value)]
-    r = run_timed(ctx.procs, [tool("opal-checkpoint"), "--mca", "crs", "mtcp", *settings, "-w",
-                              str(ctx.work), "-v", str(pid)], ctx.work)
-    m = re.search(r"^Local Snapshot Reference: (.+)$", r.stdout, re.M)
-    if not m:
-        raise StepError(f"opal-checkpoint printed no snapshot reference: {r.stdout.strip()!r}")
-    snap = Path(m.group(1))
+    r, snap = opal_checkpoint(ctx.procs, ctx.work, pid, ["--mca", "crs", "mtcp", *settings])
     res = ctx.res
     res.add(f"{k}:{cfg}:wall", r.wall)
     saved = r.at(r"saved process \d+ with mtcp in ([\d.]+) s")

@@ -334,7 +334,6 @@ def latency(res: Results, args: argparse.Namespace, work: Path, key: str,
 
 # -- the report ----------------------------------------------------------------------------------
 def render(res: Results, args: argparse.Namespace, work: Path, skip: set[str]) -> str:
-    med, vals = res.median, res.vals
     out: list[str] = []
 
     def errs(*keys: str) -> str:

@@ -48,37 +48,37 @@ def compare(out: str, ref: str) -> bool:
 
 
 def from_outside(work: Path) -> bool:
-    print("\n== Any process, saved from outside: opal-checkpoint --mca crs blcr ==")
-    if os.geteuid() != 0:
-        print("skipped: bringing a process back with its own PID needs root")
-        return True
-    app = [sys.executable, str(HERE / "numpy_loop.py"), "300"]
-    ref = subprocess.run([*app, "0"], capture_output=True, text=True,
-                         check=True).stdout.splitlines()[-1]
-    show([*app, "0.02"])
-    proc = subprocess.Popen([*app, "0.02"], cwd=work, stdout=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    return checkpoint_kill_restart(proc, work, ["--mca", "crs", "blcr"], ref)
+    return image_based(work, "Any process, saved from outside: opal-checkpoint --mca crs blcr",
+                       [], ["--mca", "crs", "blcr"])
 
 
 def self_saving(work: Path) -> bool:
-    print("\n== A process that saves itself: pycrs run --mca crs mtcp (forked, compressed) ==")
+    return image_based(work, "A process that saves itself: pycrs run --mca crs mtcp (forked, "
+                       "compressed)", [str(BIN / "pycrs"), "run", "--mca", "crs", "mtcp"],
+                       ["--mca", "crs", "mtcp", "--mca", "crs_mtcp_forked", "1", "--mca",
+                        "crs_mtcp_compress", "fast"], kernel_socket="mtcp")
+
+
+def image_based(work: Path, title: str, launcher: list[str], options: list[str],
+                kernel_socket: str | None = None) -> bool:
+    """numpy_loop.py started by ``launcher``, saved by an image-based component (opal-checkpoint
+    OPTIONS), killed, brought back with its PID (root only)."""
+    print(f"\n== {title} ==")
     if os.geteuid() != 0:
         print("skipped: bringing a process back with its own PID needs root")
         return True
     app = [sys.executable, str(HERE / "numpy_loop.py"), "300"]
     ref = subprocess.run([*app, "0"], capture_output=True, text=True,
                          check=True).stdout.splitlines()[-1]
-    cmd = [str(BIN / "pycrs"), "run", "--mca", "crs", "mtcp", *app, "0.02"]
+    cmd = [*launcher, *app, "0.02"]
     show(cmd)
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mtcp-{proc.pid}.sock"
-    while not sock.exists():
-        time.sleep(0.05)
-    return checkpoint_kill_restart(proc, work, ["--mca", "crs", "mtcp", "--mca",
-                                                "crs_mtcp_forked", "1", "--mca",
-                                                "crs_mtcp_compress", "fast"], ref)
+    if kernel_socket:  # its checkpoint kernel serves requests once this exists
+        sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"{kernel_socket}-{proc.pid}.sock"
+        while not sock.exists():
+            time.sleep(0.05)
+    return checkpoint_kill_restart(proc, work, options, ref)
 
 
 def checkpoint_kill_restart(proc: subprocess.Popen[str], work: Path, options: list[str],
