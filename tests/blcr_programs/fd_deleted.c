@@ -1,5 +1,6 @@
 /* A file deleted while open (argv[1] is a work directory): gone.bin, 100 KiB, open O_RDWR at
- * fd 20 with offset 777, unlinked, and also mapped MAP_SHARED. After the restart the descriptor
+ * fd 20 with offset 777 (and O_NOFOLLOW, as shm_open opens, e.g. MPICH's shared memory),
+ * unlinked, and also mapped MAP_SHARED. After the restart the descriptor
  * is still a deleted file (no link) with the same size, content and offset, the mapping and the
  * descriptor are still the same file, and the name has not come back in the directory. */
 #include "common.h"
@@ -17,7 +18,7 @@ int main(int argc, char **argv)
     if (argc < 2)
         DIE("usage: fd_deleted WORKDIR");
     snprintf(path, sizeof path, "%s/gone.bin", argv[1]);
-    int f = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    int f = open(path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
     if (f < 0 || dup2(f, 20) != 20)
         DIE(path);
     close(f);

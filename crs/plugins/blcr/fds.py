@@ -28,6 +28,9 @@ O_ACCMODE = 0o3
 O_CLOEXEC = os.O_CLOEXEC
 SETFL_FLAGS = os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_DIRECT", 0) | os.O_NOATIME | 0o20000
 OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | O_CLOEXEC
+# reopening through /proc/self/fd follows a link: a file opened O_NOFOLLOW (shm_open does that)
+# must lose the flag there, which only ever mattered when it was opened
+REOPEN_IGNORED = OPEN_IGNORED | os.O_NOFOLLOW
 # character devices a restored process can simply open again: null, zero, full, random, urandom
 PLAIN_DEVICES = {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)}
 TTY_MAJORS = {4, 5} | set(range(136, 144))
@@ -421,7 +424,7 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
                 os.write(tmp, data)
             out.by_ino[r["ino"]] = tmp
         tmp = out.by_ino[r["ino"]]
-        ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~OPEN_IGNORED) | O_CLOEXEC))
+        ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~REOPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)
         return ours
     if kind == "memfd":
@@ -436,7 +439,7 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         if data:
             os.write(holder, data)
         ours = out.own(os.open(f"/proc/self/fd/{holder}",
-                               (flags & ~OPEN_IGNORED) | os.O_NONBLOCK | O_CLOEXEC))
+                               (flags & ~REOPEN_IGNORED) | os.O_NONBLOCK | O_CLOEXEC))
         _setfl(ours, flags)
         return ours
     if kind == "pipe":
