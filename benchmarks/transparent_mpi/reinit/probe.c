@@ -66,13 +66,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) rank = round_(i, i == n - 1);
     if (m < 0) return 0;
     pid_t ppid = getppid();
-    fprintf(stderr, "[%d] MPI torn down; stopping myself (pid %d) for a checkpoint\n", rank, (int)getpid());
-    raise(SIGSTOP);
-    if (getppid() != ppid) {
+    /* the image must hold no socket to the launcher: drop the PMI descriptor (the parent,
+     * rankshim or opal-restart, holds one for us) */
+    if (getenv("PMI_FD")) close(atoi(getenv("PMI_FD")));
+    if (getenv("PROBE_CLOSE_SHM")) procstate_close_leaked(-1);
+    procstate_dump("ready for a checkpoint (PMI descriptor closed)", rank);
+    char go[128];
+    snprintf(go, sizeof go, "/tmp/reinit_go.%d", (int)getpid());
+    fprintf(stderr, "[%d] MPI torn down; pid %d waits for %s or a new parent\n", rank, (int)getpid(), go);
+    while (access(go, F_OK) && getppid() == ppid) usleep(20000);
+    double t0 = now();
+    if (getppid() != ppid)
         fprintf(stderr, "[%d] restored: parent %d -> %d, adopting its launcher environment\n", rank, (int)ppid, (int)getppid());
-        if (procstate_adopt(getppid(), 1)) return 4;
-    } else
-        fprintf(stderr, "[%d] continued in the same job\n", rank);
+    else
+        fprintf(stderr, "[%d] continued in the same job\n", rank), unlink(go);
+    if (procstate_adopt(getppid(), 1)) return 4;
+    fprintf(stderr, "[%d] adopt took %.2f ms\n", rank, 1e3 * (now() - t0));
     for (int i = 0; i < m; i++) round_(100 + i, i == m - 1);
     return 0;
 }

@@ -13,7 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void procstate_dump(const char *label, int rank)
+__attribute__((unused)) static void procstate_dump(const char *label, int rank)
 {
     char path[300], buf[512];
     DIR *d;
@@ -78,7 +78,7 @@ static int procstate_is_launcher_var(const char *kv)
 /* Replace this process's launcher environment (PMI_*, PMIX_*, OMPI_*, ...) with the one of
  * process `from` (the restore program the new launcher started) and take its PMI descriptor
  * (PMI_FD) with pidfd_getfd(2). Returns 0 on success. */
-static int procstate_adopt(pid_t from, int verbose)
+__attribute__((unused)) static int procstate_adopt(pid_t from, int verbose)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/environ", (int)from);
@@ -88,6 +88,8 @@ static int procstate_adopt(pid_t from, int verbose)
     size_t len = fread(env, 1, sizeof env - 1, f);
     fclose(f);
     env[len] = 0;
+    /* the PMI descriptor number the MPI library may have cached: the new one goes there */
+    int oldfd = getenv("PMI_FD") ? atoi(getenv("PMI_FD")) : -1;
     /* drop the old job's variables */
     extern char **environ;
     for (;;) {
@@ -115,6 +117,7 @@ static int procstate_adopt(pid_t from, int verbose)
             int fd = pidfd < 0 ? -1 : syscall(SYS_pidfd_getfd, pidfd, atoi(eq + 1), 0);
             if (fd < 0) { fprintf(stderr, "adopt: pidfd_getfd(%d, %s): %s\n", (int)from, eq + 1, strerror(errno)); *eq = '='; return -1; }
             close(pidfd);
+            if (oldfd >= 0 && fd != oldfd) { dup2(fd, oldfd); close(fd); fd = oldfd; }
             fcntl(fd, F_SETFD, 0);
             char v[16];
             snprintf(v, sizeof v, "%d", fd);
@@ -128,5 +131,19 @@ static int procstate_adopt(pid_t from, int verbose)
     }
     if (verbose) fprintf(stderr, "adopt: %d launcher variables from pid %d\n", nvar, (int)from);
     return 0;
+}
+
+/* Close every descriptor above 2 except `keep`: what the launcher leaked into the rank
+ * (hydra_pmi_proxy passes its own pipes and sockets on). */
+__attribute__((unused)) static void procstate_close_leaked(int keep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int dfd = d ? dirfd(d) : -1, fds[1024], n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && n < 1024) fds[n++] = atoi(e->d_name);
+    for (int i = 0; i < n; i++)
+        if (fds[i] > 2 && fds[i] != keep && fds[i] != dfd) close(fds[i]);
+    if (d) closedir(d);
 }
 #endif

@@ -1,0 +1,35 @@
+#!/bin/bash
+# Q2: a rank that tore MPI down (MPICH sessions) is saved by blcr (or mtcp), its job is ended,
+# and it is restored into a NEW job (new mpiexec, new hydra proxy/PMI), where it adopts the new
+# PMI descriptor and environment from its parent (rankshim -> opal-restart) and initializes MPI
+# again.  usage: q2_restart.sh [NP] [blcr|mtcp]     (env PROBE_CLOSE_SHM=1 closes leaked shm fds)
+set -u
+cd "$(dirname "$0")"
+NP=${1:-2}; CRS=${2:-blcr}
+V=../../../.venv/bin
+SNAP=/tmp/reinit_snap; LOG=/tmp/reinit_q2
+rm -rf $SNAP $LOG.*; mkdir -p $SNAP
+now() { date +%s.%N; }
+PRE=""; [ "$CRS" = mtcp ] && PRE="$V/pycrs run --mca crs mtcp"
+./cleanexec $V/mpiexec -n $NP ./rankshim $PRE ./probe_mpich sessions 2 2 > $LOG.jobA 2>&1 &
+JOBA=$!
+for i in $(seq 200); do [ "$(grep -c 'waits for' $LOG.jobA)" -ge $NP ] && break; sleep 0.1; done
+grep -o '^\[[0-9]*\] MPI torn down; pid [0-9]*' $LOG.jobA | sed 's/\[\([0-9]*\)\].*pid \([0-9]*\)/\1 \2/' > $LOG.pids
+echo "job A ranks torn down (rank pid):" $(cat $LOG.pids)
+t0=$(now)
+while read r p; do
+  mkdir -p $SNAP/rank$r
+  ( $V/opal-checkpoint --mca crs $CRS --term -w $SNAP/rank$r $p > $LOG.ckpt$r 2>&1; echo "rc=$?" >> $LOG.ckpt$r ) &
+done < $LOG.pids
+wait $(jobs -p | grep -v "^$JOBA$") 2>/dev/null
+t1=$(now)
+for r in $(cut -d' ' -f1 $LOG.pids); do echo "checkpoint rank $r: $(tr '\n' ' ' < $LOG.ckpt$r)"; done
+printf "checkpoint of %d ranks (in parallel, wall): %.3f s\n" $NP $(echo "$t1 - $t0" | bc)
+wait $JOBA; echo "job A exit status: $?"
+du -sh $SNAP/rank* | tr '\t' ' '
+t2=$(now)
+./cleanexec $V/mpiexec -n $NP sh -c "exec ./rankshim $V/opal-restart $SNAP/rank\$PMI_RANK/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
+rc=$?
+t3=$(now)
+echo "job B (restore + re-init + 2 rounds) exit status: $rc, wall $(printf %.3f $(echo "$t3 - $t2" | bc)) s"
+grep -v '  fd \|  map\|mappings\|threads' $LOG.jobB
