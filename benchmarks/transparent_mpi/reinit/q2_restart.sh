@@ -11,7 +11,7 @@ SNAP=/tmp/reinit_snap; LOG=/tmp/reinit_q2
 rm -rf $SNAP $LOG.*; mkdir -p $SNAP
 now() { date +%s.%N; }
 PRE=""; [ "$CRS" = mtcp ] && PRE="$V/pycrs run --mca crs mtcp"
-./cleanexec $V/mpiexec -n $NP ./rankshim $PRE ./probe_mpich sessions 2 2 > $LOG.jobA 2>&1 &
+: > $LOG.jobA; ./cleanexec $V/mpiexec -n $NP ./rankshim $PRE ./probe_mpich sessions 2 2 > $LOG.jobA 2>&1 &
 JOBA=$!
 for i in $(seq 200); do [ "$(grep -c 'waits for' $LOG.jobA)" -ge $NP ] && break; sleep 0.1; done
 grep -o '^\[[0-9]*\] MPI torn down; pid [0-9]*' $LOG.jobA | sed 's/\[\([0-9]*\)\].*pid \([0-9]*\)/\1 \2/' > $LOG.pids
@@ -19,16 +19,19 @@ echo "job A ranks torn down (rank pid):" $(cat $LOG.pids)
 t0=$(now)
 while read r p; do
   mkdir -p $SNAP/rank$r
-  ( $V/opal-checkpoint --mca crs $CRS --term -w $SNAP/rank$r $p > $LOG.ckpt$r 2>&1; echo "rc=$?" >> $LOG.ckpt$r ) &
+  ( $V/opal-checkpoint --mca crs $CRS -w $SNAP/rank$r $p > $LOG.ckpt$r 2>&1; echo "rc=$?" >> $LOG.ckpt$r ) &
 done < $LOG.pids
 wait $(jobs -p | grep -v "^$JOBA$") 2>/dev/null
 t1=$(now)
 for r in $(cut -d' ' -f1 $LOG.pids); do echo "checkpoint rank $r: $(tr '\n' ' ' < $LOG.ckpt$r)"; done
 printf "checkpoint of %d ranks (in parallel, wall): %.3f s\n" $NP $(echo "$t1 - $t0" | bc)
-wait $JOBA; echo "job A exit status: $?"
+# every rank is saved: end job A (a rank killed alone would make hydra kill the others mid-save)
+while read r p; do kill -9 $p 2>/dev/null; done < $LOG.pids
+wait $JOBA; echo "job A ended (status $?)"
+while read r p; do while [ -e /proc/$p ]; do sleep 0.05; done; done < $LOG.pids
 du -sh $SNAP/rank* | tr '\t' ' '
 t2=$(now)
-./cleanexec $V/mpiexec -n $NP sh -c "exec ./rankshim $V/opal-restart $SNAP/rank\$PMI_RANK/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
+timeout 60 ./cleanexec $V/mpiexec -n $NP sh -c "exec ./rankshim $V/opal-restart $SNAP/rank\$PMI_RANK/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
 rc=$?
 t3=$(now)
 echo "job B (restore + re-init + 2 rounds) exit status: $rc, wall $(printf %.3f $(echo "$t3 - $t2" | bc)) s"
