@@ -124,9 +124,21 @@ static int session_up(void)
 }
 
 /* ---- init / finalize ---- */
+static unsigned char fds_before[4096 / 8]; /* descriptors open before MPI was first initialized */
+static void note_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd < 4096) fds_before[fd / 8] |= 1 << (fd % 8);
+    }
+    if (d) closedir(d);
+}
 static int vinit(int required, int *provided)
 {
     if (state != 0) return MPI_ERR_OTHER;
+    note_fds();
     verbose = getenv("VMPI_VERBOSE") != NULL;
     thread_provided = required < MPI_THREAD_SINGLE ? MPI_THREAD_SINGLE : required > MPI_THREAD_MULTIPLE ? MPI_THREAD_MULTIPLE : required;
     int rc = session_up();
@@ -205,8 +217,21 @@ int vmpi_rebuild(void)
 int vmpi_adopt_parent(void) { return procstate_adopt(getppid(), verbose); }
 int vmpi_close_launcher_fds(void)
 {
+    /* the PMI descriptor, and whatever MPI opened and left open after finalizing (MPICH 5.0.2
+     * leaks one /dev/shm/mpich_shm_* descriptor per session) */
+    if (state != 2 && state != 3) return -1;
     if (getenv("PMI_FD")) close(atoi(getenv("PMI_FD")));
-    procstate_close_leaked(-1);
+    DIR *d = opendir("/proc/self/fd");
+    int dfd = d ? dirfd(d) : -1, fds[1024], n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && n < 1024) fds[n++] = atoi(e->d_name);
+    for (int i = 0; i < n; i++)
+        if (fds[i] != dfd && fds[i] < 4096 && !(fds_before[fds[i] / 8] & (1 << (fds[i] % 8)))) {
+            if (verbose) fprintf(stderr, "vmpi: closing descriptor %d left by MPI\n", fds[i]);
+            close(fds[i]);
+        }
+    if (d) closedir(d);
     return 0;
 }
 /* counts: fills sent[i], recvd[i] for communicator `v` (size entries); returns its size */

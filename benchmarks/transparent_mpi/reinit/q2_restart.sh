@@ -3,6 +3,8 @@
 # and it is restored into a NEW job (new mpiexec, new hydra proxy/PMI), where it adopts the new
 # PMI descriptor and environment from its parent (rankshim -> opal-restart) and initializes MPI
 # again.  usage: q2_restart.sh [NP] [blcr|mtcp]     (env PROBE_CLOSE_SHM=1 closes leaked shm fds)
+# APP=mpi4py: the mpi4py application app_restart.py under libvmpi instead of the C probe; the
+# job B output then ends with RESULT, to compare with an uninterrupted run.
 set -u
 cd "$(dirname "$0")"
 NP=${1:-2}; CRS=${2:-blcr}
@@ -11,7 +13,15 @@ SNAP=/tmp/reinit_snap; LOG=/tmp/reinit_q2
 rm -rf $SNAP $LOG.*; mkdir -p $SNAP
 now() { date +%s.%N; }
 PRE=""; [ "$CRS" = mtcp ] && PRE="$V/pycrs run --mca crs mtcp"
-: > $LOG.jobA; ./cleanexec $V/mpiexec -n $NP ./rankshim $PRE ./probe_mpich sessions 2 2 > $LOG.jobA 2>&1 &
+: > $LOG.jobA; if [ "${APP:-probe}" = mpi4py ]; then
+  MPIARGS="-genv LD_PRELOAD $PWD/libvmpi_mpich.so -genv PYTHONPATH $PWD"
+  CMD="$V/python app_restart.py ${STEPS:-200} ${AT:-100}"
+  ./cleanexec $V/mpiexec -n $NP $V/python app_restart.py ${STEPS:-200} -1 > $LOG.ref 2>&1
+  echo "uninterrupted run (plain mpi4py, no layer): $(grep RESULT $LOG.ref)"
+else
+  MPIARGS=""; CMD="./probe_mpich sessions 2 2"
+fi
+./cleanexec $V/mpiexec $MPIARGS -n $NP ./rankshim $PRE $CMD > $LOG.jobA 2>&1 &
 JOBA=$!
 for i in $(seq 200); do [ "$(grep -c 'waits for' $LOG.jobA)" -ge $NP ] && break; sleep 0.1; done
 grep -o '^\[[0-9]*\] MPI torn down; pid [0-9]*' $LOG.jobA | sed 's/\[\([0-9]*\)\].*pid \([0-9]*\)/\1 \2/' > $LOG.pids
@@ -31,7 +41,7 @@ wait $JOBA; echo "job A ended (status $?)"
 while read r p; do while [ -e /proc/$p ]; do sleep 0.05; done; done < $LOG.pids
 du -sh $SNAP/rank* | tr '\t' ' '
 t2=$(now)
-timeout 60 ./cleanexec $V/mpiexec -n $NP sh -c "exec ./rankshim $V/opal-restart $SNAP/rank\$PMI_RANK/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
+timeout 60 ./cleanexec $V/mpiexec $MPIARGS -n $NP sh -c "exec ./rankshim $V/opal-restart $SNAP/rank\$PMI_RANK/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
 rc=$?
 t3=$(now)
 echo "job B (restore + re-init + 2 rounds) exit status: $rc, wall $(printf %.3f $(echo "$t3 - $t2" | bc)) s"
