@@ -471,7 +471,9 @@ int MPI_Gather(const void *s, int sn, MPI_Datatype st, void *r, int rn, MPI_Data
 int MPI_Scatter(const void *s, int sn, MPI_Datatype st, void *r, int rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Scatter(s, sn, st, r, rn, rt, root, R(c)); }
 int MPI_Alltoall(const void *s, int sn, MPI_Datatype st, void *r, int rn, MPI_Datatype rt, MPI_Comm c) { return PMPI_Alltoall(s, sn, st, r, rn, rt, R(c)); }
 
-/* ---- MPI-4 large-count variants: mpi4py 4 calls these when libmpi has them ---- */
+/* ---- MPI-4 large-count variants: mpi4py 4 calls these when libmpi has them (MPICH 4+; Open
+ * MPI 5.0 declares none of the PMPI_*_c and exports no MPI_*_c) ---- */
+#ifdef MPICH_VERSION
 int MPI_Send_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c)
 {
     CNT_SEND(c, d);
@@ -521,6 +523,7 @@ int MPI_Allgather_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_C
 int MPI_Gather_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Gather_c(s, sn, st, r, rn, rt, root, R(c)); }
 int MPI_Scatter_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Scatter_c(s, sn, st, r, rn, rt, root, R(c)); }
 int MPI_Alltoall_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, MPI_Comm c) { return PMPI_Alltoall_c(s, sn, st, r, rn, rt, R(c)); }
+#endif
 /* matched probe: mpi4py's lowercase recv uses MPI_Mprobe/Mrecv; counted at Mrecv? the message
  * handle carries no communicator, so count at the probe (the message is then ours) */
 int MPI_Mprobe(int s, int tag, MPI_Comm c, MPI_Message *m, MPI_Status *st)

