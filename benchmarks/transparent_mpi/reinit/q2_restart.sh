@@ -32,8 +32,8 @@ if [ "${MPI:-mpich}" = openmpi ]; then
 fi
 ./cleanexec $V/mpiexec $MPIARGS -n $NP ./rankshim $PRE $CMD > $LOG.jobA 2>&1 &
 JOBA=$!
-for i in $(seq 200); do [ "$(grep -c 'waits for' $LOG.jobA)" -ge $NP ] && break; sleep 0.1; done
-grep -o '^\[[0-9]*\] MPI torn down; pid [0-9]*' $LOG.jobA | sed 's/\[\([0-9]*\)\].*pid \([0-9]*\)/\1 \2/' > $LOG.pids
+for i in $(seq 600); do [ "$(grep -o 'waits for' $LOG.jobA | wc -l)" -ge $NP ] && break; sleep 0.1; done
+grep -o '\[[0-9]*\] MPI torn down; pid [0-9]*' $LOG.jobA | sed 's/\[\([0-9]*\)\].*pid \([0-9]*\)/\1 \2/' > $LOG.pids
 echo "job A ranks torn down (rank pid):" $(cat $LOG.pids)
 t0=$(now)
 while read r p; do
