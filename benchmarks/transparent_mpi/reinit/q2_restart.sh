@@ -53,5 +53,5 @@ t2=$(now)
 timeout 60 ./cleanexec $V/mpiexec $MPIARGS -n $NP sh -c "exec ./rankshim ../../../.venv/bin/opal-restart $SNAP/rank\$$RANKVAR/opal_snapshot_*.ckpt" > $LOG.jobB 2>&1
 rc=$?
 t3=$(now)
-echo "job B (restore + re-init + 2 rounds) exit status: $rc, wall $(printf %.3f $(echo "$t3 - $t2" | bc)) s"
+echo "job B (launch + restore + re-init + rest of the run) exit status: $rc, wall $(printf %.3f $(echo "$t3 - $t2" | bc)) s"
 grep -v '  fd \|  map\|mappings\|threads' $LOG.jobB
