@@ -1,19 +1,19 @@
 """An mpi4py application under libvmpi that tears MPI down at step K, waits (to be checkpointed,
 then either continued or restored into a new job), brings MPI back and finishes. Its result must
-equal an uninterrupted run's (python app_restart.py N K; K<0: no teardown)."""
+equal an uninterrupted run's (python app_restart.py N K[,K2...]; K<0: no teardown)."""
 import os, sys, time
 import numpy as np
 from mpi4py import MPI
 import vmpi
 
-N, K = int(sys.argv[1]), int(sys.argv[2])
+N, KS = int(sys.argv[1]), [int(k) for k in sys.argv[2].split(',')]
 w = MPI.COMM_WORLD
 r, n = w.Get_rank(), w.Get_size()
 d = w.Dup()
 s = w.Split(r % 2, r)
 acc = np.zeros(4)
 for step in range(N):
-    if step == K:
+    if step in KS:
         w.Barrier()  # the quiesce point: every message sent has been received (counts agree)
         sent, recvd = vmpi.counts(w)
         allc = w.allgather((sent, recvd))
