@@ -29,8 +29,25 @@ static int round_(int it, int dump)
     CHK(MPI_Sendrecv(&tok, 1, MPI_INT, (rank + 1) % size, 7, &got, 1, MPI_INT, (rank + size - 1) % size, 7, c, MPI_STATUS_IGNORE));
     double t2 = now();
     if (getenv("PROBE_VERBOSE")) fprintf(stderr, "[%d] round %d communicated (sum %d, got %d), finalizing\n", rank, it, sum, got);
+    if (getenv("PROBE_BARRIER")) MPI_Barrier(c); /* everyone done before anyone finalizes */
     MPI_Comm_free(&c); MPI_Group_free(&g);
     CHK(MPI_Session_finalize(&s));
+    if (getenv("PROBE_WAIT_UNLINK")) { /* wait until no descriptor we hold names a /dev/shm file that still exists */
+        double w0 = now(); int left = 1;
+        while (left && now() - w0 < 2.0) {
+            left = 0;
+            DIR *d = opendir("/proc/self/fd"); struct dirent *e;
+            while (d && (e = readdir(d))) {
+                char p[300], t[300]; snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+                ssize_t k = readlink(p, t, sizeof t - 1); if (k <= 0) continue; t[k] = 0;
+                if (!strncmp(t, "/dev/shm/mpich_shm", 18) && !strstr(t, "(deleted)")) left++;
+            }
+            if (d) closedir(d);
+            if (left) usleep(1000);
+        }
+        fprintf(stderr, "[%d] waited %.1f ms for the shm segment to be unlinked (%s)\n", rank, 1e3 * (now() - w0), left ? "still there" : "gone");
+    }
+    if (getenv("PROBE_SLEEP_MS")) usleep(1000 * atoi(getenv("PROBE_SLEEP_MS")));
     double t3 = now();
     printf("[%d] round %d: size %d allreduce %d (want %d) ring got %d (want %d)  init+comm %.1f ms  finalize %.1f ms\n",
            rank, it, size, sum, size * (size - 1) / 2, got, 1000 * it + (rank + size - 1) % size,
