@@ -497,6 +497,11 @@ int MPI_Gather(const void *s, int sn, MPI_Datatype st, void *r, int rn, MPI_Data
 int MPI_Scatter(const void *s, int sn, MPI_Datatype st, void *r, int rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Scatter(s, sn, st, r, rn, rt, root, R(c)); }
 int MPI_Alltoall(const void *s, int sn, MPI_Datatype st, void *r, int rn, MPI_Datatype rt, MPI_Comm c) { return PMPI_Alltoall(s, sn, st, r, rn, rt, R(c)); }
 
+int MPI_Gatherv(const void *s, int sn, MPI_Datatype st, void *r, const int rc[], const int dp[], MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Gatherv(s, sn, st, r, rc, dp, rt, root, R(c)); }
+int MPI_Allgatherv(const void *s, int sn, MPI_Datatype st, void *r, const int rc[], const int dp[], MPI_Datatype rt, MPI_Comm c) { return PMPI_Allgatherv(s, sn, st, r, rc, dp, rt, R(c)); }
+int MPI_Scatterv(const void *s, const int sc[], const int dp[], MPI_Datatype st, void *r, int rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Scatterv(s, sc, dp, st, r, rn, rt, root, R(c)); }
+int MPI_Alltoallv(const void *s, const int sc[], const int sd[], MPI_Datatype st, void *r, const int rc[], const int rd[], MPI_Datatype rt, MPI_Comm c) { return PMPI_Alltoallv(s, sc, sd, st, r, rc, rd, rt, R(c)); }
+
 /* ---- MPI-4 large-count variants: mpi4py 4 calls these when libmpi has them (MPICH 4+; Open
  * MPI 5.0 declares none of the PMPI_*_c and exports no MPI_*_c) ---- */
 #ifdef MPICH_VERSION
@@ -549,6 +554,10 @@ int MPI_Allgather_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_C
 int MPI_Gather_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Gather_c(s, sn, st, r, rn, rt, root, R(c)); }
 int MPI_Scatter_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Scatter_c(s, sn, st, r, rn, rt, root, R(c)); }
 int MPI_Alltoall_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, MPI_Comm c) { return PMPI_Alltoall_c(s, sn, st, r, rn, rt, R(c)); }
+int MPI_Gatherv_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, const MPI_Count rc[], const MPI_Aint dp[], MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Gatherv_c(s, sn, st, r, rc, dp, rt, root, R(c)); }
+int MPI_Allgatherv_c(const void *s, MPI_Count sn, MPI_Datatype st, void *r, const MPI_Count rc[], const MPI_Aint dp[], MPI_Datatype rt, MPI_Comm c) { return PMPI_Allgatherv_c(s, sn, st, r, rc, dp, rt, R(c)); }
+int MPI_Scatterv_c(const void *s, const MPI_Count sc[], const MPI_Aint dp[], MPI_Datatype st, void *r, MPI_Count rn, MPI_Datatype rt, int root, MPI_Comm c) { return PMPI_Scatterv_c(s, sc, dp, st, r, rn, rt, root, R(c)); }
+int MPI_Alltoallv_c(const void *s, const MPI_Count sc[], const MPI_Aint sd[], MPI_Datatype st, void *r, const MPI_Count rc[], const MPI_Aint rd[], MPI_Datatype rt, MPI_Comm c) { return PMPI_Alltoallv_c(s, sc, sd, st, r, rc, rd, rt, R(c)); }
 #endif
 /* matched probe: mpi4py's lowercase recv uses MPI_Mprobe/Mrecv; counted at Mrecv? the message
  * handle carries no communicator, so count at the probe (the message is then ours) */
