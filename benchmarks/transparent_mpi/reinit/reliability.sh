@@ -3,6 +3,7 @@
 # usage: reliability.sh [RUNS] [CYCLES] [NP]   (env MPIR_CVAR_CH4_NETMOD=ofi to try libfabric,
 # PROBE_BARRIER=1 a barrier before each finalize, PROBE_SLEEP_MS=n a pause after it, TMO=s per run)
 cd "$(dirname "$0")"
+[ probe_mpich -nt probe.c ] || ../../../.venv/bin/mpicc -O2 -Wno-format-truncation -o probe_mpich probe.c
 RUNS=${1:-10}; CYC=${2:-10}; NP=${3:-2}; ok=0
 for i in $(seq $RUNS); do
   timeout ${TMO:-60} ./cleanexec ../../../.venv/bin/mpiexec -n $NP ./probe_mpich sessions $CYC > /tmp/reinit_rel.txt 2>&1
