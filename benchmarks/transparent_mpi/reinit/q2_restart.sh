@@ -28,7 +28,8 @@ PRE=""; [ "$CRS" = mtcp ] && PRE="../../../.venv/bin/pycrs run --mca crs mtcp"
 if [ "${APP:-probe}" = mpi4py ]; then
   MPIARGS="-genv LD_PRELOAD $PWD/$LIB -genv PYTHONPATH $PWD"
   CMD="$V/python app_restart.py ${STEPS:-200} ${AT:-100}"
-  ./cleanexec $V/mpiexec -n $NP $V/python app_restart.py ${STEPS:-200} -1 > $LOG.ref 2>&1
+  REFARGS=""; [ "${MPI:-mpich}" = openmpi ] && REFARGS="--oversubscribe --allow-run-as-root --mca pml ob1 --mca btl self,sm"
+  PYTHONPATH=$PWD ./cleanexec $V/mpiexec $REFARGS -n $NP $V/python app_restart.py ${STEPS:-200} -1 > $LOG.ref 2>&1
   echo "uninterrupted run (plain mpi4py, no layer): $(grep RESULT $LOG.ref)"
 else
   MPIARGS=""; CMD="$PROBE sessions $ROUNDS"
