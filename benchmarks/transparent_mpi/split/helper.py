@@ -204,21 +204,22 @@ class Helper:
             if r[0] == "recv":
                 op = RecvOp(self, r[1], r[2], r[3], False)
                 self.waiters.append(op)
+            elif r[0] == "sent":
+                op = SendOp.__new__(SendOp)
+                op.done, op.result = True, r[1]
             else:
-                op = SendOp.__new__(SendOp) if r[0] == "sent" else RecvOp(self, None, 0, 0, False)
-                op.done = True if r[0] == "sent" else None
-                if r[0] == "sent":
-                    op.result = r[1]
-                else:
-                    op.state, op.result, op.data = "done", r[1], r[2]
+                op = RecvOp(self, None, 0, 0, False)
+                op.state, op.result, op.data = "done", r[1], r[2]
             self.reqs[rid] = op
         t1 = time.perf_counter()
         snap = st["snapshot"]
+        # stdout/stderr inherited: the restored app's 0-2 become opal-restart's, i.e. ours (it
+        # prints the PID it restored on its stdout, which is the job's output)
         out = subprocess.run([os.path.join(VENV_BIN, "opal-restart"), "--detach", snap],
-                             capture_output=True, text=True)
+                             stdin=subprocess.DEVNULL)
         t2 = time.perf_counter()
         if out.returncode != 0:
-            sys.exit(f"helper {self.rank}: opal-restart failed: {out.stderr.strip()}")
+            sys.exit(f"helper {self.rank}: opal-restart failed ({out.returncode})")
         self.app_pid, self.app_fd, self.proc = st["app_pid"], st["app_fd"], None
         fd = os.open(f"/proc/{self.app_pid}/fd/{self.app_fd}", os.O_RDWR)
         self.ch = channel.Channel(fd)
