@@ -46,7 +46,7 @@ ANY_SOURCE, ANY_TAG, UNDEFINED, PROC_NULL = -1001, -1002, -1003, -1004
 OPS = {"SUM": MPI.SUM, "PROD": MPI.PROD, "MAX": MPI.MAX, "MIN": MPI.MIN, "LAND": MPI.LAND,
        "LOR": MPI.LOR, "BAND": MPI.BAND, "BOR": MPI.BOR}
 COLLECTIVES = {"barrier", "bcast", "allgather", "Allreduce", "Bcast", "split", "dup", "free"}
-HELPER_SPIN = int(os.environ.get("SPLIT_HELPER_SPIN", "20000"))
+HELPER_SPIN = int(os.environ.get("SPLIT_HELPER_SPIN", "0"))
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -501,6 +501,14 @@ class Helper:
             return isinstance(r, RecvOp) and r.state == "waiting"
         return isinstance(op, RecvOp) and op.state == "waiting"
 
+    def _blocked_in(self):
+        if self.cur is not None:
+            op = self.cur[1]
+            return f"{op[0]} {op[1]}" if isinstance(op, tuple) else f"{type(op).__name__}"
+        if self.ch.u32(REQ_SEQ) != self.ch.u32(RESP_SEQ):
+            return "held: " + str(self.ch.request()[0])  # not admitted before the cut
+        return None
+
     def save(self):
         reqs = {}
         for rid, op in self.reqs.items():
@@ -533,7 +541,7 @@ class Helper:
                  "drain_s": self.t["drained"] - self.t["cut"], "opal_checkpoint_s": t1 - t0,
                  "total_s": t1 - self.t["seen"], "rounds": self.rounds,
                  "buffered_msgs": len(self.buffered), "pending_reqs": len(reqs),
-                 "app_blocked_in": None if self.cur is None else repr(self.cur[1])[:60],
+                 "app_blocked_in": self._blocked_in(),
                  "stderr": out.stderr.strip()[-300:]}
         with open(os.path.join(rdir, f"rank_{self.rank}.times.json"), "w") as f:
             json.dump(times, f)

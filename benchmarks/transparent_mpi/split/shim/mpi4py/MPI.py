@@ -18,7 +18,7 @@ if _HERE not in sys.path:
 import channel as _channel  # noqa: E402
 
 _ch = _channel.Channel(int(os.environ["SPLIT_FD"]))
-_SPIN = int(os.environ.get("SPLIT_APP_SPIN", "2000"))
+_SPIN = int(os.environ.get("SPLIT_APP_SPIN", "0"))
 _data = _ch.data
 _call = _ch.call
 
