@@ -6,7 +6,9 @@ Layout (offsets in bytes):
   64   resp_seq   (helper posts, app waits)        68  app_sleeping
   128  req_meta_len  132 resp_meta_len
   256  request meta (marshal)  .. 32768 ; 32768 response meta .. 65536
-  65536 data area (DATA_CAP bytes): request payload, then response payload (same area)
+  65536 data area (DATA_CAP bytes): request payload, then response payload (same area), then
+        NB_CAP bytes where the shim places the buffers of Isend/Irecv (the helper sends from and
+        receives into them directly)
 The memfd is the application's only non-stdio descriptor: blcr saves it with its content, and a
 helper of a later job opens it again through /proc/<app pid>/fd/<n>.
 """
@@ -22,8 +24,10 @@ REQ_SEQ, HELPER_SLEEP, RESP_SEQ, APP_SLEEP = 0, 4, 64, 68
 REQ_LEN, RESP_LEN = 128, 132
 REQ_META, RESP_META, META_CAP = 256, 32768, 32512
 DATA = 65536
-DATA_CAP = int(os.environ.get("SPLIT_DATA_CAP", str(8 << 20)))
-SIZE = DATA + DATA_CAP
+DATA_CAP = int(os.environ.get("SPLIT_DATA_CAP", str(8 << 20)))  # blocking calls' payloads
+NB_CAP = int(os.environ.get("SPLIT_NB_CAP", str(16 << 20)))  # Isend/Irecv buffers (bump allocated)
+NB_BASE = DATA_CAP  # offset in the data area
+SIZE = DATA + DATA_CAP + NB_CAP
 
 ffi, lib = native.load()
 

@@ -77,10 +77,12 @@ class SendOp:
 class RecvOp:
     """A receive the application posted; matched (improbe, in post order) only when progressed."""
 
-    def __init__(self, h, cid, source, tag, blocking):
+    def __init__(self, h, cid, source, tag, blocking, off=0, cap=0):
         self.h, self.cid, self.source, self.tag, self.blocking = h, cid, source, tag, blocking
+        self.off, self.cap = off, cap  # the app's Irecv buffer in the channel (0: none)
         self.state = "waiting"  # -> matched -> done
         self.data = None
+        self.inplace = False  # the data is in the channel at off
 
     def try_match(self):
         h = self.h
@@ -93,6 +95,9 @@ class RecvOp:
                 self.state, self.result, self.data = "done", ("r", s, t, len(b)), b
                 if self.blocking:
                     h.ch.data[:len(b)] = b
+                elif self.off and len(b) <= self.cap:
+                    h.ch.data[self.off:self.off + len(b)] = b
+                    self.inplace = True
                 return True
         st = MPI.Status()
         msg = h.comms[self.cid].improbe(msrc(self.source), mtag(self.tag), st)
@@ -101,7 +106,12 @@ class RecvOp:
         n, s, t = st.Get_count(MPI.BYTE), st.Get_source(), st.Get_tag()
         key = (self.cid, h.members[self.cid][s])
         h.recvd[key] = h.recvd.get(key, 0) + 1
-        buf = h.ch.data[:n] if self.blocking else bytearray(n)
+        if self.blocking:
+            buf = h.ch.data[:n]
+        elif self.off and n <= self.cap:
+            buf, self.inplace = h.ch.data[self.off:self.off + n], True
+        else:
+            buf = bytearray(n)
         self.req = msg.Irecv([buf, n, MPI.BYTE])
         self.result, self.data, self.state = ("r", s, t, n), buf, "matched"
         self.step()
@@ -202,14 +212,14 @@ class Helper:
         self.next_rid = st["next_rid"]
         for rid, r in sorted(st["reqs"].items()):
             if r[0] == "recv":
-                op = RecvOp(self, r[1], r[2], r[3], False)
+                op = RecvOp(self, r[1], r[2], r[3], False, r[4], r[5])
                 self.waiters.append(op)
             elif r[0] == "sent":
                 op = SendOp.__new__(SendOp)
                 op.done, op.result = True, r[1]
             else:
-                op = RecvOp(self, None, 0, 0, False)
-                op.state, op.result, op.data = "done", r[1], r[2]
+                op = RecvOp(self, None, 0, 0, False, r[3])
+                op.state, op.result, op.data, op.inplace = "done", r[1], r[2], r[2] is None
             self.reqs[rid] = op
         t1 = time.perf_counter()
         snap = st["snapshot"]
@@ -245,15 +255,15 @@ class Helper:
             _, cid, dest, tag, n = meta
             self.cur = (seq, SendOp(self, cid, dest, tag, ch.data[:n]), "p2p")
         elif op == "isend":
-            _, cid, dest, tag, n = meta
-            s = SendOp(self, cid, dest, tag, bytes(ch.data[:n]))
+            _, cid, dest, tag, n, off = meta
+            s = SendOp(self, cid, dest, tag, ch.data[off:off + n] if off else bytes(ch.data[:n]))
             rid = self.new_req(s)
             if not s.done:
                 self.active.append(s)
             ch.respond(seq, (rid,))
         elif op in ("recv", "irecv"):
-            _, cid, source, tag = meta
-            r = RecvOp(self, cid, source, tag, op == "recv")
+            cid, source, tag = meta[1:4]
+            r = RecvOp(self, cid, source, tag, op == "recv", *meta[4:])
             self.waiters.append(r)
             if op == "recv":
                 self.cur = (seq, r, "p2p")
@@ -291,8 +301,10 @@ class Helper:
         op = self.reqs.pop(rid)
         _, s, t, n = op.result
         if isinstance(op, RecvOp):
+            if op.inplace:
+                return (True, s, t, n, op.off)
             self.ch.data[:n] = op.data
-        return (True, s, t, n)
+        return (True, s, t, n, 0)
 
     def step_cur(self):
         seq, op, kind = self.cur
@@ -514,10 +526,10 @@ class Helper:
         for rid, op in self.reqs.items():
             if isinstance(op, SendOp):
                 reqs[rid] = ("sent", op.result)
-            elif op.state == "done":
-                reqs[rid] = ("done", op.result, bytes(op.data))
+            elif op.state == "done":  # (data in the channel, saved with the app, if inplace)
+                reqs[rid] = ("done", op.result, None if op.inplace else bytes(op.data), op.off)
             else:
-                reqs[rid] = ("recv", op.cid, op.source, op.tag)
+                reqs[rid] = ("recv", op.cid, op.source, op.tag, op.off, op.cap)
         rdir = os.path.join(self.ckdir, self.ckpt_id)
         os.makedirs(rdir, exist_ok=True)
         snapdir = os.path.join(rdir, f"rank_{self.rank}")

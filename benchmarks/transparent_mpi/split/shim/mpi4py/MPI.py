@@ -21,6 +21,19 @@ _ch = _channel.Channel(int(os.environ["SPLIT_FD"]))
 _SPIN = int(os.environ.get("SPLIT_APP_SPIN", "0"))
 _data = _ch.data
 _call = _ch.call
+_NB = {"used": 0, "live": 0}
+
+
+def _nb_alloc(n):
+    """Offset of an n-byte buffer in the channel's Isend/Irecv area, 0 if full (copy path)."""
+    if _NB["live"] == 0:
+        _NB["used"] = 0
+    if n == 0 or _NB["used"] + n > _channel.NB_CAP:
+        return 0
+    off = _channel.NB_BASE + _NB["used"]
+    _NB["used"] += (n + 63) & ~63
+    _NB["live"] += 1
+    return off
 
 ANY_SOURCE = -1001
 ANY_TAG = -1002
@@ -115,17 +128,20 @@ def _fill(status, src, tag, n):
 
 
 class Request:
-    def __init__(self, rid, kind, buf=None):
+    def __init__(self, rid, kind, buf=None, off=0):
         self.rid, self.kind, self.buf, self.done, self.value = rid, kind, buf, rid is None, None
+        self.off = off
 
     def _finish(self, r, status):
-        _, src, tag, n = r
+        _, src, tag, n, off = r
         _fill(status, src, tag, n)
         if self.kind == "o":
-            self.value = pickle.loads(_data[:n]) if n else None
+            self.value = pickle.loads(_data[off:off + n]) if n else None
         elif self.kind == "B":
-            self.buf[:n] = _data[:n]
+            self.buf[:n] = _data[off:off + n]
         self.done = True
+        if self.off:
+            _NB["live"] -= 1
         return self.value
 
     def wait(self, status=None):
@@ -189,7 +205,8 @@ class Comm:
         _call(("send", self.cid, dest, tag, self._put_obj(obj)), _SPIN)
 
     def isend(self, obj, dest, tag=0):
-        return Request(_call(("isend", self.cid, dest, tag, self._put_obj(obj)), _SPIN)[0], "s")
+        return Request(_call(("isend", self.cid, dest, tag, self._put_obj(obj), 0), _SPIN)[0],
+                       "s")
 
     ssend = send
     issend = isend
@@ -200,7 +217,7 @@ class Comm:
         return pickle.loads(_data[:n])
 
     def irecv(self, buf=None, source=ANY_SOURCE, tag=ANY_TAG):
-        return Request(_call(("irecv", self.cid, source, tag), _SPIN)[0], "o")
+        return Request(_call(("irecv", self.cid, source, tag, 0, 0), _SPIN)[0], "o")
 
     def sendrecv(self, sendobj, dest, sendtag=0, recvbuf=None, source=ANY_SOURCE, recvtag=ANY_TAG,
                  status=None):
@@ -220,8 +237,9 @@ class Comm:
     def Isend(self, buf, dest, tag=0):
         mb, _, _ = _buf(buf)
         n = len(mb)
-        _data[:n] = mb
-        return Request(_call(("isend", self.cid, dest, tag, n), _SPIN)[0], "s")
+        off = _nb_alloc(n)
+        _data[off:off + n] = mb
+        return Request(_call(("isend", self.cid, dest, tag, n, off), _SPIN)[0], "s", None, off)
 
     def Recv(self, buf, source=ANY_SOURCE, tag=ANY_TAG, status=None):
         mb, _, _ = _buf(buf)
@@ -231,7 +249,9 @@ class Comm:
 
     def Irecv(self, buf, source=ANY_SOURCE, tag=ANY_TAG):
         mb, _, _ = _buf(buf)
-        return Request(_call(("irecv", self.cid, source, tag), _SPIN)[0], "B", mb)
+        off = _nb_alloc(len(mb))
+        return Request(_call(("irecv", self.cid, source, tag, off, len(mb)), _SPIN)[0], "B", mb,
+                       off)
 
     def Sendrecv(self, sendbuf, dest, sendtag=0, recvbuf=None, source=ANY_SOURCE, recvtag=ANY_TAG,
                  status=None):
