@@ -43,10 +43,11 @@ def main() -> int:
     ap.add_argument("--nap", type=float, default=0.05)
     ap.add_argument("-n", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--app", default="ring_app.py", help="ring_app.py or skew_app.py")
     a = ap.parse_args()
     py = str(VENV[a.mpi] / "bin" / "python")
     mpiexec = [str(VENV[a.mpi] / "bin" / "mpiexec")] + LAUNCH[a.mpi] + ["-n", str(a.n)]
-    app = [str(HERE / "ring_app.py"), str(a.iters), str(a.nap)]
+    app = [str(HERE / a.app), str(a.iters), str(a.nap)]
     helper = [py, str(HERE / "helper.py")]
     ref = subprocess.run(mpiexec + [py] + app, capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr
