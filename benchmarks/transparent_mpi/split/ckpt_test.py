@@ -44,6 +44,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--app", default="ring_app.py", help="ring_app.py or skew_app.py")
+    ap.add_argument("--restart-mpi", choices=VENV, help="restart under this MPI (default: --mpi)")
     a = ap.parse_args()
     py = str(VENV[a.mpi] / "bin" / "python")
     mpiexec = [str(VENV[a.mpi] / "bin" / "mpiexec")] + LAUNCH[a.mpi] + ["-n", str(a.n)]
@@ -81,7 +82,10 @@ def main() -> int:
                 continue
             env2 = {k: v for k, v in os.environ.items() if k != "SPLIT_CKPT_DIR"}
             t1 = time.perf_counter()
-            job2 = subprocess.run(mpiexec + helper + ["--restart", str(ck / "c1")], env=env2,
+            rm = a.restart_mpi or a.mpi
+            mpiexec2 = [str(VENV[rm] / "bin" / "mpiexec")] + LAUNCH[rm] + ["-n", str(a.n)]
+            helper2 = [str(VENV[rm] / "bin" / "python"), str(HERE / "helper.py")]
+            job2 = subprocess.run(mpiexec2 + helper2 + ["--restart", str(ck / "c1")], env=env2,
                                   capture_output=True, text=True, timeout=300)
             row["restart_job_s"] = time.perf_counter() - t1
             row["rc2"] = job2.returncode
