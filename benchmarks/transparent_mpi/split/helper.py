@@ -47,6 +47,10 @@ OPS = {"SUM": MPI.SUM, "PROD": MPI.PROD, "MAX": MPI.MAX, "MIN": MPI.MIN, "LAND":
        "LOR": MPI.LOR, "BAND": MPI.BAND, "BOR": MPI.BOR}
 COLLECTIVES = {"barrier", "bcast", "allgather", "Allreduce", "Bcast", "split", "dup", "free"}
 HELPER_SPIN = int(os.environ.get("SPLIT_HELPER_SPIN", "0"))
+# polling for the app (a receive, a collective), yield the core to whoever is runnable: the app of
+# this rank has just been woken, or another rank's helper (Open MPI does the same when it is
+# oversubscribed: mpi_yield_when_idle); without it a woken app can wait a scheduler slice (~1 ms)
+HELPER_YIELD = os.environ.get("SPLIT_HELPER_YIELD", "1") == "1"
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -358,6 +362,8 @@ class Helper:
                 if ch.wait_request(self.last, HELPER_SPIN, 20000) == self.last:
                     if self.app_gone():
                         break
+            elif HELPER_YIELD:
+                os.sched_yield()
         self.wait_app()
 
     def app_gone(self):
