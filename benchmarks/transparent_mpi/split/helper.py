@@ -570,8 +570,13 @@ class Helper:
             with open(os.path.join(rdir, "done" if ok else "failed"), "w") as f:
                 f.write(self.ckpt_id)
         if self.ckpt_term or not ok:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
+            if self.proc is not None:
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                self.proc.wait()
+            deadline = time.monotonic() + 10  # a restored app is not our child: wait until its
+            while os.path.exists(f"/proc/{self.app_pid}") and time.monotonic() < deadline:
+                time.sleep(0.005)  # PID is free again, so that a restart can have it
             MPI.Finalize()
             os._exit(0 if ok else 1)
         self.phase, self.done_id = None, self.ckpt_id
