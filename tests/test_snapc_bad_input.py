@@ -556,6 +556,19 @@ def test_checkpoint_unknown_component_on_a_live_job(on_live_job: LiveJob) -> Non
     assert not list(on_live_job.gdir.glob(".*"))
 
 
+@pytest.mark.parametrize("component", ["blcr", "mtcp"])
+def test_checkpoint_image_component_on_a_live_job(on_live_job: LiveJob, component: str) -> None:
+    """The image-based components cannot save MPI ranks yet: every rank says so, in one line;
+    the job goes on, nothing is left behind."""
+    job = on_live_job.proc
+    res = run([CHECKPOINT, "--mca", "crs", component, str(job.pid)])
+    assert_one_line_error(res, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
+                          f"{component}: cannot save the ranks of an MPI job yet",
+                          "docs/design/transparent-mpi.md", code=1)
+    assert res.stdout == ""
+    assert not list(on_live_job.gdir.glob(".*"))
+
+
 # -- the job ends while the request waits ------------------------------------------------------
 def test_checkpoint_job_ends_before_ranks_register(tmp_path: Path) -> None:
     """Ranks that never register (not Python): the request waits for them; the job ends."""

@@ -7,11 +7,11 @@ and exits with its status.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
+from crs.plugins.image_based import refusal
 from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
@@ -29,12 +29,8 @@ class BlcrComponent:
 
     @hookimpl
     def crs_query(self, target: Target, params: Params) -> Offer:
-        if target.in_process:
-            return Offer(self.name, None, "saves a process from outside (use opal-checkpoint "
-                         "--mca crs blcr PID)")
-        if os.uname().machine != "x86_64":
-            return Offer(self.name, None, f"supports x86-64 only, not {os.uname().machine}")
-        return Offer(self.name, PRIORITY)
+        return refusal(self.name, target, "saves a process from outside (use opal-checkpoint "
+                       "--mca crs blcr PID)") or Offer(self.name, PRIORITY)
 
     @hookimpl
     def crs_init(self, params: Params) -> None:

@@ -18,6 +18,7 @@ from crs import endpoint
 from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
+from crs.plugins.image_based import refusal
 from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
@@ -48,11 +49,10 @@ class MtcpComponent:
 
     @hookimpl
     def crs_query(self, target: Target, params: Params) -> Offer:
-        if target.in_process:
-            return Offer(self.name, None, "a process saves itself with mtcp on request from "
-                         "outside (use opal-checkpoint --mca crs mtcp PID)")
-        if os.uname().machine != "x86_64":
-            return Offer(self.name, None, f"supports x86-64 only, not {os.uname().machine}")
+        refused = refusal(self.name, target, "a process saves itself with mtcp on request "
+                          "from outside (use opal-checkpoint --mca crs mtcp PID)")
+        if refused:
+            return refused
         if not library_path().exists():
             return Offer(self.name, None, f"the kernel library {library_path()} is not built")
         if target.pid <= 0 or not os.path.exists(f"/proc/{target.pid}"):

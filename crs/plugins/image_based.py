@@ -1,0 +1,21 @@
+"""What the image-based components (blcr, mtcp) check before they offer to save a process."""
+from __future__ import annotations
+
+import os
+
+from crs.hookspecs import Offer, Target
+
+# set in every rank by the SnapC global coordinator (snapc/coordinator.py)
+JOB_ENVIRONMENT = "PYCRS_JOBID"
+
+
+def refusal(component: str, target: Target, how: str) -> Offer | None:
+    """Why ``component`` cannot save ``target`` here, or None. ``how`` says how it is used."""
+    if target.in_process and os.environ.get(JOB_ENVIRONMENT):
+        return Offer(component, None, "cannot save the ranks of an MPI job yet (designed in "
+                     "docs/design/transparent-mpi.md, not built); use the self component")
+    if target.in_process:
+        return Offer(component, None, how)
+    if os.uname().machine != "x86_64":
+        return Offer(component, None, f"supports x86-64 only, not {os.uname().machine}")
+    return None
