@@ -401,6 +401,23 @@ def test_a_stopped_process_comes_back_stopped(session: Session, binaries: dict[s
     expect_ok(sigterm_and_finish(restart, child.pid), "threads restored stopped, continued")
 
 
+def test_interval_timer_that_fired_while_held(session: Session, binaries: dict[str, Path],
+                                              work: Path, tmp_path: Path) -> None:
+    """A periodic ITIMER_REAL that fired while the process could not take the SIGALRM (stopped
+    here; held by a dump, it happens by chance) reads as disarmed, its interval kept, until the
+    signal is taken: the restored timer still runs with its period."""
+    child = c_program(session, binaries, "timers", work)
+    os.kill(child.pid, signal.SIGSTOP)
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "the process is stopped")
+    time.sleep(0.2)  # four periods: the SIGALRM is pending, the timer not armed again
+    snap = checkpoint(child.pid, tmp_path)
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, str(binaries["timers"]))
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "it is restored stopped")
+    os.kill(child.pid, signal.SIGCONT)
+    expect_ok(sigterm_and_finish(restart, child.pid), "timers fired while stopped, restored")
+
+
 def no_core() -> None:
     import resource
 

@@ -499,9 +499,9 @@ def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
             ptr, size, sig = t["rseq"]
             inj.call(tid, "rseq", ptr, size, 0, sig)
         inj.call(tid, "prctl", PR_SET_NAME, inj.put(bytes.fromhex(t["comm"]) + b"\0"))
-    for which, (is_, ius, vs, vus) in enumerate(image["itimers"]):
-        if vs or vus:
-            inj.call(pid, "setitimer", which, inj.put(struct.pack("4q", is_, ius, vs, vus)), 0)
+    for which, timer in enumerate(itimers_to_arm(image["itimers"])):
+        if timer[2] or timer[3]:
+            inj.call(pid, "setitimer", which, inj.put(struct.pack("4q", *timer)), 0)
     _rebuild_posix_timers(inj, pid, image["posix_timers"])
     for t in image["threads"]:
         for raw in t["pending"]:
@@ -513,6 +513,18 @@ def _rebuild_threads(stub: Stub, image: dict[str, Any]) -> None:
         inj.call(pid, "rt_sigqueueinfo", own, struct.unpack_from("i", info)[0], inj.put(info))
     for fd in stub.aux:
         inj.call(pid, "close", fd)
+
+
+def itimers_to_arm(itimers: list[list[int]]) -> list[list[int]]:
+    """The interval timers as setitimer is to arm them (interval s, us, value s, us). A periodic
+    ITIMER_REAL that has fired while the process was held reads as disarmed with its interval
+    kept: the kernel arms it again only when the SIGALRM is taken, which the restored process
+    cannot make it do (setitimer cannot set an interval without a value); it is armed for one
+    interval instead."""
+    out = [list(t) for t in itimers]
+    if out and not (out[0][2] or out[0][3]) and (out[0][0] or out[0][1]):
+        out[0][2:] = out[0][:2]
+    return out
 
 
 def _schedule(tid: int, t: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 
 from crs.plugins.blcr import fds, memory, procfs
 from crs.plugins.blcr._native import ffi
-from crs.plugins.blcr.restore import (RestoreError, _load, check_restorable, plan_descriptors,
-                                      read_image, spawn_stub, stub_struct)
+from crs.plugins.blcr.restore import (RestoreError, _load, check_restorable, itimers_to_arm,
+                                      plan_descriptors, read_image, spawn_stub, stub_struct)
 from crs.snapshot import LocalSnapshot
 
 from . import restart_program_path
@@ -165,7 +165,7 @@ def build_plan(image: dict[str, Any], snap: LocalSnapshot, aux_of: dict[str, int
     if len(image["sigactions"]) != 64:
         raise RestoreError("image.json: signal actions are not 64")
     h["sigactions"] = plan.words([x for a in image["sigactions"] for x in a])
-    h["itimers"] = plan.words([x for t in image["itimers"] for x in t])
+    h["itimers"] = plan.words([x for t in itimers_to_arm(image["itimers"]) for x in t])
     timers = []
     for t in sorted(image["posix_timers"], key=lambda t: t["id"]):
         notify = {"signal": 0, "none": 1, "thread": 4}[t["notify"]]
