@@ -36,6 +36,12 @@
 #define PLAN_MAGIC 0x3150527372637970ULL   /* "pycrsRP1" (restart.py) */
 #define RESUME_MAGIC 0x4d5553527063746dULL /* "mtcpRSUM" (struct mtcp_resume in mtcp.c) */
 #define TOP 0x7ffffffff000UL
+#define THREAD_FLAGS (0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000) /* VM FS FILES SIGHAND THREAD SYSVSEM */
+#define CLONE_CHILD_CLEARTID 0x00200000
+#define CLONE_CHILD_SETTID 0x01000000
+#define FUTEX_WAIT 0
+#define FUTEX_WAKE 1
+#define FUTEX_PRIVATE 128
 
 /* system call numbers and flags (x86-64), as in the kernel's uapi headers */
 enum {
@@ -45,7 +51,7 @@ enum {
     NR_set_tid_address = 218, NR_timer_create = 222, NR_timer_settime = 223,
     NR_exit_group = 231, NR_setpriority = 141, NR_personality = 135, NR_mlock = 149,
     NR_sigaltstack = 131, NR_set_robust_list = 273, NR_rseq = 334, NR_clone3 = 435,
-    NR_futex = 202, NR_fcntl = 72,
+    NR_futex = 202, NR_fcntl = 72, NR_nanosleep = 35,
 };
 #define PROT_RW 3
 #define MAP_PRIVATE 0x02
@@ -198,6 +204,9 @@ static long must(long r, const char *what)
     return r;
 }
 
+/* clone3 for a thread: the child runs fn(arg) on the new stack and never returns (below). */
+long clone3_thread(void *args, size_t size, void (*fn)(const void *), const void *arg);
+
 /* -- pages ---------------------------------------------------------------------------------- */
 
 /* Where the next logical page bytes go: a cursor over the image's runs (address order). */
@@ -257,22 +266,76 @@ static void read_at(void *dst, u64 n, u64 off)
     }
 }
 
-/* Raw pages: read each piece straight into place, then check it while it is still cached. */
-static void load_raw(struct cursor *c, struct check *k)
+/* Raw pages are read straight into place while a second thread checks their CRCs behind the
+ * reads (on two CPUs the check then costs no time): a ring of the pieces read, in file order; a
+ * piece of length 0 ends it. */
+#define RING 64
+static struct {
+    u64 addr[RING], len[RING];
+    uint32_t produced, consumed;
+    int32_t tid; /* the checker's; the kernel clears it when the checker has ended */
+    struct check *k;
+} Q;
+
+static void futex_wait(uint32_t *w, uint32_t v) { sys(NR_futex, w, FUTEX_WAIT | FUTEX_PRIVATE, v, 0); }
+static void futex_wake(uint32_t *w) { sys(NR_futex, w, FUTEX_WAKE | FUTEX_PRIVATE, 0x7fffffff); }
+
+static void checker_main(const void *arg)
 {
+    (void)arg;
+    for (uint32_t c = 0;; c++) {
+        uint32_t p;
+        while ((p = __atomic_load_n(&Q.produced, __ATOMIC_ACQUIRE)) == c)
+            futex_wait(&Q.produced, p);
+        u64 n = Q.len[c % RING];
+        if (n)
+            check_bytes(Q.k, (const unsigned char *)Q.addr[c % RING], n);
+        __atomic_store_n(&Q.consumed, c + 1, __ATOMIC_RELEASE);
+        futex_wake(&Q.consumed);
+        if (!n)
+            for (;;)
+                sys(NR_exit, 0);
+    }
+}
+
+static void checked(u64 addr, u64 n)
+{
+    uint32_t p = Q.produced, c;
+    while (p - (c = __atomic_load_n(&Q.consumed, __ATOMIC_ACQUIRE)) >= RING)
+        futex_wait(&Q.consumed, c);
+    Q.addr[p % RING] = addr;
+    Q.len[p % RING] = n;
+    __atomic_store_n(&Q.produced, p + 1, __ATOMIC_RELEASE);
+    futex_wake(&Q.produced);
+}
+
+static void load_raw(struct cursor *c, struct check *k, unsigned char *checker_stack)
+{
+    Q.k = k;
+    Q.tid = -1;
+    u64 args[11] = {0};
+    args[0] = THREAD_FLAGS | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID;
+    args[2] = (u64)&Q.tid; /* child_tid */
+    args[5] = (u64)checker_stack;
+    args[6] = THREAD_STACK;
+    must(clone3_thread(args, sizeof args, checker_main, 0), "starting the CRC checker (clone3)");
     unsigned char *at;
-    u64 room;
+    u64 room, pos = 0;
     while ((room = cursor_room(c, &at))) {
-        u64 n = k->chunk - k->pos % k->chunk;
+        u64 n = k->chunk - pos % k->chunk;
         if (n > room)
             n = room;
-        if (k->pos + n > P->pages_size)
+        if (pos + n > P->pages_size)
             die("pages.img is truncated", EIO);
-        read_at(at, n, k->pos);
-        check_bytes(k, at, n);
+        read_at(at, n, pos);
+        checked((u64)at, n);
         c->off += n;
+        pos += n;
     }
-    if (k->pos != P->pages_size)
+    checked(0, 0);
+    for (int32_t t; (t = __atomic_load_n(&Q.tid, __ATOMIC_ACQUIRE)) != 0;)
+        sys(NR_futex, &Q.tid, FUTEX_WAIT, t, 0); /* the kernel's wake at exit is not private */
+    if (pos != P->pages_size || k->pos != pos)
         die("pages.img is longer than the image's mappings", EPROTO);
 }
 
@@ -350,8 +413,6 @@ __asm__(".text\n"
         ".size resume_jump, .-resume_jump\n");
 
 /* clone3 for a thread: the child runs fn(arg) on the new stack and never returns. */
-long clone3_thread(void *args, size_t size, void (*fn)(const struct plan_thread *),
-                   const struct plan_thread *arg);
 __asm__(".text\n"
         ".type clone3_thread,@function\n"
         "clone3_thread:\n"
@@ -400,18 +461,24 @@ static void __attribute__((noreturn)) become(const struct plan_thread *t)
     resume_jump(&t->rbx);
 }
 
-static void thread_main(const struct plan_thread *t) { become(t); }
+static void thread_main(const void *t) { become(t); }
 
 static void start_thread(const struct plan_thread *t, unsigned char *stack)
 {
     i64 tid = t->tid;
     u64 args[11] = {0};
-    args[0] = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; /* VM FS FILES SIGHAND THREAD SYSVSEM */
-    args[5] = (u64)stack;                                          /* stack */
-    args[6] = THREAD_STACK;                                        /* stack_size */
-    args[8] = (u64)&tid;                                           /* set_tid */
-    args[9] = 1;                                                   /* set_tid_size */
+    args[0] = THREAD_FLAGS;
+    args[5] = (u64)stack;   /* stack */
+    args[6] = THREAD_STACK; /* stack_size */
+    args[8] = (u64)&tid;    /* set_tid */
+    args[9] = 1;            /* set_tid_size */
     long got = clone3_thread(args, sizeof args, thread_main, t);
+    /* the ID may still be the CRC checker's for a moment after it ended */
+    for (int tries = 0; got == -EEXIST && tries < 1000; tries++) {
+        u64 ts[2] = {0, 1000000};
+        sys(NR_nanosleep, ts, 0);
+        got = clone3_thread(args, sizeof args, thread_main, t);
+    }
     if (got != tid)
         die("creating a thread with its thread ID (clone3)", got < 0 ? got : EEXIST);
 }
@@ -557,7 +624,7 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
     struct cursor c = {(const u64 *)((const char *)P + P->runs), P->nruns, 0, 0};
     struct check k = {(const uint32_t *)((const char *)P + P->crcs), P->ncrcs, P->chunk, 0, 0};
     if (P->codec == 0) {
-        load_raw(&c, &k);
+        load_raw(&c, &k, stacks + P->nthreads * THREAD_STACK);
     } else {
         if (P->chunk != LZP_FRAME)
             die("the restore plan is inconsistent", EINVAL);
