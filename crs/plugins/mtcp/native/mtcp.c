@@ -1515,6 +1515,17 @@ static void close_out(int fd)
     close(fd);
 }
 
+/* A new file of the image holding n bytes at p. */
+static int write_whole(int dirfd, const char *name, const void *p, size_t n)
+{
+    int fd = open_out(dirfd, name);
+    if (fd < 0)
+        return -1;
+    int e = write_all(fd, p, n);
+    close_out(fd);
+    return e < 0 ? fail("writing %s: %s", name, errname(-e)) : 0;
+}
+
 /* Everything a checkpoint records while threads are held, and what writing the pages needs
  * afterwards (in this process, or in a forked child from its copy of the memory). */
 struct plan {
@@ -1753,12 +1764,7 @@ static int write_pages(struct plan *P, int dirfd, int level, unsigned char *code
     if (rc < 0)
         return -1;
     *stored = w.pos;
-    int cfd = open_out(dirfd, "pages.crc");
-    if (cfd < 0)
-        return -1;
-    int e = write_all(cfd, P->crcs.p, P->crcs.len);
-    close_out(cfd);
-    return e < 0 ? fail_errno("writing pages.crc", -e) : 0;
+    return write_whole(dirfd, "pages.crc", P->crcs.p, P->crcs.len);
 }
 
 /* -- one checkpoint --------------------------------------------------------------------------- */
@@ -1881,12 +1887,7 @@ static int put_image(struct plan *P, int dirfd, const struct request *q)
 
 static int write_json(struct plan *P, int dirfd)
 {
-    int fd = open_out(dirfd, "image.json");
-    if (fd < 0)
-        return -1;
-    int e = write_all(fd, P->img.p, P->img.len);
-    close_out(fd);
-    return e < 0 ? fail_errno("writing image.json", -e) : 0;
+    return write_whole(dirfd, "image.json", P->img.p, P->img.len);
 }
 
 /* What a forked writer tells the manager before it ends. */
