@@ -258,10 +258,10 @@ def test_restart_program_stop_and_pid_namespace(session: Session, c_app: Path,
 # A Python process: the kernel preloaded by `pycrs run --mca crs mtcp`, or loaded by ctypes
 
 @pytest.mark.parametrize("how,mib,steps,settings,restorer", [
-    ("pycrs-run", 1024, "300", (), "program"), ("ctypes", 64, "3000", (), "program"),
-    ("ctypes", 64, "3000", (), "ptrace"), ("pycrs-run", 1024, "300", (FORKED,), "program"),
-    ("ctypes", 64, "3000", (FORKED, FAST), "program"),
-    ("ctypes", 64, "3000", (FORKED, FAST), "ptrace")],
+    ("pycrs-run", 1024, "900", (), "program"), ("ctypes", 64, "9000", (), "program"),
+    ("ctypes", 64, "9000", (), "ptrace"), ("pycrs-run", 1024, "900", (FORKED,), "program"),
+    ("ctypes", 64, "9000", (FORKED, FAST), "program"),
+    ("ctypes", 64, "9000", (FORKED, FAST), "ptrace")],
     ids=["pycrs-run", "ctypes", "ctypes-ptrace", "pycrs-run-forked", "ctypes-forked-fast",
          "ctypes-forked-fast-ptrace"])
 def test_python_process_ends_as_an_uninterrupted_run(session: Session, tmp_path: Path, how: str,
