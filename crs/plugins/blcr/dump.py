@@ -129,9 +129,11 @@ def syscall_instruction(pid: int, vmas: list[procfs.Vma]) -> int:
     raise DumpError(f"process {pid} has no vDSO to run system calls from")
 
 
-def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions) -> dict[str, float]:
+def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions,
+         omit: set[int] = frozenset()) -> dict[str, float]:  # type: ignore[assignment]
     """Save ``pid`` into ``snapshot``; the process goes on, is stopped, or is left stopped for
-    the caller to kill (``term``). Returns timings in seconds."""
+    the caller to kill (``term``). Descriptors in ``omit`` are left out. Returns timings in
+    seconds."""
     check_traceable(pid)
     t0 = time.monotonic()
     seized = seize_all(pid)
@@ -141,7 +143,7 @@ def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions) -> dict
             regs[tid] = tracer.get_regs(tid)
         image = _read_process(pid, seized, regs)
         frozen_write_start = time.monotonic()
-        _write(pid, image, snapshot)
+        _write(pid, image, snapshot, omit)
         t_pages = time.monotonic() - frozen_write_start
     except BaseException:
         release(seized, regs)
@@ -240,7 +242,7 @@ def _read_posix_timers(inj: Injector, pid: int) -> list[dict[str, Any]]:
     return timers
 
 
-def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter) -> None:
+def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter, omit: set[int]) -> None:
     """Pages, shared memory and descriptor data, then the image description."""
     pidfd = os.pidfd_open(pid)
 
@@ -250,7 +252,8 @@ def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter) -> None:
         return name
 
     try:
-        image["fds"] = fds.collect(pid, pidfd, save)
+        image["fds"] = fds.collect(pid, pidfd, save, omit)
+        image["omitted_fds"] = sorted(omit)
     except fds.Unrestorable as exc:
         raise DumpError(f"process {pid}: {exc}") from None
     finally:
