@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/snapc_checkpoint.py
 	$(BIN)/python benchmarks/blcr_checkpoint.py
 	$(BIN)/python benchmarks/mtcp_checkpoint.py
+	$(BIN)/python benchmarks/crcp_overhead.py
 
 clean:
 	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so
