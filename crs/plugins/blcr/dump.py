@@ -36,8 +36,9 @@ class DumpError(CRSError):
     """The process cannot be dumped; the message says why."""
 
 
-def check_traceable(pid: int) -> None:
-    """Raise DumpError in one line when ``pid`` is gone, not ours, a zombie or already traced."""
+def check_traceable(pid: int, parent_ok: bool = False) -> None:
+    """Raise DumpError in one line when ``pid`` is gone, not ours, a zombie or already traced
+    (or this tool's parent, unless ``parent_ok``: an MPI rank saved by the child it waits for)."""
     if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
         raise DumpError(f"no process with PID {pid}")
     try:
@@ -54,7 +55,7 @@ def check_traceable(pid: int) -> None:
     tracer_pid = int(st.get("TracerPid", "0"))
     if tracer_pid:
         raise DumpError(f"process {pid} is already traced by process {tracer_pid}")
-    if pid == os.getpid() or pid == os.getppid():
+    if pid == os.getpid() or (pid == os.getppid() and not parent_ok):
         raise DumpError(f"process {pid} is this tool or its parent")
 
 
@@ -129,10 +130,14 @@ def syscall_instruction(pid: int, vmas: list[procfs.Vma]) -> int:
     raise DumpError(f"process {pid} has no vDSO to run system calls from")
 
 
-def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions) -> dict[str, float]:
+def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions,
+         parent_ok: bool = False, exclude_fds: frozenset[int] = frozenset()) -> dict[str, float]:
     """Save ``pid`` into ``snapshot``; the process goes on, is stopped, or is left stopped for
-    the caller to kill (``term``). Returns timings in seconds."""
-    check_traceable(pid)
+    the caller to kill (``term``). Returns timings in seconds. ``parent_ok``: ``pid`` may be
+    this tool's parent (which then waits for the tool in its image). ``exclude_fds``:
+    descriptors left out of the image (an MPI rank's connection to its launcher, which it
+    keeps while it goes on, and takes anew from its new launcher after a restart)."""
+    check_traceable(pid, parent_ok)
     t0 = time.monotonic()
     seized = seize_all(pid)
     regs: dict[int, tracer.Regs] = {}
@@ -141,7 +146,7 @@ def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions) -> dict
             regs[tid] = tracer.get_regs(tid)
         image = _read_process(pid, seized, regs)
         frozen_write_start = time.monotonic()
-        _write(pid, image, snapshot)
+        _write(pid, image, snapshot, exclude_fds)
         t_pages = time.monotonic() - frozen_write_start
     except BaseException:
         release(seized, regs)
@@ -240,7 +245,8 @@ def _read_posix_timers(inj: Injector, pid: int) -> list[dict[str, Any]]:
     return timers
 
 
-def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter) -> None:
+def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter,
+           exclude_fds: frozenset[int] = frozenset()) -> None:
     """Pages, shared memory and descriptor data, then the image description."""
     pidfd = os.pidfd_open(pid)
 
@@ -250,7 +256,7 @@ def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter) -> None:
         return name
 
     try:
-        image["fds"] = fds.collect(pid, pidfd, save)
+        image["fds"] = fds.collect(pid, pidfd, save, exclude_fds)
     except fds.Unrestorable as exc:
         raise DumpError(f"process {pid}: {exc}") from None
     finally:
