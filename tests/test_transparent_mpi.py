@@ -5,6 +5,7 @@ the restarted job must print exactly what an uninterrupted run prints. MPICH onl
 refused at launch, tested here too)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, BIN, MPI, _openmpi_bin, kill_session, run
-from test_snapc_e2e import checkpoint, restart
+from test_snapc_e2e import restart
 
 MPICH = MPI("mpich", BIN)
 APP = str(APPS / "mpi_transparent.py")
@@ -69,7 +70,7 @@ class Job:
         self.out = self.proc.stdout.read()  # type: ignore[union-attr]
 
     def started(self) -> int:
-        return sum(bool(STARTED.search(line)) for line in self.err)
+        return len(STARTED.findall("".join(self.err)))  # the ranks' lines may share one
 
     def wait_started(self) -> None:
         """Until every rank is in its loop (MPI initialized)."""
@@ -85,8 +86,47 @@ class Job:
         return code, self.out, "".join(self.err)
 
     def kill(self) -> None:
+        """SIGKILL the whole job: mpirun's session and every process under it (hydra starts
+        the ranks in sessions of their own, where they would run on without their launcher)."""
+        tree = descendants(self.pid)
         kill_session(self.pid)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        deadline = time.monotonic() + 60  # safety net
+        while any(alive(pid) for pid in tree):
+            assert time.monotonic() < deadline, [pid for pid in tree if alive(pid)]
+            time.sleep(0.05)
         self.finish()
+
+
+def _parents() -> dict[int, int]:
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    parents = _parents()
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr",
@@ -95,6 +135,19 @@ def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr"
            "--mca", "snapc_base_global_snapshot_dir", str(where), "-np", str(np_), mpi.python,
            APP, steps, DELAY, *args]
     return Job(cmd, where, np_)
+
+
+def checkpoint(mpi: MPI, jobid: int, *extra: str, job: "Job | None" = None) -> tuple[int, Path]:
+    """ompi-checkpoint JOBID; on failure the job's own stderr is shown too."""
+    res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
+    if res.returncode != 0 and job is not None:
+        with job.changed:
+            job.changed.wait(2)
+        res.stderr += "--- job stderr:\n" + "".join(job.err)
+    assert res.returncode == 0, res.stderr
+    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
+    assert m, res.stdout
+    return int(m.group(1)), Path(m.group(2))
 
 
 def at_random_moment(job: Job) -> None:
@@ -122,7 +175,7 @@ def one_line_error(stderr: str, prog: str, *needles: str) -> None:
 def test_checkpoint_kill_restart(tmp_path: Path) -> None:
     job = start(tmp_path, 3)
     at_random_moment(job)
-    seq, gdir = checkpoint(MPICH, job.pid)
+    seq, gdir = checkpoint(MPICH, job.pid, job=job)
     assert (seq, gdir) == (0, tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt")
     ranks = sorted((gdir / "0").iterdir())
     assert [p.name for p in ranks] == [f"opal_snapshot_{r}.ckpt" for r in range(3)]
@@ -135,9 +188,9 @@ def test_checkpoint_kill_restart(tmp_path: Path) -> None:
 def test_checkpoint_twice_kill_restart_newest_then_seq0(tmp_path: Path, np_: int) -> None:
     job = start(tmp_path, np_)
     at_random_moment(job)
-    seq0, gdir = checkpoint(MPICH, job.pid)
+    seq0, gdir = checkpoint(MPICH, job.pid, job=job)
     time.sleep(random.uniform(0.0, 1.5))
-    seq1, gdir1 = checkpoint(MPICH, job.pid)
+    seq1, gdir1 = checkpoint(MPICH, job.pid, job=job)
     assert (seq0, seq1) == (0, 1) and gdir1 == gdir
     job.kill()
     restarted(gdir, np_)
@@ -148,8 +201,8 @@ def test_job_goes_on_after_checkpoints(tmp_path: Path) -> None:
     """The continue path: MPI rebuilt in the same job, twice; the run's own output is exact."""
     job = start(tmp_path, 3)
     at_random_moment(job)
-    _, gdir = checkpoint(MPICH, job.pid)
-    _, _ = checkpoint(MPICH, job.pid)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    _, _ = checkpoint(MPICH, job.pid, job=job)
     code, out, err = job.finish()
     assert code == 0, err
     assert tuple(out.splitlines()) == reference(3)
@@ -159,7 +212,7 @@ def test_job_goes_on_after_checkpoints(tmp_path: Path) -> None:
 def test_term_ends_the_job_then_restart(tmp_path: Path) -> None:
     job = start(tmp_path, 3)
     at_random_moment(job)
-    _, gdir = checkpoint(MPICH, job.pid, "--term")
+    _, gdir = checkpoint(MPICH, job.pid, "--term", job=job)
     code, out, err = job.finish()
     assert code == 0, err
     assert out == ""  # ended before its result
@@ -170,11 +223,11 @@ def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:
     """Restart, checkpoint the restarted job, kill it, restart again: the same history."""
     job = start(tmp_path, 3)
     at_random_moment(job)
-    _, gdir = checkpoint(MPICH, job.pid)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
     job.kill()
     again = Job([MPICH.tool("ompi-restart"), str(gdir)], tmp_path, 3)
     time.sleep(random.uniform(0.5, 1.5))
-    seq, gdir2 = checkpoint(MPICH, again.pid)  # waits for the restored ranks to register
+    seq, gdir2 = checkpoint(MPICH, again.pid, job=again)  # waits for the restored ranks to register
     assert (seq, gdir2) == (1, gdir)
     again.kill()
     assert not STARTED.search("".join(again.err))
@@ -206,7 +259,7 @@ def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:
     res = run([MPICH.tool("ompi-checkpoint"), "--mca", "crs", "self", str(job.pid)])
     assert res.returncode == 1
     one_line_error(res.stderr, "ompi-checkpoint", "saved whole by blcr, not by self")
-    _, gdir = checkpoint(MPICH, job.pid)  # and the next one works
+    _, gdir = checkpoint(MPICH, job.pid, job=job)  # and the next one works
     code, out, err = job.finish()
     assert code == 0, err
     assert tuple(out.splitlines()) == reference(2)
@@ -241,7 +294,7 @@ def test_snapshot_records(tmp_path: Path) -> None:
     through opal-restart."""
     job = start(tmp_path, 2)
     job.wait_started()
-    _, gdir = checkpoint(MPICH, job.pid)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
     job.kill()
     res = run([MPICH.tool("ompi-restart"), "--showme", str(gdir)])
     assert res.returncode == 0, res.stderr
