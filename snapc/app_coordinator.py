@@ -226,7 +226,7 @@ class AppCoordinator:
             except crcp.LayerError as exc:
                 ok, message = False, f"rank {self.rank}: {exc}"
         try:
-            self.send({"op": "count", "seq": seq, "count": 0})
+            self.send({"op": "count", "seq": seq, "count": 0, "cut": ok})
         except OSError:
             pass
         self._wait(lambda: self.seq != seq or self.target is not None or not self.connected)
@@ -309,7 +309,7 @@ class AppCoordinator:
                    "exclude_fds": crcp.launcher_fds()}
         with suppress(OSError):
             error.unlink()
-        parent = os.getppid()
+        parent = parent_identity()
         self._detach(target.seq)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(PR_SET_PTRACER_ANY & 0xFFFFFFFFFFFFFFFF), 0, 0, 0)
@@ -324,7 +324,7 @@ class AppCoordinator:
             error_text = ""
         finally:
             libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
-        if os.getppid() != parent:
+        if parent_identity() != parent:  # a new parent: opal-restart, in a new job
             return True, "", True
         if code != 0 and not error_text:
             try:
@@ -396,6 +396,17 @@ def _finalize_and_exit() -> None:
     sys.stderr.flush()
     ctypes.CDLL(None).exit(0)  # libc's exit, as quiesce.finalize_and_exit
     os._exit(0)  # not reached
+
+
+def parent_identity() -> tuple[int, str]:
+    """The parent process: its PID and start time (a PID alone may be reused)."""
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = ""
+    return ppid, start
 
 
 def parent_environment() -> dict[str, str]:

@@ -44,6 +44,26 @@ class CheckpointFailed(Exception):
     """A coordinated checkpoint did not complete; the message says which rank and why."""
 
 
+def merge_failures(messages: list[str]) -> str:
+    """The ranks' failures in one line; ranks that failed for the same reason are named once
+    together ("ranks 0, 2: why")."""
+    import re
+
+    reasons: dict[str, list[str]] = {}
+    for message in messages:
+        m = re.fullmatch(r"rank (\d+): (.*)", message, re.S)
+        rank, why = (m.group(1), m.group(2)) if m else ("", message)
+        reasons.setdefault(why, []).append(rank)
+    parts = []
+    for why, ranks in reasons.items():
+        named = [r for r in ranks if r]
+        if not named:
+            parts.append(why)
+        else:
+            parts.append(f"rank{'s' if len(named) > 1 else ''} {', '.join(named)}: {why}")
+    return "; ".join(parts)
+
+
 def job_socket(jobid: int) -> Path:
     """The tools' endpoint of job ``jobid``."""
     return endpoint.control_dir() / f"mpirun-{jobid}.sock"
@@ -355,17 +375,22 @@ class GlobalCoordinator:
         try:
             for link in links:
                 link.send({"op": "prepare", "seq": seq, "crs": req.only})
-            counts = [m["count"] for m in self._gather(links, "count", seq)]
-            at = max(counts) + 1
-            req.events.put({"event": "status",
-                            "message": f"sequence {seq}: ranks meet at safe point {at}"})
+            replies = self._gather(links, "count", seq)
+            at = max(m["count"] for m in replies) + 1
+            if all("cut" in m for m in replies):  # under the MPI layer: no safe points
+                text = (f"sequence {seq}: the ranks are at a consistent cut, MPI torn down; "
+                        "saving their images" if all(m["cut"] for m in replies)
+                        else f"sequence {seq}: the ranks did not reach a consistent cut")
+            else:
+                text = f"sequence {seq}: ranks meet at safe point {at}"
+            req.events.put({"event": "status", "message": text})
             for link in links:
                 link.send({"op": "target", "seq": seq, "at": at, "dir": str(partial),
                            "term": req.term, "stop": req.stop, "crs": req.only})
             results = self._gather(links, "saved", seq)
             failures = [r["message"] for r in results if not r.get("ok")]
             if failures:
-                raise CheckpointFailed("; ".join(failures))
+                raise CheckpointFailed(merge_failures(failures))
             req.events.put({"event": "status", "message": f"sequence {seq}: all ranks saved, "
                             "committing"})
             components = sorted({r["component"] for r in results})
