@@ -3,12 +3,29 @@
 import os
 import shlex
 import subprocess
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # extension name -> file name of a plain library (no module init, no libpython)
-PLAIN = {"crs.plugins.mtcp.libmtcp": "libmtcp.so"}
+PLAIN = {"crs.plugins.mtcp.libmtcp": "libmtcp.so", "snapc.crcp.libcrcp": "libcrcp.so"}
+
+
+def mpich_include() -> str:
+    """MPICH's headers: from the mpich wheel of the build environment (pyproject's build
+    requirements), or PYCRS_MPI_INCLUDE. The layer is compiled against them and links no libmpi
+    (it finds the one mpi4py loaded at run time)."""
+    given = os.environ.get("PYCRS_MPI_INCLUDE")
+    prefixes = [sys.prefix, sys.base_prefix]
+    for path in sys.path:  # pip's isolated build environment: <prefix>/lib/pythonX.Y/site-packages
+        if path.endswith("site-packages"):
+            prefixes.append(os.path.dirname(os.path.dirname(os.path.dirname(path))))
+    for d in ([given] if given else []) + [os.path.join(p, "include") for p in prefixes]:
+        if os.path.isfile(os.path.join(d, "mpi_proto.h")):
+            return d
+    raise SystemExit("pycrs build: MPICH's mpi_proto.h not found (the 'mpich' wheel is a build "
+                     "requirement; or set PYCRS_MPI_INCLUDE to MPICH's include directory)")
 
 
 # The mtcp restart program: static, no libc, linked at the address it restores around (it must
@@ -23,6 +40,14 @@ RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-
 
 class BuildExt(build_ext):
     def run(self) -> None:
+        # the MPI layer's generated wrappers, from the headers of the MPICH it is built against
+        include = mpich_include()
+        generated = os.path.join(self.build_temp, "crcp")
+        os.makedirs(generated, exist_ok=True)
+        subprocess.run([sys.executable, "snapc/crcp/generate.py",
+                        os.path.join(include, "mpi_proto.h"), "snapc/crcp/native/crcp.c",
+                        os.path.join(generated, "crcp_wrappers.inc")], check=True)
+        crcp.include_dirs[:] = [include, generated]
         super().run()
         # beside libmtcp.so, wherever this build puts it (the tree, or the wheel's build dir)
         where = os.path.dirname(self.get_ext_fullpath("crs.plugins.mtcp.libmtcp"))
@@ -55,7 +80,15 @@ mtcp = Extension(
     extra_link_args=["-pthread"],
 )
 
+crcp = Extension(
+    "snapc.crcp.libcrcp",
+    sources=["snapc/crcp/native/crcp.c"],
+    extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden", "-pthread"],
+    extra_link_args=["-pthread"],
+    libraries=["dl"],
+)
+
 setup(cmdclass={"build_ext": BuildExt},
-      ext_modules=[mtcp],
+      ext_modules=[mtcp, crcp],
       cffi_modules=["crs/native/build_fsops.py:ffibuilder",
                     "crs/plugins/blcr/native/build_blcr.py:ffibuilder"])

@@ -306,7 +306,7 @@ class AppCoordinator:
                    "error": str(error), "executable": sys.executable,
                    "command": list(sys.orig_argv), "cwd": runtime.start_cwd(),
                    "mca": {k: v for k, v in os.environ.items() if k.startswith("OMPI_MCA_")},
-                   "exclude_fds": crcp.launcher_fds()}
+                   "omit_fds": crcp.launcher_fds()}
         with suppress(OSError):
             error.unlink()
         parent = parent_identity()

@@ -13,7 +13,7 @@ REQUEST is a JSON object: ``pid`` (the rank), ``rank``, ``final`` (the local sna
 when the dump fails: stdout and stderr are the rank's own, shared with the application, and no
 pipe may link the two processes while the image is taken), ``executable``, ``command``, ``cwd``
 (how the rank was started, as the self component records it), ``mca`` (its OMPI_MCA_*
-parameters), ``exclude_fds`` (descriptors to leave out of the image: the launcher's PMI
+parameters), ``omit_fds`` (descriptors to leave out of the image: the launcher's PMI
 connection, which the layer keeps for a rebuild in the same job). Exit status 0 when the snapshot is committed, 1 otherwise.
 """
 from __future__ import annotations
@@ -47,8 +47,8 @@ def save(request: dict[str, Any]) -> Path:
         writer.meta.add("MCA Params", dict(request.get("mca", {})))
         writer.meta.add("MPI Rank", str(request["rank"]))
         writer.meta.add(META_TRANSPARENT, "1")
-        exclude = frozenset(int(fd) for fd in request.get("exclude_fds", ()))
-        timings = dump(pid, writer, CheckpointOptions(), parent_ok=True, exclude_fds=exclude)
+        omit = {int(fd) for fd in request.get("omit_fds", ())}
+        timings = dump(pid, writer, CheckpointOptions(), omit=omit, parent_ok=True)
         writer.meta.add("BLCR Frozen Seconds", f"{timings['frozen']:.6f}")
         return writer.commit()
 

@@ -471,6 +471,35 @@ def test_tcp_socket_refused_and_process_unharmed(session: Session, binaries: dic
     expect_ok(child.finish(EXIT_TIMEOUT), "tcp after the refused checkpoint")
 
 
+def test_omitted_descriptor_is_left_out_and_closed_after_restore(
+        session: Session, binaries: dict[str, Path], work: Path, tmp_path: Path) -> None:
+    """crs_blcr_omit_fds: a descriptor the process makes again itself (an MPI rank's launcher
+    connection) is not refused but left out: the restored process runs without it."""
+    child = c_program(session, binaries, "tcp", work)
+    snap = checkpoint(child.pid, tmp_path, "--mca", "crs_blcr_omit_fds", "7")
+    kill_and_reap(child)
+    restart = restore(session, snap, child.pid, "tcp")
+    assert not os.path.exists(f"/proc/{child.pid}/fd/7"), "the omitted descriptor came back"
+    assert os.path.exists(f"/proc/{child.pid}/fd/1")
+    code, out, _ = sigterm_and_finish(restart, child.pid)
+    assert "OK" not in out.split(), "the program did not notice its socket was gone"
+
+
+def test_omitted_descriptors_must_be_numbers(session: Session, binaries: dict[str, Path],
+                                             work: Path, tmp_path: Path) -> None:
+    child = c_program(session, binaries, "tcp", work)
+    where = tmp_path / "snap"
+    where.mkdir()
+    res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "blcr", "--mca",
+                          "crs_blcr_omit_fds", "7,x", "-w", str(where), str(child.pid)],
+                         capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "crs_blcr_omit_fds" in res.stderr, res.stderr
+    assert not list(where.iterdir())
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), "tcp after the refused checkpoint")
+
+
 def test_checkpoint_of_a_missing_process(tmp_path: Path) -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -4,3 +4,6 @@ from crs import params as _params
 _params.register("crs_blcr_truncate_files", "1", "On restore, cut files the process had open for "
                  "writing back to their size at the checkpoint (what it wrote later is undone)",
                  "bool")
+_params.register("crs_blcr_omit_fds", "", "Descriptors (comma-separated numbers) left out of the "
+                 "image: the process makes them again itself after a restore (an MPI rank's "
+                 "launcher connection); they are closed in the restored process")

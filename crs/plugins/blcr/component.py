@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
 from crs.plugins.image_based import refusal
@@ -35,6 +36,7 @@ class BlcrComponent:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
         self.truncate_files = True
+        self.omit: set[int] = set()
 
     @hookimpl
     def crs_query(self, target: Target, params: Params) -> Offer:
@@ -44,13 +46,19 @@ class BlcrComponent:
     @hookimpl
     def crs_init(self, params: Params) -> None:
         self.truncate_files = params.get_bool("crs_blcr_truncate_files")
+        text = params.get("crs_blcr_omit_fds").replace(" ", "")
+        try:
+            self.omit = {int(fd) for fd in text.split(",") if fd}
+        except ValueError:
+            raise CRSError(f"crs_blcr_omit_fds: {text!r} is not a list of descriptor "
+                           "numbers") from None
 
     @hookimpl
     def crs_checkpoint(self, target: Target, snapshot: SnapshotWriter,
                        options: CheckpointOptions) -> State:
         from .dump import dump
 
-        self.timings = dump(target.pid, snapshot, options)
+        self.timings = dump(target.pid, snapshot, options, omit=self.omit)
         snapshot.meta.add("BLCR Frozen Seconds", f"{self.timings['frozen']:.6f}")
         return State.TERM if options.term else State.CONTINUE
 

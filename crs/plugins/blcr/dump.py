@@ -131,12 +131,12 @@ def syscall_instruction(pid: int, vmas: list[procfs.Vma]) -> int:
 
 
 def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions,
-         parent_ok: bool = False, exclude_fds: frozenset[int] = frozenset()) -> dict[str, float]:
+         omit: set[int] = frozenset(),  # type: ignore[assignment]
+         parent_ok: bool = False) -> dict[str, float]:
     """Save ``pid`` into ``snapshot``; the process goes on, is stopped, or is left stopped for
-    the caller to kill (``term``). Returns timings in seconds. ``parent_ok``: ``pid`` may be
-    this tool's parent (which then waits for the tool in its image). ``exclude_fds``:
-    descriptors left out of the image (an MPI rank's connection to its launcher, which it
-    keeps while it goes on, and takes anew from its new launcher after a restart)."""
+    the caller to kill (``term``). Descriptors in ``omit`` are left out. ``parent_ok``: ``pid``
+    may be this tool's parent (which then waits for the tool in its image). Returns timings in
+    seconds."""
     check_traceable(pid, parent_ok)
     t0 = time.monotonic()
     seized = seize_all(pid)
@@ -146,7 +146,7 @@ def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions,
             regs[tid] = tracer.get_regs(tid)
         image = _read_process(pid, seized, regs)
         frozen_write_start = time.monotonic()
-        _write(pid, image, snapshot, exclude_fds)
+        _write(pid, image, snapshot, omit)
         t_pages = time.monotonic() - frozen_write_start
     except BaseException:
         release(seized, regs)
@@ -245,8 +245,7 @@ def _read_posix_timers(inj: Injector, pid: int) -> list[dict[str, Any]]:
     return timers
 
 
-def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter,
-           exclude_fds: frozenset[int] = frozenset()) -> None:
+def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter, omit: set[int]) -> None:
     """Pages, shared memory and descriptor data, then the image description."""
     pidfd = os.pidfd_open(pid)
 
@@ -256,7 +255,8 @@ def _write(pid: int, image: dict[str, Any], snapshot: SnapshotWriter,
         return name
 
     try:
-        image["fds"] = fds.collect(pid, pidfd, save, exclude_fds)
+        image["fds"] = fds.collect(pid, pidfd, save, omit)
+        image["omitted_fds"] = sorted(omit)
     except fds.Unrestorable as exc:
         raise DumpError(f"process {pid}: {exc}") from None
     finally:

@@ -109,12 +109,11 @@ SaveFile = Callable[[str, bytes], str]
 
 
 def collect(pid: int, pidfd: int, save: SaveFile,
-            exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
-    """Describe every descriptor of ``pid`` but those in ``exclude`` (left out of the image:
-    the restored process does not have them); ``save(name, data)`` stores bulk data in the
-    snapshot and returns the name to record. Raises Unrestorable naming the first descriptor
-    that cannot be brought back."""
-    fds = sorted(n for n in map(int, os.listdir(f"/proc/{pid}/fd")) if n not in exclude)
+            omit: set[int] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    """Describe every descriptor of ``pid`` but those in ``omit``; ``save(name, data)`` stores
+    bulk data in the snapshot and returns the name to record. Raises Unrestorable naming the
+    first descriptor that cannot be brought back."""
+    fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd") if int(n) not in omit)
     records: list[dict[str, Any]] = []
     by_link: dict[str, list[int]] = {}
     seen: set[int] = set()  # inodes whose content is saved already (a FIFO or file opened twice)

@@ -1,0 +1,1573 @@
+/* crcp.c: the MPI layer that lets an mpi4py rank be saved as a process image (blcr) at any
+ * moment and brought back, in the same job or in a new one.
+ *
+ * Preloaded into each rank (LD_PRELOAD, by our mpirun), it defines the MPI_* functions mpi4py
+ * calls and reaches MPICH through PMPI_*. Three things make a rank restartable:
+ *
+ *  1. Handles that outlive MPI. The application's world is an MPI Session (the world model
+ *     cannot be initialized twice); communicators are virtual (MPI_COMM_WORLD/SELF keep their
+ *     predefined values, a Dup or Split keeps the handle it first had) and are made again, in
+ *     creation order, after every rebuild. Attributes live here, not on real communicators.
+ *     Requests the application holds are tracked, so that a receive pending at a checkpoint is
+ *     posted again afterwards under the same handle.
+ *  2. A consistent cut at any moment (crcp_quiesce, called on a thread of the rank's app
+ *     coordinator while the application thread is wherever it is). Blocking calls are
+ *     nonblocking ones completed in a loop that lets the protocol in. The ranks agree on how
+ *     many collectives each communicator has started (the maximum), every rank runs on until
+ *     it has completed that many and starts no more, then the application threads are held,
+ *     the per-peer message counts are exchanged and every message in flight is received into
+ *     the layer (Open MPI's bookmark exchange); the layer delivers those first afterwards.
+ *  3. Teardown and rebuild. After the cut the session is finalized and the launcher's PMI
+ *     descriptor closed: the image holds no MPI state. crcp_resume makes a new session (after a
+ *     restart it first adopts the new launcher's environment and PMI descriptor from its
+ *     parent, the opal-restart the new launcher started) and replays the communicators.
+ *
+ * What the layer cannot bring back is refused at checkpoint time with its name: windows,
+ * files, groups, derived datatypes, user ops and error handlers, info objects, communicators
+ * made by other means than Dup and Split, persistent and generalized requests, sessions of the
+ * application's own. The generated part (crcp_wrappers.inc, from MPICH's mpi_proto.h by
+ * generate.py) wraps every other function that takes a communicator, records every object
+ * such a function makes, and turns blocking collectives into nonblocking ones.
+ *
+ * MPICH only: handles are ints, and MPICH 4+ can finalize and re-initialize sessions. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <mpi.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* ---- the gate ------------------------------------------------------------------------------
+ * Every wrapped call holds it while it touches the layer's tables or calls MPI; blocking calls
+ * let go of it between the tests of their loop. `phase` says where a checkpoint is:
+ * 0 none, 1 the ranks agree on the collective counts, 2 every rank completes that many,
+ * 3 application threads are held (the drain, the image, the rebuild). Recursive: attribute
+ * delete callbacks (mpi4py's) call MPI from inside a wrapped call. */
+static pthread_mutex_t gate = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static volatile int phase;
+static volatile int protocol_wants_gate;
+
+/* A thread held by the protocol must not keep the Python GIL: the app coordinator that runs
+ * the protocol is Python too. */
+static int (*gil_held)(void);
+static void *(*gil_release)(void);
+static void (*gil_take)(void *);
+static void find_python(void)
+{
+    gil_held = (int (*)(void))dlsym(RTLD_DEFAULT, "PyGILState_Check");
+    gil_release = (void *(*)(void))dlsym(RTLD_DEFAULT, "PyEval_SaveThread");
+    gil_take = (void (*)(void *))dlsym(RTLD_DEFAULT, "PyEval_RestoreThread");
+    int (*up)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "Py_IsInitialized");
+    if (!up || !up() || !gil_release || !gil_take) gil_held = NULL;
+}
+
+/* Wait on `wake` (gate held) while cond holds; the GIL is given up for the wait, and taken
+ * back without the gate (whoever holds the gate may be waiting for the GIL), so the condition
+ * is looked at again after that. */
+#define HOLD_WHILE(cond) do { \
+        while (cond) { \
+            void *ts_ = gil_held && gil_held() ? gil_release() : NULL; \
+            while (cond) pthread_cond_wait(&wake, &gate); \
+            if (ts_) { pthread_mutex_unlock(&gate); gil_take(ts_); pthread_mutex_lock(&gate); } \
+        } \
+    } while (0)
+
+static inline void enter(void)
+{
+    pthread_mutex_lock(&gate);
+    if (phase == 3) HOLD_WHILE(phase == 3);
+}
+static inline void leave(void) { pthread_mutex_unlock(&gate); }
+
+/* between two tests of a blocking call's loop */
+static void loop_pause(void)
+{
+    if (phase == 3) { HOLD_WHILE(phase == 3); return; }
+    pthread_mutex_unlock(&gate);
+    if (protocol_wants_gate) sched_yield();
+    pthread_mutex_lock(&gate);
+    HOLD_WHILE(phase == 3); /* the protocol may have torn MPI down meanwhile */
+}
+
+/* ---- communicators ------------------------------------------------------------------------ */
+enum ckind { K_WORLD, K_SELF, K_DUP, K_SPLIT };
+struct vcomm {
+    MPI_Comm v, r, shadow;  /* virtual (the app's), real (this incarnation), the layer's twin */
+    int kind, parent, color, key;
+    int live;               /* not freed by the app (a freed parent of a live one is replayed) */
+    int needed;
+    int nullsplit;          /* a Split that gave this rank MPI_COMM_NULL: replayed, nothing kept */
+    int size, rank;
+    MPI_Errhandler eh;      /* predefined error handler the app set, or MPI_ERRHANDLER_NULL */
+    uint64_t *sent, *recvd; /* messages per peer (rank in this communicator) */
+    uint64_t started, completed, target; /* collectives */
+    int waiting;            /* threads held before starting one */
+};
+static struct vcomm *C;
+static int ncomm, capcomm;
+static MPI_Session S = MPI_SESSION_NULL;
+static int state; /* 0 never initialized, 1 up, 2 torn down, 3 finalized */
+static int thread_asked = MPI_THREAD_SINGLE;
+static int verbose;
+
+static int last_i;
+static inline int idx(MPI_Comm v)
+{
+    if (last_i < ncomm && C[last_i].v == v && C[last_i].live) return last_i;
+    for (int i = 0; i < ncomm; i++)
+        if (C[i].v == v && C[i].live) return last_i = i;
+    return -1;
+}
+/* the real handle of a virtual one; an unknown handle passes unchanged */
+static inline MPI_Comm R(MPI_Comm v)
+{
+    int i = idx(v);
+    return i < 0 ? v : C[i].r;
+}
+
+static int add_comm(void)
+{
+    if (ncomm == capcomm) {
+        capcomm = capcomm ? 2 * capcomm : 64;
+        C = realloc(C, capcomm * sizeof *C);
+        if (!C) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    memset(&C[ncomm], 0, sizeof *C);
+    C[ncomm].v = C[ncomm].r = C[ncomm].shadow = MPI_COMM_NULL;
+    C[ncomm].eh = MPI_ERRHANDLER_NULL;
+    C[ncomm].parent = -1;
+    return ncomm++;
+}
+
+/* size, counters and the layer's twin of a communicator just made (collective over it) */
+static int comm_ready(int i)
+{
+    PMPI_Comm_size(C[i].r, &C[i].size);
+    PMPI_Comm_rank(C[i].r, &C[i].rank);
+    if (!C[i].sent) {
+        C[i].sent = calloc(C[i].size, sizeof(uint64_t));
+        C[i].recvd = calloc(C[i].size, sizeof(uint64_t));
+        if (!C[i].sent || !C[i].recvd) return MPI_ERR_NO_MEM;
+    }
+    if (C[i].kind == K_SELF) return MPI_SUCCESS;
+    int rc = PMPI_Comm_dup(C[i].r, &C[i].shadow);
+    if (!rc) PMPI_Comm_set_errhandler(C[i].shadow, MPI_ERRORS_RETURN);
+    return rc;
+}
+
+/* ---- tracked requests ---------------------------------------------------------------------
+ * Every request a wrapped call makes, the application's and the layer's own (a blocking call's),
+ * so that the protocol can complete, drain, cancel and post them again. The application keeps
+ * the handle it was given; `real` is this incarnation's. */
+enum rkind { RQ_SEND, RQ_RECV, RQ_COLL, RQ_MRECV, RQ_OTHER, RQ_REFUSED };
+struct treq {
+    int used, kind, comm, internal;
+    MPI_Request app, real;
+    int peer, tag;                     /* a receive as posted (for the repost) */
+    void *buf; MPI_Count count; MPI_Datatype type;
+    int done, repost;
+    MPI_Status st;
+    const char *made_by;
+};
+static struct treq *T;
+static int nT, capT, liveT;
+/* The application's handles of tracked requests and matched messages are the layer's, never
+ * MPICH's: MPICH hands the same values out again (after a rebuild, certainly), and a request
+ * posted again has a new real handle under the old one. Kind bits 00: MPICH makes none such. */
+static unsigned layer_handles;
+#define LAYER_REQUEST(n) ((MPI_Request)(0x2e000000 | ((n) & 0x00ffffff)))
+#define LAYER_MESSAGE(n) ((MPI_Message)(0x2d000000 | ((n) & 0x00ffffff)))
+
+static int treq_new(int kind, int comm, MPI_Request real)
+{
+    int k = 0;
+    while (k < nT && T[k].used) k++;
+    if (k == nT) {
+        if (nT == capT) {
+            capT = capT ? 2 * capT : 256;
+            T = realloc(T, capT * sizeof *T);
+            if (!T) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+        }
+        nT++;
+    }
+    memset(&T[k], 0, sizeof *T);
+    T[k].used = 1; T[k].kind = kind; T[k].comm = comm;
+    T[k].app = T[k].real = real;
+    liveT++;
+    return k;
+}
+static inline int treq_find(MPI_Request app)
+{
+    if (!liveT || app == MPI_REQUEST_NULL) return -1;
+    for (int k = 0; k < nT; k++)
+        if (T[k].used && !T[k].internal && T[k].app == app) return k;
+    return -1;
+}
+static void treq_free(int k) { T[k].used = 0; liveT--; while (nT && !T[nT - 1].used) nT--; }
+
+static inline void count_recv(int ci, const MPI_Status *st)
+{
+    if (ci >= 0 && st->MPI_SOURCE >= 0 && st->MPI_SOURCE < C[ci].size) C[ci].recvd[st->MPI_SOURCE]++;
+}
+static void completed(int k, const MPI_Status *st)
+{
+    T[k].done = 1;
+    T[k].st = *st;
+    T[k].real = MPI_REQUEST_NULL;
+    if (T[k].kind == RQ_RECV) count_recv(T[k].comm, st);
+    else if (T[k].kind == RQ_COLL && T[k].comm >= 0) C[T[k].comm].completed++;
+}
+/* test one tracked request (gate held): 1 when it is complete */
+static int poll_one(int k, int *rc)
+{
+    if (T[k].done) return 1;
+    int flag = 0;
+    MPI_Status st;
+    st.MPI_SOURCE = MPI_ANY_SOURCE;
+    int e = PMPI_Test(&T[k].real, &flag, &st);
+    if (e) { if (rc) *rc = e; return 1; }
+    if (flag) completed(k, &st);
+    return flag;
+}
+static inline void give_status(MPI_Status *to, const MPI_Status *from)
+{
+    if (to != MPI_STATUS_IGNORE) *to = *from;
+}
+
+/* ---- messages received into the layer (drained at a cut, or held by a matched probe) ---- */
+struct stored { int used, comm, source, tag; char *data; MPI_Count len; };
+static struct stored *M;
+static int nM, capM, liveM;
+static int store_add(int comm, int source, int tag, char *data, MPI_Count len)
+{
+    if (nM == capM) {
+        capM = capM ? 2 * capM : 64;
+        M = realloc(M, capM * sizeof *M);
+        if (!M) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    M[nM] = (struct stored){1, comm, source, tag, data, len};
+    liveM++;
+    return nM++;
+}
+/* the oldest stored message that a receive of (source, tag) on communicator ci matches */
+static int store_match(int ci, int source, int tag)
+{
+    if (!liveM || ci < 0) return -1;
+    for (int m = 0; m < nM; m++)
+        if (M[m].used && M[m].comm == ci && (source == MPI_ANY_SOURCE || source == M[m].source)
+            && (tag == MPI_ANY_TAG || tag == M[m].tag))
+            return m;
+    return -1;
+}
+/* MPICH's status holds the byte count and the cancelled bit itself; its functions that take no
+ * handle (MPI_Get_count, MPI_Status_set_elements_x, MPI_Test_cancelled) refuse to run when
+ * only sessions are initialized, which is the layer's case. */
+static MPI_Count status_bytes(const MPI_Status *st)
+{
+    return (MPI_Count)((uint64_t)(unsigned)st->count_lo | ((uint64_t)((unsigned)st->count_hi_and_cancelled >> 1) << 32));
+}
+static int status_cancelled(const MPI_Status *st) { return st->count_hi_and_cancelled & 1; }
+static void store_status(int m, MPI_Status *st)
+{
+    st->MPI_SOURCE = M[m].source;
+    st->MPI_TAG = M[m].tag;
+    st->MPI_ERROR = MPI_SUCCESS;
+    st->count_lo = (int)(M[m].len & 0xffffffff);
+    st->count_hi_and_cancelled = (int)(((uint64_t)M[m].len >> 32) << 1);
+}
+/* deliver stored message m into (buf, count, type) and forget it */
+static int store_take(int m, void *buf, MPI_Count count, MPI_Datatype type, MPI_Status *st)
+{
+    MPI_Count size = 0;
+    int rc = PMPI_Pack_size_c(count, type, C[M[m].comm].r, &size);
+    MPI_Count pos = 0;
+    if (!rc && M[m].len > size) rc = MPI_ERR_TRUNCATE;
+    if (!rc && M[m].len)
+        rc = PMPI_Unpack_c(M[m].data, M[m].len, &pos, buf, count, type, C[M[m].comm].r);
+    MPI_Status mine;
+    store_status(m, &mine);
+    mine.MPI_ERROR = rc;
+    give_status(st, &mine);
+    free(M[m].data);
+    M[m].used = 0;
+    liveM--;
+    while (nM && !M[nM - 1].used) nM--;
+    return rc;
+}
+
+/* matched probes the application holds (MPI_Message), so that a cut can receive them first */
+struct held { int used, comm, stored; MPI_Message app, real; MPI_Status st; };
+static struct held *H;
+static int nH, capH;
+static int held_add(int comm, MPI_Message real, const MPI_Status *st)
+{
+    int h = 0;
+    while (h < nH && H[h].used) h++;
+    if (h == nH) {
+        if (nH == capH) {
+            capH = capH ? 2 * capH : 16;
+            H = realloc(H, capH * sizeof *H);
+            if (!H) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+        }
+        nH++;
+    }
+    H[h] = (struct held){1, comm, -1, real, real, *st};
+    return h;
+}
+static int held_find(MPI_Message app)
+{
+    for (int h = 0; h < nH; h++)
+        if (H[h].used && H[h].app == app) return h;
+    return -1;
+}
+
+/* ---- objects the layer cannot bring back (recorded by the generated wrappers) ---- */
+struct unsupported { int used; long handle; const char *kind, *made_by; };
+static struct unsupported *U;
+static int nU, capU;
+static void unsupported_made(const char *kind, long handle, const char *made_by)
+{
+    if (nU == capU) {
+        capU = capU ? 2 * capU : 16;
+        U = realloc(U, capU * sizeof *U);
+        if (!U) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    U[nU++] = (struct unsupported){1, handle, kind, made_by};
+}
+static void unsupported_gone(const char *kind, long handle)
+{
+    for (int u = 0; u < nU; u++)
+        if (U[u].used && U[u].handle == handle && !strcmp(U[u].kind, kind)) { U[u].used = 0; return; }
+}
+/* MPICH: predefined handles have kind bits 01; they are not the application's objects */
+static inline int is_object(long h) { return ((unsigned long)h >> 30 & 3) >= 2; }
+#define TRACK_OUT(kind, before, after, null, fn) do { \
+        if ((before) != (after)) { \
+            if ((before) != (null) && is_object((long)(before))) unsupported_gone(kind, (long)(before)); \
+            if ((after) != (null) && is_object((long)(after))) unsupported_made(kind, (long)(after), fn); \
+        } \
+    } while (0)
+
+/* ---- sessions: up and down ---------------------------------------------------------------- */
+static int mpi_error(int rc, char *err, int errlen, const char *what)
+{
+    char s[MPI_MAX_ERROR_STRING] = "";
+    int l = 0;
+    PMPI_Error_string(rc, s, &l);
+    snprintf(err, errlen, "%s: %s", what, s);
+    return -1;
+}
+
+static int session_up(void)
+{
+    MPI_Info info;
+    MPI_Group g;
+    MPI_Comm w, s;
+    int rc;
+    PMPI_Info_create(&info);
+    /* always MULTIPLE: the protocol runs on the coordinator's thread beside the application's */
+    PMPI_Info_set(info, "thread_level", "MPI_THREAD_MULTIPLE");
+    rc = PMPI_Session_init(info, MPI_ERRORS_RETURN, &S);
+    PMPI_Info_free(&info);
+    if (rc) return rc;
+    if ((rc = PMPI_Group_from_session_pset(S, "mpi://WORLD", &g))) return rc;
+    rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.world", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &w);
+    PMPI_Group_free(&g);
+    if (rc) return rc;
+    if ((rc = PMPI_Group_from_session_pset(S, "mpi://SELF", &g))) return rc;
+    rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.self", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &s);
+    PMPI_Group_free(&g);
+    if (rc) return rc;
+    if (ncomm == 0) {
+        int i = add_comm();
+        C[i].v = MPI_COMM_WORLD; C[i].kind = K_WORLD; C[i].live = 1;
+        i = add_comm();
+        C[i].v = MPI_COMM_SELF; C[i].kind = K_SELF; C[i].live = 1;
+    }
+    C[0].r = w;
+    C[1].r = s;
+    if ((rc = comm_ready(0))) return rc;
+    return comm_ready(1);
+}
+
+/* Descriptors: what the launcher leaked into the rank is closed at load (hydra passes its own
+ * pipes and sockets on, which the image could not hold); what MPI leaves open after a session
+ * is finalized (MPICH 5.0.2: one /dev/shm/mpich_shm_* per session) is closed at teardown. The
+ * PMI descriptor stays open (a rebuild in the same job talks to the same launcher): the image
+ * leaves it out (crcp_launcher_fd), and a restored rank takes its new launcher's instead. */
+static int is_rank(void) { return getenv("PYCRS_CRCP") && getenv("PMI_FD"); }
+__attribute__((constructor)) static void at_load(void)
+{
+    if (!is_rank()) return;
+    int keep = atoi(getenv("PMI_FD"));
+    DIR *d = opendir("/proc/self/fd");
+    int dfd = d ? dirfd(d) : -1, fds[1024], n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && n < 1024) fds[n++] = atoi(e->d_name);
+    for (int i = 0; i < n; i++)
+        if (fds[i] > 2 && fds[i] != keep && fds[i] != dfd) close(fds[i]);
+    if (d) closedir(d);
+    /* children of the rank (the image dumper, any tool) are not ranks */
+    unsetenv("LD_PRELOAD");
+}
+
+static int mpi_leftover(const char *link)
+{
+    return !strncmp(link, "/dev/shm/mpich_shm", 18) || !strncmp(link, "/dev/shm/ucx_", 13);
+}
+static void close_mpi_leftovers(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int dfd = d ? dirfd(d) : -1;
+    struct dirent *e;
+    int fds[1024], n = 0;
+    while (d && (e = readdir(d))) {
+        char p[64], t[300];
+        if (e->d_name[0] == '.' || atoi(e->d_name) == dfd) continue;
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(p, t, sizeof t - 1);
+        if (k <= 0) continue;
+        t[k] = 0;
+        if (mpi_leftover(t) && n < 1024) fds[n++] = atoi(e->d_name);
+    }
+    if (d) closedir(d);
+    for (int i = 0; i < n; i++) close(fds[i]);
+}
+
+/* MPICH 5.0.2: the next session hangs in MPI_Comm_create_from_group while the previous one's
+ * node segment (same name in every session of a job) is still linked; wait (at most 2 s) until
+ * no descriptor names a linked one. Measured in benchmarks/transparent_mpi/reinit/README.md. */
+static void wait_shm_unlinked(void)
+{
+    double t0 = now();
+    for (int left = 1; left && now() - t0 < 2.0;) {
+        left = 0;
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            char p[300], t[300];
+            snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+            ssize_t k = readlink(p, t, sizeof t - 1);
+            if (k <= 0) continue;
+            t[k] = 0;
+            if (!strncmp(t, "/dev/shm/mpich_shm", 18) && !strstr(t, "(deleted)")) left++;
+        }
+        if (d) closedir(d);
+        if (left) usleep(500);
+    }
+}
+
+static int teardown(void)
+{
+    for (int i = ncomm - 1; i >= 0; i--) {
+        if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
+        if (C[i].r != MPI_COMM_NULL) PMPI_Comm_free(&C[i].r);
+        C[i].shadow = C[i].r = MPI_COMM_NULL;
+    }
+    int rc = PMPI_Session_finalize(&S);
+    wait_shm_unlinked();
+    return rc;
+}
+
+/* ---- the launcher of a new job (after a restart) ----------------------------------------- */
+static int is_launcher_var(const char *kv)
+{
+    static const char *pfx[] = {"PMI_", "PMIX_", "HYDRA_", "MPIR_CVAR_", NULL};
+    for (int i = 0; pfx[i]; i++)
+        if (!strncmp(kv, pfx[i], strlen(pfx[i]))) return 1;
+    return 0;
+}
+/* Take the launcher environment (PMI_*) of process `from` (the opal-restart the new launcher
+ * started, our parent) in place of the old job's, and its PMI descriptor with pidfd_getfd(2),
+ * at the number MPICH will read from PMI_FD. */
+static int adopt_launcher(pid_t from, char *err, int errlen)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)from);
+    FILE *f = fopen(path, "r");
+    if (!f) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
+    size_t cap = 1 << 16, len = 0;
+    char *env = malloc(cap + 1);
+    for (size_t k; env && (k = fread(env + len, 1, cap - len, f)) > 0;) {
+        len += k;
+        if (len == cap) { cap *= 2; env = realloc(env, cap + 1); }
+    }
+    fclose(f);
+    if (!env) { snprintf(err, errlen, "out of memory"); return -1; }
+    env[len] = 0;
+    extern char **environ;
+    for (int removed = 1; removed;) {
+        removed = 0;
+        for (char **p = environ; *p; p++)
+            if (is_launcher_var(*p)) {
+                char name[256];
+                size_t l = strcspn(*p, "=");
+                if (l >= sizeof name) continue;
+                memcpy(name, *p, l);
+                name[l] = 0;
+                unsetenv(name);
+                removed = 1;
+                break;
+            }
+    }
+    int rc = 0;
+    for (char *kv = env; kv < env + len; kv += strlen(kv) + 1) {
+        char *eq = strchr(kv, '=');
+        if (!is_launcher_var(kv) || !eq) continue;
+        *eq = 0;
+        if (!strcmp(kv, "PMI_FD")) {
+            int pidfd = syscall(SYS_pidfd_open, from, 0);
+            int fd = pidfd < 0 ? -1 : syscall(SYS_pidfd_getfd, pidfd, atoi(eq + 1), 0);
+            if (fd < 0) {
+                snprintf(err, errlen, "cannot take the launcher's PMI descriptor %s from process "
+                         "%d: %s", eq + 1, (int)from, strerror(errno));
+                rc = -1;
+            } else {
+                fcntl(fd, F_SETFD, 0);
+                char v[16];
+                snprintf(v, sizeof v, "%d", fd);
+                setenv("PMI_FD", v, 1);
+            }
+            if (pidfd >= 0) close(pidfd);
+        } else {
+            setenv(kv, eq + 1, 1);
+        }
+        *eq = '=';
+    }
+    free(env);
+    return rc;
+}
+
+/* ---- init / finalize ---------------------------------------------------------------------- */
+static int layer_init(int required, int *provided)
+{
+    if (state != 0) return MPI_ERR_OTHER;
+    /* mpi4py loads libmpi privately (RTLD_LOCAL): make it visible to our PMPI_* references */
+    if (!dlopen("libmpi.so.12", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD)) {
+        fprintf(stderr, "crcp: MPICH's libmpi.so.12 is not loaded in this process (the layer "
+                "works with MPICH only): %s\n", dlerror());
+        return MPI_ERR_OTHER;
+    }
+    find_python();
+    verbose = getenv("PYCRS_CRCP_VERBOSE") != NULL;
+    thread_asked = required < MPI_THREAD_SINGLE ? MPI_THREAD_SINGLE
+                 : required > MPI_THREAD_MULTIPLE ? MPI_THREAD_MULTIPLE : required;
+    pthread_mutex_lock(&gate);
+    int rc = session_up();
+    if (!rc) state = 1;
+    pthread_mutex_unlock(&gate);
+    if (provided) *provided = thread_asked;
+    return rc;
+}
+EXPORT int MPI_Init(int *argc, char ***argv) { (void)argc; (void)argv; return layer_init(MPI_THREAD_SINGLE, NULL); }
+EXPORT int MPI_Init_thread(int *argc, char ***argv, int required, int *provided)
+{
+    (void)argc; (void)argv;
+    return layer_init(required, provided);
+}
+EXPORT int MPI_Initialized(int *flag) { *flag = state != 0; return MPI_SUCCESS; }
+EXPORT int MPI_Finalized(int *flag) { *flag = state == 3; return MPI_SUCCESS; }
+EXPORT int MPI_Query_thread(int *p) { *p = thread_asked; return MPI_SUCCESS; }
+EXPORT int MPI_Is_thread_main(int *flag) { *flag = 1; return MPI_SUCCESS; }
+
+static void attrs_delete_everywhere(void);
+static int coll_admit(int ci);
+EXPORT int MPI_Finalize(void)
+{
+    enter();
+    coll_admit(0); /* a finalize waits for a checkpoint under way, which needs this rank */
+    attrs_delete_everywhere();
+    int rc = MPI_SUCCESS;
+    if (state == 1) rc = teardown();
+    state = 3;
+    leave();
+    return rc;
+}
+EXPORT int MPI_Abort(MPI_Comm comm, int code) { return PMPI_Abort(R(comm), code); }
+
+/* ---- attributes: kept in the layer, never on the real communicators ----
+ * The application's keyvals and values are its own state and must survive a teardown; the real
+ * communicators freed at teardown must not run its delete callbacks (mpi4py frees its cached
+ * duplicates from one). Predefined attributes (MPI_TAG_UB, ...) are read from the real one. */
+#define MAXKV 256
+struct keyval { int used; MPI_Comm_copy_attr_function *copy; MPI_Comm_delete_attr_function *del; void *extra; };
+static struct keyval KV[MAXKV];
+#define KVBASE 0x3a000000
+struct attr { int comm, kv; void *val; };
+static struct attr *AT;
+static int nattr, capattr;
+static inline int kvi(int k) { k -= KVBASE; return (k >= 0 && k < MAXKV && KV[k].used) ? k : -1; }
+static void attr_add(int c, int k, void *v)
+{
+    if (nattr == capattr) {
+        capattr = capattr ? 2 * capattr : 64;
+        AT = realloc(AT, capattr * sizeof *AT);
+        if (!AT) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    AT[nattr++] = (struct attr){c, k, v};
+}
+EXPORT int MPI_Comm_create_keyval(MPI_Comm_copy_attr_function *cp, MPI_Comm_delete_attr_function *dl, int *k, void *extra)
+{
+    enter();
+    int rc = MPI_ERR_KEYVAL;
+    for (int i = 0; i < MAXKV; i++)
+        if (!KV[i].used) { KV[i] = (struct keyval){1, cp, dl, extra}; *k = KVBASE + i; rc = MPI_SUCCESS; break; }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_free_keyval(int *k)
+{
+    enter();
+    int i = kvi(*k), rc = MPI_SUCCESS;
+    if (i < 0) rc = PMPI_Comm_free_keyval(k);
+    else { KV[i].used = 0; *k = MPI_KEYVAL_INVALID; }
+    leave();
+    return rc;
+}
+static int attr_find(int c, int k) { for (int a = 0; a < nattr; a++) if (AT[a].comm == c && AT[a].kv == k) return a; return -1; }
+static int attr_del(int c, int a)
+{
+    int k = AT[a].kv, rc = MPI_SUCCESS;
+    void *v = AT[a].val;
+    AT[a] = AT[--nattr];
+    if (KV[k].del) rc = KV[k].del(C[c].v, KVBASE + k, v, KV[k].extra);
+    return rc;
+}
+EXPORT int MPI_Comm_set_attr(MPI_Comm c, int k, void *v)
+{
+    enter();
+    int i = idx(c), ki = kvi(k), rc = MPI_SUCCESS;
+    if (i < 0 || ki < 0) rc = PMPI_Comm_set_attr(R(c), k, v);
+    else {
+        int a = attr_find(i, ki);
+        if (a >= 0) rc = attr_del(i, a);
+        attr_add(i, ki, v);
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_get_attr(MPI_Comm c, int k, void *v, int *f)
+{
+    enter();
+    int i = idx(c), ki = kvi(k), rc = MPI_SUCCESS;
+    if (i < 0 || ki < 0) rc = PMPI_Comm_get_attr(R(c), k, v, f);
+    else {
+        int a = attr_find(i, ki);
+        *f = a >= 0;
+        if (a >= 0) *(void **)v = AT[a].val;
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_delete_attr(MPI_Comm c, int k)
+{
+    enter();
+    int i = idx(c), ki = kvi(k), rc;
+    if (i < 0 || ki < 0) rc = PMPI_Comm_delete_attr(R(c), k);
+    else {
+        int a = attr_find(i, ki);
+        rc = a < 0 ? MPI_ERR_KEYVAL : attr_del(i, a);
+    }
+    leave();
+    return rc;
+}
+static void attrs_copy(int from, int to)
+{
+    for (int a = 0; a < nattr; a++) {
+        if (AT[a].comm != from) continue;
+        int k = AT[a].kv, flag = 0;
+        void *nv = NULL;
+        if (KV[k].copy && KV[k].copy(C[from].v, KVBASE + k, KV[k].extra, AT[a].val, &nv, &flag) == MPI_SUCCESS && flag)
+            attr_add(to, k, nv);
+    }
+}
+static void attrs_delete_all(int c) { for (int a = nattr - 1; a >= 0; a--) if (a < nattr && AT[a].comm == c) attr_del(c, a); }
+static void attrs_delete_everywhere(void)
+{
+    attrs_delete_all(1); /* SELF first, as MPI_Finalize does */
+    for (int i = ncomm - 1; i >= 0; i--) attrs_delete_all(i);
+}
+
+/* ---- collectives: admission and completion ------------------------------------------------
+ * A rank may start a collective unless a cut is being agreed (phase 1) or it has already
+ * started as many on that communicator as the cut allows (phase 2): the cut is then exactly
+ * `target` collectives on every communicator, for every member. */
+static int coll_admit(int ci)
+{
+    if (ci < 0) return 0;
+    C[ci].waiting++;
+    HOLD_WHILE(phase == 1 || phase == 3 || (phase == 2 && C[ci].started >= C[ci].target));
+    C[ci].waiting--;
+    C[ci].started++;
+    return 0;
+}
+/* complete a collective the layer started for a blocking call */
+static int coll_wait(int ci, MPI_Request r)
+{
+    int k = treq_new(RQ_COLL, ci, r), rc = MPI_SUCCESS;
+    T[k].internal = 1;
+    while (!poll_one(k, &rc)) loop_pause();
+    treq_free(k);
+    return rc;
+}
+static void coll_track(int ci, MPI_Request *r, const char *fn)
+{
+    int k = treq_new(RQ_COLL, ci, *r);
+    T[k].made_by = fn;
+    *r = T[k].app = LAYER_REQUEST(++layer_handles);
+}
+
+/* a blocking communicator-making call: counted as a collective, run without the gate so that
+ * the protocol (which its peers may be waiting for) can go on beside it */
+#define UNGATED(call) do { pthread_mutex_unlock(&gate); call; pthread_mutex_lock(&gate); } while (0)
+
+static int comm_made(int parent, MPI_Comm r, int kind, int color, int key, MPI_Comm *out)
+{
+    int rc = MPI_SUCCESS;
+    int i = add_comm();
+    C[i].kind = kind; C[i].parent = parent; C[i].color = color; C[i].key = key;
+    if (r == MPI_COMM_NULL) { C[i].nullsplit = 1; *out = MPI_COMM_NULL; return rc; }
+    C[i].v = C[i].r = r; C[i].live = 1;
+    UNGATED(rc = comm_ready(i));
+    *out = r;
+    attrs_copy(parent, i);
+    if (kind == K_SPLIT) { /* attributes are not copied by a split */
+        for (int a = nattr - 1; a >= 0; a--) if (AT[a].comm == i) attr_del(i, a);
+    }
+    return rc;
+}
+EXPORT int MPI_Comm_dup(MPI_Comm c, MPI_Comm *n)
+{
+    enter();
+    int p = idx(c), rc;
+    if (p < 0) { rc = PMPI_Comm_dup(c, n); leave(); return rc; }
+    coll_admit(p);
+    MPI_Comm real = C[p].r, made = MPI_COMM_NULL;
+    UNGATED(rc = PMPI_Comm_dup(real, &made));
+    if (!rc) rc = comm_made(p, made, K_DUP, 0, 0, n);
+    C[p].completed++;
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_dup_with_info(MPI_Comm c, MPI_Info info, MPI_Comm *n)
+{
+    (void)info; /* hints only; the replay makes a plain duplicate */
+    return MPI_Comm_dup(c, n);
+}
+EXPORT int MPI_Comm_split(MPI_Comm c, int color, int key, MPI_Comm *n)
+{
+    enter();
+    int p = idx(c), rc;
+    if (p < 0) { rc = PMPI_Comm_split(c, color, key, n); leave(); return rc; }
+    coll_admit(p);
+    MPI_Comm real = C[p].r, made = MPI_COMM_NULL;
+    UNGATED(rc = PMPI_Comm_split(real, color, key, &made));
+    if (!rc) rc = comm_made(p, made, K_SPLIT, color, key, n);
+    C[p].completed++;
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_free(MPI_Comm *c)
+{
+    enter();
+    int i = idx(*c), rc = MPI_SUCCESS;
+    if (i < 0) {
+        MPI_Comm before = *c;
+        rc = PMPI_Comm_free(c);
+        if (!rc) unsupported_gone("communicator", (long)before);
+    } else if (i < 2) {
+        rc = MPI_ERR_COMM;
+    } else {
+        attrs_delete_all(i);
+        if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
+        rc = PMPI_Comm_free(&C[i].r);
+        C[i].live = 0;
+        *c = MPI_COMM_NULL;
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_disconnect(MPI_Comm *c)
+{
+    enter();
+    int tracked = idx(*c) >= 0;
+    leave();
+    if (tracked) return MPI_Comm_free(c);
+    enter();
+    MPI_Comm before = *c;
+    int rc = PMPI_Comm_disconnect(c);
+    if (!rc) unsupported_gone("communicator", (long)before);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_set_errhandler(MPI_Comm c, MPI_Errhandler e)
+{
+    enter();
+    int i = idx(c);
+    if (i >= 0) C[i].eh = e;
+    int rc = PMPI_Comm_set_errhandler(R(c), e);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_compare(MPI_Comm a, MPI_Comm b, int *res)
+{
+    if (a == b) { *res = MPI_IDENT; return MPI_SUCCESS; }
+    enter();
+    int rc = PMPI_Comm_compare(R(a), R(b), res);
+    leave();
+    return rc;
+}
+
+/* ---- point to point ------------------------------------------------------------------------
+ * Counted per communicator and peer: sent at posting, received at completion. Blocking calls
+ * are nonblocking ones completed in the layer's loop. Every receive first looks at the
+ * messages the layer holds (drained at a cut), which are older than anything MPI could match. */
+static inline void count_send(int ci, int dest)
+{
+    if (ci >= 0 && dest >= 0 && dest < C[ci].size) C[ci].sent[dest]++;
+}
+enum smode { S_STD, S_SYNC, S_READY, S_BUF };
+static int post_send(int mode, const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm real, MPI_Request *r)
+{
+    switch (mode) {
+    case S_SYNC: return PMPI_Issend_c(b, n, t, d, tag, real, r);
+    case S_READY: return PMPI_Irsend_c(b, n, t, d, tag, real, r);
+    case S_BUF: return PMPI_Ibsend_c(b, n, t, d, tag, real, r);
+    default: return PMPI_Isend_c(b, n, t, d, tag, real, r);
+    }
+}
+static int send_blocking(int mode, const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c)
+{
+    enter();
+    int ci = idx(c), rc;
+    MPI_Request r;
+    count_send(ci, d);
+    rc = post_send(mode, b, n, t, d, tag, R(c), &r);
+    if (!rc) {
+        int k = treq_new(RQ_SEND, ci, r);
+        T[k].internal = 1;
+        while (!poll_one(k, &rc)) loop_pause();
+        treq_free(k);
+    }
+    leave();
+    return rc;
+}
+static int send_nonblocking(int mode, const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r)
+{
+    enter();
+    int ci = idx(c);
+    count_send(ci, d);
+    int rc = post_send(mode, b, n, t, d, tag, R(c), r);
+    if (!rc && ci >= 0) {
+        int k = treq_new(RQ_SEND, ci, *r); /* (T may move) */
+        *r = T[k].app = LAYER_REQUEST(++layer_handles);
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Send(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_STD, b, n, t, d, tag, c); }
+EXPORT int MPI_Send_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_STD, b, n, t, d, tag, c); }
+EXPORT int MPI_Ssend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_SYNC, b, n, t, d, tag, c); }
+EXPORT int MPI_Ssend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_SYNC, b, n, t, d, tag, c); }
+EXPORT int MPI_Rsend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_READY, b, n, t, d, tag, c); }
+EXPORT int MPI_Rsend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_READY, b, n, t, d, tag, c); }
+EXPORT int MPI_Bsend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_BUF, b, n, t, d, tag, c); }
+EXPORT int MPI_Bsend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_BUF, b, n, t, d, tag, c); }
+EXPORT int MPI_Isend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_STD, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Isend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_STD, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Issend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_SYNC, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Issend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_SYNC, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Irsend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_READY, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Irsend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_READY, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Ibsend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_BUF, b, n, t, d, tag, c, r); }
+EXPORT int MPI_Ibsend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_BUF, b, n, t, d, tag, c, r); }
+
+/* post a receive for tracked request k (from the store if a held message matches) */
+static int post_recv(int k)
+{
+    int m = store_match(T[k].comm, T[k].peer, T[k].tag);
+    if (m >= 0) {
+        MPI_Status st;
+        int rc = store_take(m, T[k].buf, T[k].count, T[k].type, &st);
+        T[k].done = 1; T[k].st = st; T[k].real = MPI_REQUEST_NULL;
+        return rc;
+    }
+    return PMPI_Irecv_c(T[k].buf, T[k].count, T[k].type, T[k].peer, T[k].tag, C[T[k].comm].r, &T[k].real);
+}
+static int recv_track(void *b, MPI_Count n, MPI_Datatype t, int s, int tag, int ci)
+{
+    int k = treq_new(RQ_RECV, ci, MPI_REQUEST_NULL);
+    T[k].buf = b; T[k].count = n; T[k].type = t; T[k].peer = s; T[k].tag = tag;
+    return k;
+}
+static int recv_blocking(void *b, MPI_Count n, MPI_Datatype t, int s, int tag, MPI_Comm c, MPI_Status *st)
+{
+    enter();
+    int ci = idx(c), rc;
+    if (ci < 0 || s == MPI_PROC_NULL) { rc = PMPI_Recv_c(b, n, t, s, tag, R(c), st); leave(); return rc; }
+    int k = recv_track(b, n, t, s, tag, ci);
+    T[k].internal = 1;
+    rc = post_recv(k);
+    while (!rc && !poll_one(k, &rc)) loop_pause();
+    if (!rc) { give_status(st, &T[k].st); rc = T[k].st.MPI_ERROR == MPI_ERR_TRUNCATE ? MPI_ERR_TRUNCATE : MPI_SUCCESS; }
+    treq_free(k);
+    leave();
+    return rc;
+}
+static int recv_nonblocking(void *b, MPI_Count n, MPI_Datatype t, int s, int tag, MPI_Comm c, MPI_Request *r)
+{
+    enter();
+    int ci = idx(c), rc;
+    if (ci < 0 || s == MPI_PROC_NULL) { rc = PMPI_Irecv_c(b, n, t, s, tag, R(c), r); leave(); return rc; }
+    int k = recv_track(b, n, t, s, tag, ci);
+    rc = post_recv(k);
+    if (rc) { treq_free(k); leave(); return rc; }
+    *r = T[k].app = LAYER_REQUEST(++layer_handles);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Recv(void *b, int n, MPI_Datatype t, int s, int tag, MPI_Comm c, MPI_Status *st) { return recv_blocking(b, n, t, s, tag, c, st); }
+EXPORT int MPI_Recv_c(void *b, MPI_Count n, MPI_Datatype t, int s, int tag, MPI_Comm c, MPI_Status *st) { return recv_blocking(b, n, t, s, tag, c, st); }
+EXPORT int MPI_Irecv(void *b, int n, MPI_Datatype t, int s, int tag, MPI_Comm c, MPI_Request *r) { return recv_nonblocking(b, n, t, s, tag, c, r); }
+EXPORT int MPI_Irecv_c(void *b, MPI_Count n, MPI_Datatype t, int s, int tag, MPI_Comm c, MPI_Request *r) { return recv_nonblocking(b, n, t, s, tag, c, r); }
+
+static int sendrecv(const void *sb, MPI_Count sn, MPI_Datatype stype, int d, int stag, void *rb, MPI_Count rn,
+                    MPI_Datatype rtype, int s, int rtag, MPI_Comm c, MPI_Status *st)
+{
+    enter();
+    int ci = idx(c), rc;
+    if (ci < 0) { rc = PMPI_Sendrecv_c(sb, sn, stype, d, stag, rb, rn, rtype, s, rtag, c, st); leave(); return rc; }
+    int kr = recv_track(rb, rn, rtype, s, rtag, ci);
+    T[kr].internal = 1;
+    rc = s == MPI_PROC_NULL ? PMPI_Irecv_c(rb, rn, rtype, s, rtag, C[ci].r, &T[kr].real) : post_recv(kr);
+    MPI_Request sr;
+    count_send(ci, d);
+    if (!rc) rc = PMPI_Isend_c(sb, sn, stype, d, stag, C[ci].r, &sr);
+    int ks = -1;
+    if (!rc) { ks = treq_new(RQ_SEND, ci, sr); T[ks].internal = 1; }
+    while (!rc && !(poll_one(kr, &rc) & poll_one(ks, &rc))) loop_pause();
+    if (!rc) give_status(st, &T[kr].st);
+    treq_free(kr);
+    if (ks >= 0) treq_free(ks);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Sendrecv(const void *sb, int sn, MPI_Datatype stype, int d, int stag, void *rb, int rn, MPI_Datatype rtype,
+                        int s, int rtag, MPI_Comm c, MPI_Status *st)
+{ return sendrecv(sb, sn, stype, d, stag, rb, rn, rtype, s, rtag, c, st); }
+EXPORT int MPI_Sendrecv_c(const void *sb, MPI_Count sn, MPI_Datatype stype, int d, int stag, void *rb, MPI_Count rn,
+                          MPI_Datatype rtype, int s, int rtag, MPI_Comm c, MPI_Status *st)
+{ return sendrecv(sb, sn, stype, d, stag, rb, rn, rtype, s, rtag, c, st); }
+static int sendrecv_replace(void *b, MPI_Count n, MPI_Datatype t, int d, int stag, int s, int rtag, MPI_Comm c, MPI_Status *st)
+{
+    MPI_Count size = 0, pos = 0;
+    int rc = PMPI_Pack_size_c(n, t, C[1].r, &size);
+    char *copy = rc ? NULL : malloc(size ? size : 1);
+    if (!copy) return rc ? rc : MPI_ERR_NO_MEM;
+    rc = PMPI_Pack_c(b, n, t, copy, size, &pos, C[1].r);
+    if (!rc) rc = sendrecv(copy, pos, MPI_PACKED, d, stag, b, n, t, s, rtag, c, st);
+    free(copy);
+    return rc;
+}
+EXPORT int MPI_Sendrecv_replace(void *b, int n, MPI_Datatype t, int d, int stag, int s, int rtag, MPI_Comm c, MPI_Status *st)
+{ return sendrecv_replace(b, n, t, d, stag, s, rtag, c, st); }
+EXPORT int MPI_Sendrecv_replace_c(void *b, MPI_Count n, MPI_Datatype t, int d, int stag, int s, int rtag, MPI_Comm c, MPI_Status *st)
+{ return sendrecv_replace(b, n, t, d, stag, s, rtag, c, st); }
+
+/* ---- probes and matched receives ---- */
+static int iprobe(int s, int tag, int ci, int *flag, MPI_Status *st)
+{
+    int m = store_match(ci, s, tag);
+    if (m >= 0) { MPI_Status mine; store_status(m, &mine); give_status(st, &mine); *flag = 1; return MPI_SUCCESS; }
+    return PMPI_Iprobe(s, tag, C[ci].r, flag, st);
+}
+EXPORT int MPI_Iprobe(int s, int tag, MPI_Comm c, int *flag, MPI_Status *st)
+{
+    enter();
+    int ci = idx(c);
+    int rc = ci < 0 ? PMPI_Iprobe(s, tag, c, flag, st) : iprobe(s, tag, ci, flag, st);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Probe(int s, int tag, MPI_Comm c, MPI_Status *st)
+{
+    enter();
+    int ci = idx(c), rc, flag = 0;
+    if (ci < 0) rc = PMPI_Probe(s, tag, c, st);
+    else while (!(rc = iprobe(s, tag, ci, &flag, st)) && !flag) loop_pause();
+    leave();
+    return rc;
+}
+/* a matched probe: the message is the application's from now on (counted here) */
+static int improbe(int s, int tag, int ci, int *flag, MPI_Message *msg, MPI_Status *st)
+{
+    MPI_Status mine;
+    int m = store_match(ci, s, tag);
+    if (m >= 0) {
+        store_status(m, &mine);
+        int h = held_add(ci, MPI_MESSAGE_NULL, &mine);
+        H[h].stored = m;
+        M[m].comm = -1; /* no receive matches it any more */
+        H[h].app = LAYER_MESSAGE(++layer_handles);
+        *msg = H[h].app;
+        *flag = 1;
+        give_status(st, &mine);
+        return MPI_SUCCESS;
+    }
+    mine.MPI_SOURCE = MPI_ANY_SOURCE;
+    int rc = PMPI_Improbe(s, tag, C[ci].r, flag, msg, &mine);
+    if (!rc && *flag) {
+        if (*msg != MPI_MESSAGE_NO_PROC) {
+            count_recv(ci, &mine);
+            int h = held_add(ci, *msg, &mine); /* (H may move) */
+            *msg = H[h].app = LAYER_MESSAGE(++layer_handles);
+        }
+        give_status(st, &mine);
+    }
+    return rc;
+}
+EXPORT int MPI_Improbe(int s, int tag, MPI_Comm c, int *flag, MPI_Message *msg, MPI_Status *st)
+{
+    enter();
+    int ci = idx(c);
+    int rc = ci < 0 ? PMPI_Improbe(s, tag, c, flag, msg, st) : improbe(s, tag, ci, flag, msg, st);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Mprobe(int s, int tag, MPI_Comm c, MPI_Message *msg, MPI_Status *st)
+{
+    enter();
+    int ci = idx(c), rc, flag = 0;
+    if (ci < 0) rc = PMPI_Mprobe(s, tag, c, msg, st);
+    else while (!(rc = improbe(s, tag, ci, &flag, msg, st)) && !flag) loop_pause();
+    leave();
+    return rc;
+}
+static int mrecv(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Status *st)
+{
+    enter();
+    int h = held_find(*msg), rc;
+    if (h < 0) rc = PMPI_Mrecv_c(b, n, t, msg, st);
+    else if (H[h].stored >= 0) {
+        M[H[h].stored].comm = H[h].comm;
+        rc = store_take(H[h].stored, b, n, t, st);
+        H[h].used = 0;
+        *msg = MPI_MESSAGE_NULL;
+    } else {
+        H[h].used = 0;
+        MPI_Message real = H[h].real;
+        rc = PMPI_Mrecv_c(b, n, t, &real, st);
+        *msg = MPI_MESSAGE_NULL;
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Mrecv(void *b, int n, MPI_Datatype t, MPI_Message *msg, MPI_Status *st) { return mrecv(b, n, t, msg, st); }
+EXPORT int MPI_Mrecv_c(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Status *st) { return mrecv(b, n, t, msg, st); }
+static int imrecv(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Request *r)
+{
+    /* completed at once: a matched message is here or on its way (and counted already) */
+    MPI_Status st;
+    int rc = mrecv(b, n, t, msg, &st);
+    if (rc) return rc;
+    enter();
+    int k = treq_new(RQ_MRECV, -1, MPI_REQUEST_NULL);
+    T[k].done = 1; T[k].st = st;
+    T[k].app = *r = LAYER_REQUEST(++layer_handles);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Imrecv(void *b, int n, MPI_Datatype t, MPI_Message *msg, MPI_Request *r) { return imrecv(b, n, t, msg, r); }
+EXPORT int MPI_Imrecv_c(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Request *r) { return imrecv(b, n, t, msg, r); }
+
+/* ---- completion ----------------------------------------------------------------------------
+ * A tracked request completes in the layer (poll_one), which keeps its status until the
+ * application asks; an untracked one (made by a call the layer passes through) goes to MPI. */
+static int finish(int k, MPI_Request *r, MPI_Status *st)
+{
+    int truncated = T[k].kind == RQ_RECV && T[k].st.MPI_ERROR == MPI_ERR_TRUNCATE;
+    give_status(st, &T[k].st);
+    treq_free(k);
+    *r = MPI_REQUEST_NULL;
+    return truncated ? MPI_ERR_TRUNCATE : MPI_SUCCESS;
+}
+static int test_one(MPI_Request *r, int *flag, MPI_Status *st)
+{
+    int k = treq_find(*r), rc = MPI_SUCCESS;
+    if (k < 0 || T[k].kind == RQ_REFUSED) {
+        rc = PMPI_Test(r, flag, st);
+        if (k >= 0 && *flag && *r == MPI_REQUEST_NULL) treq_free(k);
+        return rc;
+    }
+    *flag = poll_one(k, &rc);
+    if (rc) return rc;
+    if (*flag) rc = finish(k, r, st);
+    return rc;
+}
+EXPORT int MPI_Test(MPI_Request *r, int *flag, MPI_Status *st)
+{
+    enter();
+    int rc = test_one(r, flag, st);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Wait(MPI_Request *r, MPI_Status *st)
+{
+    enter();
+    int flag = 0, rc;
+    while (!(rc = test_one(r, &flag, st)) && !flag) loop_pause();
+    leave();
+    return rc;
+}
+static inline MPI_Status *nth(MPI_Status *sts, int i) { return sts == MPI_STATUSES_IGNORE ? MPI_STATUS_IGNORE : &sts[i]; }
+/* complete for the application: whether request i is complete, without freeing it yet */
+static int peek_one(MPI_Request r, int *flag)
+{
+    int k = treq_find(r);
+    if (r == MPI_REQUEST_NULL) { *flag = 1; return MPI_SUCCESS; }
+    if (k < 0 || T[k].kind == RQ_REFUSED) return PMPI_Request_get_status(r, flag, MPI_STATUS_IGNORE);
+    int rc = MPI_SUCCESS;
+    *flag = poll_one(k, &rc);
+    return rc;
+}
+static int testall(int n, MPI_Request *rs, int *flag, MPI_Status *sts)
+{
+    int rc = MPI_SUCCESS;
+    *flag = 1;
+    for (int i = 0; i < n && !rc; i++) {
+        int f = 0;
+        rc = peek_one(rs[i], &f);
+        *flag &= f;
+    }
+    if (rc || !*flag) return rc;
+    for (int i = 0; i < n; i++) {
+        if (rs[i] == MPI_REQUEST_NULL) continue;
+        int f = 0;
+        int e = test_one(&rs[i], &f, nth(sts, i));
+        if (e && !rc) rc = e;
+    }
+    return rc;
+}
+EXPORT int MPI_Testall(int n, MPI_Request *rs, int *flag, MPI_Status *sts)
+{
+    enter();
+    int rc = testall(n, rs, flag, sts);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Waitall(int n, MPI_Request *rs, MPI_Status *sts)
+{
+    enter();
+    int flag = 0, rc;
+    while (!(rc = testall(n, rs, &flag, sts)) && !flag) loop_pause();
+    leave();
+    return rc;
+}
+static int testany(int n, MPI_Request *rs, int *index, int *flag, MPI_Status *st)
+{
+    int active = 0;
+    *flag = 0;
+    *index = MPI_UNDEFINED;
+    for (int i = 0; i < n; i++) {
+        if (rs[i] == MPI_REQUEST_NULL) continue;
+        active = 1;
+        int rc = test_one(&rs[i], flag, st);
+        if (rc) return rc;
+        if (*flag) { *index = i; return MPI_SUCCESS; }
+    }
+    if (!active) *flag = 1;
+    return MPI_SUCCESS;
+}
+EXPORT int MPI_Testany(int n, MPI_Request *rs, int *index, int *flag, MPI_Status *st)
+{
+    enter();
+    int rc = testany(n, rs, index, flag, st);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Waitany(int n, MPI_Request *rs, int *index, MPI_Status *st)
+{
+    enter();
+    int flag = 0, rc;
+    while (!(rc = testany(n, rs, index, &flag, st)) && !flag) loop_pause();
+    leave();
+    return rc;
+}
+static int testsome(int n, MPI_Request *rs, int *outcount, int *indices, MPI_Status *sts)
+{
+    int active = 0;
+    *outcount = 0;
+    for (int i = 0; i < n; i++) {
+        if (rs[i] == MPI_REQUEST_NULL) continue;
+        active = 1;
+        int flag = 0;
+        int rc = test_one(&rs[i], &flag, nth(sts, *outcount));
+        if (rc) return rc;
+        if (flag) indices[(*outcount)++] = i;
+    }
+    if (!active) *outcount = MPI_UNDEFINED;
+    return MPI_SUCCESS;
+}
+EXPORT int MPI_Testsome(int n, MPI_Request *rs, int *outcount, int *indices, MPI_Status *sts)
+{
+    enter();
+    int rc = testsome(n, rs, outcount, indices, sts);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Waitsome(int n, MPI_Request *rs, int *outcount, int *indices, MPI_Status *sts)
+{
+    enter();
+    int rc;
+    while (!(rc = testsome(n, rs, outcount, indices, sts)) && *outcount == 0) loop_pause();
+    leave();
+    return rc;
+}
+EXPORT int MPI_Request_get_status(MPI_Request r, int *flag, MPI_Status *st)
+{
+    enter();
+    int k = treq_find(r), rc = MPI_SUCCESS;
+    if (k < 0 || T[k].kind == RQ_REFUSED) rc = PMPI_Request_get_status(r, flag, st);
+    else if ((*flag = poll_one(k, &rc)) && !rc) give_status(st, &T[k].st);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Cancel(MPI_Request *r)
+{
+    enter();
+    int k = treq_find(*r), rc = MPI_SUCCESS;
+    if (k < 0 || T[k].kind == RQ_REFUSED) rc = PMPI_Cancel(r);
+    else if (!T[k].done && T[k].real != MPI_REQUEST_NULL) rc = PMPI_Cancel(&T[k].real);
+    leave();
+    return rc;
+}
+EXPORT int MPI_Request_free(MPI_Request *r)
+{
+    enter();
+    int k = treq_find(*r), rc = MPI_SUCCESS;
+    if (k < 0) rc = PMPI_Request_free(r);
+    else if (T[k].kind == RQ_REFUSED) { rc = PMPI_Request_free(r); treq_free(k); }
+    else {
+        /* the request completes on its own; the layer keeps it until then (a freed receive
+         * still counts, and a cut still waits for it) */
+        T[k].internal = 1;
+        *r = MPI_REQUEST_NULL;
+    }
+    leave();
+    return rc;
+}
+
+/* ---- the checkpoint protocol -------------------------------------------------------------- */
+static double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat_bytes;
+
+/* the first reason this rank cannot be saved, or NULL */
+static const char *refusal(char *buf, int len)
+{
+    for (int u = 0; u < nU; u++)
+        if (U[u].used) {
+            snprintf(buf, len, "%s made by %s is live (the layer cannot bring it back after a "
+                     "restart)", U[u].kind, U[u].made_by);
+            return buf;
+        }
+    for (int k = 0; k < nT; k++)
+        if (T[k].used && T[k].kind == RQ_REFUSED) {
+            snprintf(buf, len, "a request made by %s is live (persistent and generalized "
+                     "requests, one-sided and I/O operations cannot be brought back)", T[k].made_by);
+            return buf;
+        }
+    return NULL;
+}
+
+/* run nonblocking requests of the protocol to completion without holding the application */
+static int protocol_wait(int n, MPI_Request *rs, int poll_collectives)
+{
+    for (;;) {
+        int flag = 0;
+        pthread_mutex_lock(&gate);
+        int rc = PMPI_Testall(n, rs, &flag, MPI_STATUSES_IGNORE);
+        if (poll_collectives)
+            for (int k = 0; k < nT; k++)
+                if (T[k].used && T[k].kind == RQ_COLL && !T[k].done) poll_one(k, &rc);
+        pthread_mutex_unlock(&gate);
+        if (rc || flag) return rc;
+        sched_yield();
+    }
+}
+
+static int cut_reached(void)
+{
+    for (int i = 0; i < ncomm; i++)
+        if (C[i].live && C[i].r != MPI_COMM_NULL && C[i].completed < C[i].target) return 0;
+    return 1;
+}
+static void report_counts(const char *where)
+{
+    fprintf(stderr, "crcp %d: %s:", (int)getpid(), where);
+    for (int i = 0; i < ncomm; i++)
+        if (C[i].live) fprintf(stderr, " [%d] %lu/%lu/%lu", i, (unsigned long)C[i].started,
+                               (unsigned long)C[i].completed, (unsigned long)C[i].target);
+    fprintf(stderr, "\n");
+}
+
+static int drain(char *err, int errlen)
+{
+    int rc;
+    /* matched probes the application holds: received into the layer now */
+    for (int h = 0; h < nH; h++) {
+        if (!H[h].used || H[h].stored >= 0 || H[h].real == MPI_MESSAGE_NULL) continue;
+        MPI_Count len = status_bytes(&H[h].st);
+        char *data = malloc(len ? len : 1);
+        MPI_Status st;
+        if (!data) return snprintf(err, errlen, "out of memory"), -1;
+        if ((rc = PMPI_Mrecv_c(data, len, MPI_BYTE, &H[h].real, &st))) return mpi_error(rc, err, errlen, "receiving a probed message");
+        int m = store_add(-1, H[h].st.MPI_SOURCE, H[h].st.MPI_TAG, data, len);
+        H[h].stored = m;
+        stat_msgs++; stat_bytes += len;
+    }
+    /* the bookmark exchange: what every peer sent me on every communicator */
+    uint64_t **expect = calloc(ncomm, sizeof *expect);
+    MPI_Request *rs = calloc(ncomm, sizeof *rs);
+    int nr = 0;
+    for (int i = 0; i < ncomm; i++) {
+        if (!C[i].live || C[i].shadow == MPI_COMM_NULL) continue;
+        expect[i] = calloc(C[i].size, sizeof(uint64_t));
+        if ((rc = PMPI_Ialltoall(C[i].sent, 1, MPI_UINT64_T, expect[i], 1, MPI_UINT64_T, C[i].shadow, &rs[nr++])))
+            return mpi_error(rc, err, errlen, "exchanging message counts");
+    }
+    if ((rc = PMPI_Waitall(nr, rs, MPI_STATUSES_IGNORE))) return mpi_error(rc, err, errlen, "exchanging message counts");
+    /* receive until every count is met: a posted receive first (MPI matches those first), the
+     * rest into the layer, oldest first */
+    for (int missing = 1; missing;) {
+        missing = 0;
+        for (int k = 0; k < nT; k++)
+            if (T[k].used && T[k].kind == RQ_RECV && !T[k].done && T[k].real != MPI_REQUEST_NULL) poll_one(k, &rc);
+        for (int i = 0; i < ncomm; i++) {
+            if (!expect[i]) continue;
+            int short_of = 0;
+            for (int p = 0; p < C[i].size; p++) short_of |= C[i].recvd[p] < expect[i][p];
+            if (!short_of) continue;
+            missing = 1;
+            int flag = 0;
+            MPI_Message msg;
+            MPI_Status st;
+            if ((rc = PMPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, C[i].r, &flag, &msg, &st))) return mpi_error(rc, err, errlen, "draining");
+            if (!flag) continue;
+            MPI_Count len = status_bytes(&st);
+            char *data = malloc(len ? len : 1);
+            if (!data) return snprintf(err, errlen, "out of memory"), -1;
+            if ((rc = PMPI_Mrecv_c(data, len, MPI_BYTE, &msg, &st))) return mpi_error(rc, err, errlen, "draining");
+            store_add(i, st.MPI_SOURCE, st.MPI_TAG, data, len);
+            count_recv(i, &st);
+            stat_msgs++; stat_bytes += len;
+        }
+    }
+    for (int i = 0; i < ncomm; i++) free(expect[i]);
+    free(expect);
+    free(rs);
+    /* every message sent is received: the sends complete */
+    for (int k = 0; k < nT; k++)
+        if (T[k].used && T[k].kind == RQ_SEND && !T[k].done) {
+            MPI_Status st;
+            if ((rc = PMPI_Wait(&T[k].real, &st))) return mpi_error(rc, err, errlen, "completing a send");
+            completed(k, &st);
+        }
+    /* and receives still posted match nothing in flight: taken back, posted again later */
+    for (int k = 0; k < nT; k++)
+        if (T[k].used && T[k].kind == RQ_RECV && !T[k].done && T[k].real != MPI_REQUEST_NULL) {
+            MPI_Status st;
+            int cancelled = 0;
+            PMPI_Cancel(&T[k].real);
+            PMPI_Wait(&T[k].real, &st);
+            cancelled = status_cancelled(&st);
+            if (cancelled) { T[k].repost = 1; T[k].real = MPI_REQUEST_NULL; }
+            else completed(k, &st);
+        }
+    return 0;
+}
+
+EXPORT int crcp_active(void) { return state == 1 || state == 2; }
+
+/* the launcher's descriptor, which the image must leave out (-1: none) */
+EXPORT int crcp_launcher_fd(void) { return getenv("PMI_FD") ? atoi(getenv("PMI_FD")) : -1; }
+
+EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
+{
+    (void)timeout_ms;
+    char why[512];
+    double t0 = now();
+    stat_msgs = stat_bytes = 0;
+    protocol_wants_gate = 1;
+    pthread_mutex_lock(&gate);
+    if (state != 1) {
+        pthread_mutex_unlock(&gate);
+        protocol_wants_gate = 0;
+        snprintf(err, errlen, state == 0 ? "the application has not initialized MPI yet" :
+                 state == 3 ? "the application has finalized MPI" : "MPI is torn down already");
+        return -1;
+    }
+    /* Rounds until every rank has completed exactly `target` collectives on every
+     * communicator. Each round agrees on the targets (phase 1: no collective starts meanwhile):
+     * the most any member has started, one more where a rank short of its cut is held wanting
+     * to start the next one (its program needs it before the collective it is short of), then
+     * lets the ranks run on to them (phase 2). The first round also agrees on refusals. */
+    int rc = 0, nr, mine_refused = refusal(why, sizeof why) != NULL, any_refused = 0;
+    int n = ncomm, all_done = 0;
+    uint64_t *want = calloc(n + 1, sizeof *want), *agreed = calloc(n + 1, sizeof *agreed);
+    MPI_Request *rs = calloc(n + 2, sizeof *rs);
+    for (int round = 0; !rc; round++) {
+        phase = 1;
+        int done = round > 0 && cut_reached();
+        nr = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            want[i] = C[i].started + (!done && C[i].waiting ? 1 : 0);
+            if (!C[i].live || C[i].shadow == MPI_COMM_NULL) { agreed[i] = want[i]; continue; }
+            rc = PMPI_Iallreduce(&want[i], &agreed[i], 1, MPI_UINT64_T, MPI_MAX, C[i].shadow, &rs[nr++]);
+        }
+        if (!rc) rc = PMPI_Iallreduce(&done, &all_done, 1, MPI_INT, MPI_MIN, C[0].shadow, &rs[nr++]);
+        if (!rc && round == 0)
+            rc = PMPI_Iallreduce(&mine_refused, &any_refused, 1, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
+        pthread_mutex_unlock(&gate);
+        if (!rc) rc = protocol_wait(nr, rs, 0);
+        pthread_mutex_lock(&gate);
+        if (rc || any_refused || all_done) break;
+        for (int i = 0; i < n; i++) C[i].target = agreed[i];
+        phase = 2;
+        pthread_cond_broadcast(&wake);
+        if (verbose && round == 0) report_counts("targets (started/completed/target)");
+        /* run on to the targets, for a while: a rank held short of them shows in the next round */
+        for (double t = now(), last = t; !cut_reached() && now() - t < 0.01 * (round < 20 ? 1 : 10);) {
+            for (int k = 0; k < nT; k++)
+                if (T[k].used && T[k].kind == RQ_COLL && !T[k].done) poll_one(k, &rc);
+            if (verbose && now() - last > 2) { report_counts("still short of the cut"); last = now(); }
+            pthread_mutex_unlock(&gate);
+            sched_yield();
+            pthread_mutex_lock(&gate);
+        }
+    }
+    free(want); free(agreed); free(rs);
+    if (rc || any_refused) {
+        phase = 0;
+        pthread_cond_broadcast(&wake);
+        pthread_mutex_unlock(&gate);
+        protocol_wants_gate = 0;
+        if (rc) return mpi_error(rc, err, errlen, "agreeing on a cut");
+        if (mine_refused) snprintf(err, errlen, "%s", why);
+        else snprintf(err, errlen, "another rank cannot be saved (its own message says why)");
+        return -1;
+    }
+    /* phase 3: the application is held; receive what is in flight, tear down */
+    phase = 3;
+    stat_cut = now() - t0;
+    double t1 = now();
+    if (!rc && drain(err, errlen)) rc = -1;
+    else if (rc) rc = mpi_error(rc, err, errlen, "reaching the cut");
+    if (!rc && (rc = PMPI_Barrier(C[0].shadow))) rc = mpi_error(rc, err, errlen, "after the drain");
+    stat_drain = now() - t1;
+    if (rc) {
+        /* MPI is still up: the job goes on (the drained messages stay in the layer) */
+        for (int k = 0; k < nT; k++)
+            if (T[k].used && T[k].repost) { T[k].repost = 0; post_recv(k); }
+        phase = 0;
+        pthread_cond_broadcast(&wake);
+        pthread_mutex_unlock(&gate);
+        protocol_wants_gate = 0;
+        return -1;
+    }
+    t1 = now();
+    rc = teardown();
+    close_mpi_leftovers();
+    stat_teardown = now() - t1;
+    state = 2;
+    pthread_mutex_unlock(&gate);
+    protocol_wants_gate = 0;
+    if (rc) return mpi_error(rc, err, errlen, "finalizing the session");
+    if (verbose) fprintf(stderr, "crcp: quiesced: cut %.1f ms, drain %.1f ms (%.0f messages), teardown %.1f ms\n",
+                         1e3 * stat_cut, 1e3 * stat_drain, stat_msgs, 1e3 * stat_teardown);
+    return 0;
+}
+
+EXPORT int crcp_resume(int restarted, char *err, int errlen)
+{
+    pthread_mutex_lock(&gate);
+    if (state != 2) {
+        pthread_mutex_unlock(&gate);
+        snprintf(err, errlen, "MPI is not torn down");
+        return -1;
+    }
+    double t0 = now();
+    if (restarted && adopt_launcher(getppid(), err, errlen)) { pthread_mutex_unlock(&gate); return -1; }
+    int rc = session_up();
+    if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "initializing a new session"); }
+    /* communicators made again in creation order (the same collective order as the original
+     * run, on every member): the live ones, and every freed ancestor of a live one */
+    for (int i = 0; i < ncomm; i++) C[i].needed = C[i].live || C[i].nullsplit;
+    for (int i = ncomm - 1; i >= 2; i--)
+        if (C[i].needed && C[i].parent >= 0) C[C[i].parent].needed = 1;
+    for (int i = 2; i < ncomm && !rc; i++) {
+        if (!C[i].needed) continue;
+        MPI_Comm p = C[C[i].parent].r;
+        rc = C[i].kind == K_DUP ? PMPI_Comm_dup(p, &C[i].r) : PMPI_Comm_split(p, C[i].color, C[i].key, &C[i].r);
+        if (!rc && C[i].r != MPI_COMM_NULL) rc = comm_ready(i);
+    }
+    for (int i = 0; i < ncomm && !rc; i++) {
+        if (C[i].r != MPI_COMM_NULL && C[i].eh != MPI_ERRHANDLER_NULL) PMPI_Comm_set_errhandler(C[i].r, C[i].eh);
+        if (!C[i].live && C[i].r != MPI_COMM_NULL) {
+            if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
+            PMPI_Comm_free(&C[i].r);
+        }
+    }
+    for (int k = 0; k < nT && !rc; k++)
+        if (T[k].used && T[k].repost) { T[k].repost = 0; rc = post_recv(k); }
+    if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "rebuilding the communicators"); }
+    stat_rebuild = now() - t0;
+    state = 1;
+    phase = 0;
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&gate);
+    if (verbose) fprintf(stderr, "crcp: resumed%s: rebuild %.1f ms\n", restarted ? " in a new job" : "", 1e3 * stat_rebuild);
+    return 0;
+}
+
+EXPORT void crcp_stats(double *out)
+{
+    out[0] = stat_cut; out[1] = stat_drain; out[2] = stat_teardown; out[3] = stat_rebuild;
+    out[4] = stat_msgs; out[5] = stat_bytes;
+}
+
+/* per-peer counts of communicator v (tests): fills sent/recvd, returns its size */
+EXPORT int crcp_counts(MPI_Comm v, uint64_t *sent, uint64_t *recvd)
+{
+    pthread_mutex_lock(&gate);
+    int i = idx(v), n = -1;
+    if (i >= 0) {
+        memcpy(sent, C[i].sent, C[i].size * sizeof(uint64_t));
+        memcpy(recvd, C[i].recvd, C[i].size * sizeof(uint64_t));
+        n = C[i].size;
+    }
+    pthread_mutex_unlock(&gate);
+    return n;
+}
+
+/* everything else that takes a communicator or makes an object: generated from mpi_proto.h */
+#include "crcp_wrappers.inc"
