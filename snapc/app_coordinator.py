@@ -255,12 +255,12 @@ class AppCoordinator:
             outcome = self.outcomes.pop(seq, {"ok": False})
             if self.seq == seq:
                 self.seq = self.target = None
+        if ok and outcome.get("ok") and target.options.term:
+            _exit_torn_down()
         if ok:  # MPI is torn down here (a refused quiesce left it up)
             self._resume_or_die(False)
         if not outcome.get("ok"):
             return
-        if target.options.term:
-            _finalize_and_exit()
         if target.options.stop:
             os.kill(os.getpid(), signal.SIGSTOP)
 
@@ -386,15 +386,14 @@ class AppCoordinator:
                 self.detaching, self.connected = False, False
 
 
-def _finalize_and_exit() -> None:
-    """End the rank after a checkpoint with --term, MPI rebuilt: MPICH's finalize tells the
-    launcher, which then takes the exit for a normal one."""
-    MPI = quiesce.mpi()
-    if MPI is not None:
-        MPI.Finalize()
+def _exit_torn_down() -> None:
+    """End the rank after a checkpoint with --term while MPI is still torn down: the layer's
+    teardown finalized the MPI session (and with it the launcher's PMI session), so the launcher
+    takes the exit for a normal one. Not MPI_Finalize after a rebuild: the application thread
+    may be inside a blocking MPI call, which would then run on in a finalized library."""
     sys.stdout.flush()
     sys.stderr.flush()
-    ctypes.CDLL(None).exit(0)  # libc's exit, as quiesce.finalize_and_exit
+    ctypes.CDLL(None).exit(0)
     os._exit(0)  # not reached
 
 

@@ -6,6 +6,7 @@ refused at launch, tested here too)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import random
@@ -23,6 +24,7 @@ from test_snapc_e2e import restart
 MPICH = MPI("mpich", BIN)
 APP = str(APPS / "mpi_transparent.py")
 STEPS, DELAY = "1200", "0.005"  # about 8 s per run on the 2-core dev VM
+PR_SET_CHILD_SUBREAPER = 36
 STARTED = re.compile(r"mpi_transparent: rank \d+ of \d+ started")
 
 
@@ -42,6 +44,7 @@ class Job:
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.ranks = ranks
+        JOBS.append(self)
         self.err: list[str] = []
         self.out = ""
         self.changed = threading.Condition()
@@ -93,11 +96,16 @@ class Job:
         for pid in tree:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-        deadline = time.monotonic() + 60  # safety net
-        while any(alive(pid) for pid in tree):
-            assert time.monotonic() < deadline, [pid for pid in tree if alive(pid)]
-            time.sleep(0.05)
         self.finish()
+        # Orphans come to this process (a subreaper, see below): reap them, so that their PIDs
+        # are free for the restored ranks (a zombie's PID is still taken).
+        deadline = time.monotonic() + 60  # safety net
+        for pid in tree:
+            while os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                assert time.monotonic() < deadline, f"process {pid} stays"
+                time.sleep(0.02)
 
 
 def _parents() -> dict[int, int]:
@@ -121,12 +129,26 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+JOBS: list[Job] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper() -> None:
+    """Processes orphaned by a killed job come to the test process, which reaps them: the
+    original ranks' PIDs must be free again for ompi-restart (where the machine's init does not
+    reap orphans, their zombies would keep them)."""
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@pytest.fixture(autouse=True)
+def no_job_left() -> object:
+    """A failed test kills what it started (a job hung on a failure would slow every later
+    one)."""
+    yield
+    while JOBS:
+        job = JOBS.pop()
+        if job.proc.poll() is None:
+            job.kill()
 
 
 def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr",
