@@ -11,6 +11,7 @@ import functools
 import os
 import random
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -239,6 +240,29 @@ def test_term_ends_the_job_then_restart(tmp_path: Path) -> None:
     assert code == 0, err
     assert out == ""  # ended before its result
     restarted(gdir, 3)
+
+
+def test_stop_then_sigcont_to_mpirun(tmp_path: Path) -> None:
+    job = start(tmp_path, 3)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, "--stop", job=job)
+    ranks = [p for p in descendants(job.pid)
+             if Path(f"/proc/{p}/comm").read_text().startswith("python")
+             and APP in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(ranks) == 3
+    deadline = time.monotonic() + 30  # safety net
+    while any(state(p) != "T" for p in ranks):
+        assert time.monotonic() < deadline, "ranks did not stop"
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGCONT)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3)
+    restarted(gdir, 3)
+
+
+def state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:
