@@ -204,7 +204,6 @@ class AppCoordinator:
             os.kill(os.getpid(), signal.SIGSTOP)
         broadcast_ft_event(State.CONTINUE)
 
-
     # -- transparent mode (the MPI layer; no safe points) ----------------------------------------
     def _wait(self, ready: Any) -> None:
         with self.cond:
@@ -225,6 +224,7 @@ class AppCoordinator:
                 crcp.quiesce(float(runtime.params().get_int("snapc_crcp_quiesce_timeout")))
             except crcp.LayerError as exc:
                 ok, message = False, f"rank {self.rank}: {exc}"
+        torn_down = ok  # MPI is down until resumed (a refused quiesce left it up)
         try:
             self.send({"op": "count", "seq": seq, "count": 0, "cut": ok})
         except OSError:
@@ -233,7 +233,7 @@ class AppCoordinator:
         with self.cond:
             target = self.target if self.seq == seq else None
         if target is None:  # aborted, or the coordinator went away
-            if ok:
+            if torn_down:
                 self._resume_or_die(False)
             return
         restored = False
@@ -243,7 +243,8 @@ class AppCoordinator:
             self._after_restore()
             return
         if not self.connected:  # the job is ending; the layer must still give MPI back
-            self._resume_or_die(False)
+            if torn_down:
+                self._resume_or_die(False)
             return
         try:
             self.send({"op": "saved", "seq": seq, "ok": ok, "message": message,
@@ -255,9 +256,9 @@ class AppCoordinator:
             outcome = self.outcomes.pop(seq, {"ok": False})
             if self.seq == seq:
                 self.seq = self.target = None
-        if ok and outcome.get("ok") and target.options.term:
+        if torn_down and outcome.get("ok") and target.options.term:
             _exit_torn_down()
-        if ok:  # MPI is torn down here (a refused quiesce left it up)
+        if torn_down:  # also when the image failed: the job goes on
             self._resume_or_die(False)
         if not outcome.get("ok"):
             return

@@ -284,6 +284,7 @@ def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:
 @pytest.mark.parametrize("feature,words", [
     ("window", "window"),
     ("datatype", "datatype"),
+    ("tcp", "TCP socket"),  # the layer agrees, blcr refuses the image: MPI is rebuilt too
 ])
 def test_layer_refusal_fails_the_checkpoint_and_the_job_goes_on(tmp_path: Path, feature: str,
                                                                words: str) -> None:

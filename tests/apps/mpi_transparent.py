@@ -1,6 +1,6 @@
 """An mpi4py program that knows nothing of pycrs, for transparent checkpoints at any moment.
 
-    python mpi_transparent.py STEPS DELAY [window|datatype]
+    python mpi_transparent.py STEPS DELAY [window|datatype|tcp]
 
 Every step: a token goes round a ring (each rank's receive for it is posted in the step before,
 so one Irecv is always outstanding, across steps), a halo exchange on a Dup of COMM_WORLD
@@ -10,9 +10,11 @@ the ring and a pickled bcast from rank 0. At the end rank 0 prints one checksum 
 in rank order, on stdout: the same for every run with the same STEPS and number of ranks.
 ``window``: a one-sided window (MPI.Win) is open from the start to the end; ``datatype``: a
 derived datatype (a contiguous pair of doubles) is committed from the start to the end and
-carries the halo's Sendrecv. Each rank says on
+carries the halo's Sendrecv; ``tcp``: each rank holds a listening TCP socket of its own (which
+no image can hold). Each rank says on
 stderr that it started (a restored rank does not start again).
 """
+import socket
 import sys
 import time
 import zlib
@@ -31,6 +33,7 @@ sub = world.Split(rank % 2, rank)
 left, right = (rank - 1) % size, (rank + 1) % size
 window = MPI.Win.Create(np.zeros(8), comm=world) if feature == "window" else None
 pair = MPI.DOUBLE.Create_contiguous(2).Commit() if feature == "datatype" else None
+server = socket.create_server(("127.0.0.1", 0)) if feature == "tcp" else None
 
 field = np.sin(np.arange(4096, dtype=np.float64) + rank)
 acc = np.zeros(1)
