@@ -16,6 +16,9 @@ _params.register("crs_mtcp_restart", "program", "How opal-restart rebuilds an mt
                  "rebuilds itself) or 'ptrace' (the restorer of the blcr component)")
 _params.register("crs_mtcp_truncate_files", "1", "On restore, cut files the process had open for "
                  "writing back to their size at the checkpoint (mtcp)", "bool")
+_params.register("crs_mtcp_omit_fds", "", "Descriptors (comma-separated numbers) left out of the "
+                 "image: the process makes them again itself after a restore (an MPI rank's "
+                 "launcher connection); they are closed in the restored process")
 _params.register("crs_mtcp_forked", "0", "Write the image from a copy-on-write child of the "
                  "process, so that it runs again once its state is recorded instead of waiting "
                  "for the whole image to be written (mtcp)", "bool")

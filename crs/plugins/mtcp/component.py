@@ -43,6 +43,7 @@ class MtcpComponent:
         self.truncate_files = True
         self.restorer = "program"
         self.forked = False
+        self.omit = ""
         self.compress = "none"
         self.timings: dict[str, float] = {}
         self.sizes: dict[str, int] = {}
@@ -70,6 +71,10 @@ class MtcpComponent:
             raise CRSError(f"crs_mtcp_restart: unknown value {self.restorer!r} "
                            f"(use {', '.join(RESTORERS)})")
         self.forked = params.get_bool("crs_mtcp_forked")
+        self.omit = params.get("crs_mtcp_omit_fds").replace(" ", "")
+        if any(not fd.isdigit() for fd in self.omit.split(",") if fd):
+            raise CRSError(f"crs_mtcp_omit_fds: {self.omit!r} is not a list of descriptor "
+                           "numbers")
         self.compress = params.get("crs_mtcp_compress").strip().lower() or "none"
         if self.compress not in COMPRESS:
             raise CRSError(f"crs_mtcp_compress: unknown value {self.compress!r} "
@@ -84,7 +89,7 @@ class MtcpComponent:
         except endpoint.EndpointError as exc:
             raise CRSError(str(exc)) from None
         request = {"op": "checkpoint", "dir": str(snapshot.directory),
-                   "forked": int(self.forked), "compress": self.compress}
+                   "forked": int(self.forked), "compress": self.compress, "omit": self.omit}
         reply = endpoint.request(sock, request, what=f"process {pid}")
         if reply["event"] == "error":
             raise CRSError(f"process {pid}: {reply.get('message')}")

@@ -103,8 +103,11 @@ static inline void leave(void) { pthread_mutex_unlock(&gate); }
 static void loop_pause(void)
 {
     if (phase == 3) { HOLD_WHILE(phase == 3); return; }
+    static __thread unsigned spins;
     pthread_mutex_unlock(&gate);
-    if (protocol_wants_gate) sched_yield();
+    /* as MPICH's own blocking calls do: give the core away now and then (ranks oversubscribe
+     * cores), and at once when the protocol waits for the gate */
+    if (protocol_wants_gate || ++spins % 64 == 0) sched_yield();
     pthread_mutex_lock(&gate);
     HOLD_WHILE(phase == 3); /* the protocol may have torn MPI down meanwhile */
 }
@@ -425,8 +428,11 @@ __attribute__((constructor)) static void at_load(void)
     struct dirent *e;
     while (d && (e = readdir(d)))
         if (e->d_name[0] != '.' && n < 1024) fds[n++] = atoi(e->d_name);
+    /* inherited across the exec means not close-on-exec: one with the flag was made in this
+     * process already (the mtcp kernel's socket, when its constructor ran first) */
     for (int i = 0; i < n; i++)
-        if (fds[i] > 2 && fds[i] != keep && fds[i] != dfd) close(fds[i]);
+        if (fds[i] > 2 && fds[i] != keep && fds[i] != dfd && !(fcntl(fds[i], F_GETFD) & FD_CLOEXEC))
+            close(fds[i]);
     if (d) closedir(d);
     /* children of the rank (the image dumper, any tool) are not ranks */
     unsetenv("LD_PRELOAD");

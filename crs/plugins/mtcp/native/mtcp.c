@@ -189,6 +189,17 @@ static int is_own(int fd)
     return 0;
 }
 
+/* Descriptors a request leaves out of the image: the process makes them again itself after a
+ * restore (an MPI rank's launcher connection); the restored process runs without them. */
+static int omit_fds[64], n_omit;
+static int is_omitted(int fd)
+{
+    for (int i = 0; i < n_omit; i++)
+        if (omit_fds[i] == fd)
+            return 1;
+    return 0;
+}
+
 static long sys_futex(int *addr, int op, int val, const struct timespec *ts)
 {
     return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
@@ -951,7 +962,7 @@ static int put_fds(struct buf *b, struct buf *recs, struct buf *links, struct bu
     char path[PATH_MAX + 32], link[PATH_MAX];
     for (int i = 0; i < n; i++) {
         int fd = fds[i];
-        if (is_own(fd))
+        if (is_own(fd) || is_omitted(fd))
             continue;
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
         ssize_t ll = readlink(path, link, sizeof link - 1);
@@ -2241,6 +2252,20 @@ static int serve(int conn)
         return 0;
     }
     q.forked = json_flag(line, "forked");
+    char omit[256] = "";
+    n_omit = 0;
+    if (strstr(line, "\"omit\"") && !json_string(line, "omit", omit, sizeof omit)) {
+        reply(conn, "{\"event\":\"error\",\"message\":\"omit must be a string\"}");
+        return 0;
+    }
+    for (char *p = omit, *end; *p && n_omit < 64; p = *end ? end + 1 : end) {
+        long fd = strtol(p, &end, 10);
+        if (end == p || fd < 0 || (*end && *end != ',')) {
+            reply(conn, "{\"event\":\"error\",\"message\":\"omit must list descriptor numbers\"}");
+            return 0;
+        }
+        omit_fds[n_omit++] = (int)fd;
+    }
     own_add(conn);
     int rc = checkpoint(conn, dir, &q);
     if (rc == 1)
