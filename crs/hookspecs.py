@@ -61,6 +61,7 @@ class Relaunch:
     stop: bool = False  # leave the process stopped (SIGSTOP) once it is back
     detach: bool = False  # do not wait for it (image-based components)
     pid_namespace: bool = False  # bring it back in a fresh PID namespace (image-based components)
+    job: bool = False  # relaunched as a rank of an MPI job, by ompi-restart under our mpirun
 
 
 class CRSSpec:

@@ -12,15 +12,29 @@ It is started at interpreter start-up by the pycrs hook when the rank was launch
 
 No message is exchanged at ordinary safe points: the cost in the application loop is the runtime's
 single global test.
+
+Transparent mode (the rank runs under the MPI layer ``snapc.crcp``, preloaded by our mpirun for
+``--mca crs blcr``): no safe points and no help from the application, whose thread is left
+where it is (computing, or blocked in MPI inside the layer). On ``prepare`` a worker thread has
+the layer reach a consistent cut and tear MPI down, and reports count 0; on ``target`` it
+detaches from the coordinator (the image must hold no network socket) and has a child of its
+own (``snapc.rank_image``) save this process with blcr from outside, then waits for it. When the
+wait returns in the same job, it reconnects, reports ``saved``, waits for ``committed`` and has
+the layer bring MPI back; when it returns in a process restored by ``opal-restart`` in a new
+job (its parent changed), it rebuilds MPI in the new job and registers with its coordinator.
 """
 from __future__ import annotations
 
 import atexit
+import ctypes
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +51,9 @@ from .launcher import rank_from_env
 ENV_ADDRESS = "PYCRS_COORDINATOR"
 ENV_TOKEN = "PYCRS_COORDINATOR_TOKEN"
 ENV_RESTART_SEQ_DIR = "PYCRS_RESTART_SEQ_DIR"
+ENV_JOBID = "PYCRS_JOBID"
+PR_SET_PTRACER, PR_SET_PTRACER_ANY = 0x59616D61, -1
+TRANSPARENT_COMPONENT = "blcr"
 
 
 @dataclass(frozen=True)
@@ -51,8 +68,11 @@ class Target:
 class AppCoordinator:
     """One rank's end of the coordination; installed into the runtime as its coordinator."""
 
-    def __init__(self, sock: socket.socket, rank: int, size: int) -> None:
+    def __init__(self, sock: socket.socket, rank: int, size: int, address: str = "",
+                 token: str = "", transparent: bool = False) -> None:
         self.sock, self.rank, self.size = sock, rank, size
+        self.address, self.token, self.transparent = address, token, transparent
+        self.server: threading.Thread | None = None
         self.cond = threading.Condition()
         self.send_lock = threading.Lock()
         self.seq: int | None = None
@@ -68,19 +88,37 @@ class AppCoordinator:
         with self.send_lock:
             endpoint.send(self.sock, message)
 
-    def serve(self) -> None:
+    def start_serving(self) -> None:
+        self.server = threading.Thread(target=self.serve, args=(self.sock,), name="pycrs-snapc",
+                                       daemon=True)
+        self.server.start()
+
+    def serve(self, sock: socket.socket | None = None) -> None:
+        sock = self.sock if sock is None else sock
         try:
-            for msg in endpoint.messages(self.sock):
+            for msg in endpoint.messages(sock):
                 self._on_message(msg)
         except (OSError, ValueError):
             pass
         with self.cond:
+            if sock is not self.sock or self.detaching:
+                return  # closed on purpose for an image: not the end of the job
             self.connected = False
             self.seq = self.target = None
             self.cond.notify_all()
 
+    detaching = False
+
     def _on_message(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
+        if op == "prepare" and self.transparent:
+            with self.cond:
+                self.seq, self.target = msg["seq"], None
+                self.outcomes = {k: v for k, v in self.outcomes.items() if k >= self.seq - 1}
+            # not on this thread: it must go on reading (target, abort) while the layer works
+            threading.Thread(target=self._transparent_checkpoint, args=(msg["seq"], msg.get("crs")),
+                             name="pycrs-crcp", daemon=True).start()
+            return
         with self.cond:
             if op == "prepare":
                 self.seq, self.target = msg["seq"], None
@@ -166,6 +204,256 @@ class AppCoordinator:
             os.kill(os.getpid(), signal.SIGSTOP)
         broadcast_ft_event(State.CONTINUE)
 
+    # -- transparent mode (the MPI layer; no safe points) ----------------------------------------
+    def _wait(self, ready: Any) -> None:
+        with self.cond:
+            while not ready():
+                self.cond.wait()
+
+    def _transparent_checkpoint(self, seq: int, only: str | None) -> None:
+        """One checkpoint on the worker thread; see the module docstring."""
+        from . import crcp
+
+        ok, message = True, ""
+        if only and only != TRANSPARENT_COMPONENT:
+            ok, message = False, (f"rank {self.rank}: the ranks of this job run under the MPI "
+                                  f"layer and are saved whole by {TRANSPARENT_COMPONENT}, not by "
+                                  f"{only}")
+        else:
+            try:
+                crcp.quiesce(float(runtime.params().get_int("snapc_crcp_quiesce_timeout")))
+            except crcp.LayerError as exc:
+                ok, message = False, f"rank {self.rank}: {exc}"
+        torn_down = ok  # MPI is down until resumed (a refused quiesce left it up)
+        try:
+            self.send({"op": "count", "seq": seq, "count": 0, "cut": ok})
+        except OSError:
+            pass
+        self._wait(lambda: self.seq != seq or self.target is not None or not self.connected)
+        with self.cond:
+            target = self.target if self.seq == seq else None
+        if target is None:  # aborted, or the coordinator went away
+            if torn_down:
+                self._resume_or_die(False)
+            return
+        restored = False
+        if ok:
+            ok, message, restored = self._save_image(target)
+        if restored:
+            self._after_restore()
+            return
+        if not self.connected:  # the job is ending; the layer must still give MPI back
+            if torn_down:
+                self._resume_or_die(False)
+            return
+        try:
+            self.send({"op": "saved", "seq": seq, "ok": ok, "message": message,
+                       "component": TRANSPARENT_COMPONENT})
+        except OSError:
+            pass
+        self._wait(lambda: seq in self.outcomes or not self.connected)
+        with self.cond:
+            outcome = self.outcomes.pop(seq, {"ok": False})
+            if self.seq == seq:
+                self.seq = self.target = None
+        if torn_down and outcome.get("ok") and target.options.term:
+            _exit_torn_down()
+        if torn_down:  # also when the image failed: the job goes on
+            self._resume_or_die(False)
+        if not outcome.get("ok"):
+            return
+        if target.options.stop:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _resume_or_die(self, restarted: bool) -> None:
+        from . import crcp
+
+        try:
+            crcp.resume(restarted)
+        except crcp.LayerError as exc:
+            # MPI cannot come back: the application cannot go on, and must not hang in MPI
+            print(f"pycrs: rank {self.rank} (PID {os.getpid()}): MPI could not be rebuilt: {exc}",
+                  file=sys.stderr, flush=True)
+            os._exit(1)
+
+    def _detach(self, seq: int) -> None:
+        """Leave the coordinator on purpose: no network socket may be in the image."""
+        with self.cond:
+            self.detaching = True
+        try:
+            self.send({"op": "detach", "seq": seq})
+            self.sock.shutdown(socket.SHUT_WR)  # the coordinator reads it, then closes its end
+        except OSError:
+            pass
+        server = self.server
+        if server is not None:
+            server.join(10)
+            if server.is_alive():  # the coordinator did not close: stop reading ourselves
+                try:
+                    self.sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+                server.join()
+        self.sock.close()
+
+    def _save_image(self, target: Target) -> tuple[bool, str, bool]:
+        """Detach, have a child save this process with blcr, wait for it: (ok, message,
+        restored), ``restored`` when the wait returned in a process restored in a new job."""
+        from . import crcp
+
+        final = target.directory / local_snapshot_name(self.rank)
+        error = endpoint.control_dir() / f"rank-image-{os.getpid()}.err"
+        request = {"pid": os.getpid(), "rank": self.rank, "final": str(final),
+                   "error": str(error), "executable": sys.executable,
+                   "command": list(sys.orig_argv), "cwd": runtime.start_cwd(),
+                   "mca": {k: v for k, v in os.environ.items() if k.startswith("OMPI_MCA_")},
+                   "omit_fds": crcp.launcher_fds()}
+        with suppress(OSError):
+            error.unlink()
+        parent = parent_identity()
+        self._detach(target.seq)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(PR_SET_PTRACER_ANY & 0xFFFFFFFFFFFFFFFF), 0, 0, 0)
+        try:
+            child = subprocess.Popen([sys.executable, "-m", "snapc.rank_image",
+                                      json.dumps(request)], env=image_child_environment(),
+                                     stdin=subprocess.DEVNULL, close_fds=True)
+            code = child.wait()  # 0 also when restored: that process has no such child
+        except OSError as exc:
+            code, error_text = -1, f"cannot start the image writer: {exc}"
+        else:
+            error_text = ""
+        finally:
+            libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
+        if parent_identity() != parent:  # a new parent: opal-restart, in a new job
+            return True, "", True
+        if code != 0 and not error_text:
+            try:
+                error_text = error.read_text().strip()
+            except OSError:
+                error_text = f"the image writer failed (status {code})"
+        with suppress(OSError):
+            error.unlink()
+        self._reconnect(resume=True)
+        if error_text:
+            return False, f"rank {self.rank}: {error_text}", False
+        return True, "", False
+
+    def _connect(self) -> socket.socket:
+        host, _, port = self.address.rpartition(":")
+        return socket.create_connection((host, int(port)))
+
+    def _reconnect(self, resume: bool) -> None:
+        """A new connection to the coordinator (the same one, or the restarted job's), served
+        on a new thread."""
+        try:
+            sock = self._connect()
+            endpoint.send(sock, {"op": "hello", "token": self.token, "rank": self.rank,
+                                 "size": self.size, "pid": os.getpid(),
+                                 "host": socket.gethostname(), "resume": resume})
+        except OSError as exc:
+            print(f"pycrs: rank {self.rank} cannot reach the job's coordinator at "
+                  f"{self.address} again: {exc}", file=sys.stderr, flush=True)
+            with self.cond:
+                self.detaching = False
+                self.connected = False
+                self.cond.notify_all()
+            return
+        with self.send_lock, self.cond:
+            self.sock, self.detaching, self.connected = sock, False, True
+        self.start_serving()
+
+    def _after_restore(self) -> None:
+        """This process was restored by opal-restart in a new job: MPI in that job, and its
+        coordinator, found in the environment of the parent."""
+        try:
+            env = parent_environment()
+        except OSError as exc:
+            print(f"pycrs: rank {self.rank} restored but cannot read its launcher's "
+                  f"environment: {exc}", file=sys.stderr, flush=True)
+            os._exit(1)
+        with self.cond:
+            self.seq = self.target = None
+            self.outcomes = {}
+            self.address = env.get(ENV_ADDRESS, "")
+            self.token = env.get(ENV_TOKEN, "")
+        if env.get(ENV_JOBID):
+            os.environ[ENV_JOBID] = env[ENV_JOBID]
+        self._resume_or_die(True)
+        if self.address:
+            self._reconnect(resume=False)
+        else:
+            with self.cond:
+                self.detaching, self.connected = False, False
+
+
+def _exit_torn_down() -> None:
+    """End the rank after a checkpoint with --term while MPI is still torn down: the layer's
+    teardown finalized the MPI session (and with it the launcher's PMI session), so the launcher
+    takes the exit for a normal one. Not MPI_Finalize after a rebuild: the application thread
+    may be inside a blocking MPI call, which would then run on in a finalized library."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ctypes.CDLL(None).exit(0)
+    os._exit(0)  # not reached
+
+
+def parent_identity() -> tuple[int, str]:
+    """The parent process: its PID and start time (a PID alone may be reused)."""
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = ""
+    return ppid, start
+
+
+def parent_environment() -> dict[str, str]:
+    """The environment the parent process was started with (after a restore: opal-restart's,
+    which the new launcher gave it)."""
+    with open(f"/proc/{os.getppid()}/environ", "rb") as f:
+        entries = f.read().split(b"\0")
+    out = {}
+    for entry in entries:
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            out[key.decode(errors="surrogateescape")] = value.decode(errors="surrogateescape")
+    return out
+
+
+def image_child_environment() -> dict[str, str]:
+    """The environment of the child that saves this rank: no MPI layer, no pycrs start-up hook
+    (it is a tool, not a process of the job)."""
+    from crs.launch import BOOT_DIR
+
+    from . import crcp
+
+    env = dict(os.environ)
+    layer = str(crcp.library_path())
+    preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
+               if p and p != layer]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    else:
+        env.pop("LD_PRELOAD", None)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(BOOT_DIR)]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    else:
+        env.pop("PYTHONPATH", None)
+    env.pop(crcp.ENV_LAYER, None)
+    return env
+
+
+def transparent_mode() -> bool:
+    """Whether this rank runs under the MPI layer, preloaded by our mpirun."""
+    if not os.environ.get("PYCRS_CRCP"):
+        return False
+    from . import crcp
+
+    return crcp.loaded()
+
 
 _coordinator: AppCoordinator | None = None
 
@@ -185,15 +473,17 @@ def activate_if_in_job() -> AppCoordinator | None:
               "this process cannot take part in checkpoints", file=sys.stderr)
         return None
     rank, size = ranks
+    transparent = transparent_mode()
     host, _, port = address.rpartition(":")
     sock = socket.create_connection((host, int(port)))
-    coordinator = AppCoordinator(sock, rank, size)
+    coordinator = AppCoordinator(sock, rank, size, address, token, transparent)
     coordinator.send({"op": "hello", "token": token, "rank": rank,
                       "size": size, "pid": os.getpid(), "host": socket.gethostname()})
-    if restart_dir:
+    if restart_dir and not transparent:
         runtime.set_restart_snapshot(Path(restart_dir) / local_snapshot_name(rank))
-    runtime.set_coordinator(coordinator)
-    threading.Thread(target=coordinator.serve, name="pycrs-snapc", daemon=True).start()
+    if not transparent:  # under the layer, checkpoints never wait for safe points
+        runtime.set_coordinator(coordinator)
+    coordinator.start_serving()
     atexit.register(coordinator.goodbye)
     _coordinator = coordinator
     return coordinator

@@ -12,6 +12,14 @@ coordinators. Checkpoint requests are served one at a time, in arrival order:
 
 A rank that fails or dies, or a job that ends, fails that checkpoint cleanly: its partial
 directory is removed and the earlier sequences stay as they were.
+
+In a transparent checkpoint (the ranks run under the MPI layer, ``--mca crs blcr``) a rank is
+saved from outside by a child of its own, and its image must hold no network socket: after
+``target`` it sends ``detach`` and closes its connection, which is then not a death; it comes
+back on a new connection (``hello`` with ``resume``), which takes the place of the old one in
+the same link, and reports ``saved``. Messages for a detached rank wait in its link. A detached
+rank whose process is gone, or that is not back within ``snapc_base_detach_timeout``, fails
+the checkpoint.
 """
 from __future__ import annotations
 
@@ -36,6 +44,26 @@ class CheckpointFailed(Exception):
     """A coordinated checkpoint did not complete; the message says which rank and why."""
 
 
+def merge_failures(messages: list[str]) -> str:
+    """The ranks' failures in one line; ranks that failed for the same reason are named once
+    together ("ranks 0, 2: why")."""
+    import re
+
+    reasons: dict[str, list[str]] = {}
+    for message in messages:
+        m = re.fullmatch(r"rank (\d+): (.*)", message, re.S)
+        rank, why = (m.group(1), m.group(2)) if m else ("", message)
+        reasons.setdefault(why, []).append(rank)
+    parts = []
+    for why, ranks in reasons.items():
+        named = [r for r in ranks if r]
+        if not named:
+            parts.append(why)
+        else:
+            parts.append(f"rank{'s' if len(named) > 1 else ''} {', '.join(named)}: {why}")
+    return "; ".join(parts)
+
+
 def job_socket(jobid: int) -> Path:
     """The tools' endpoint of job ``jobid``."""
     return endpoint.control_dir() / f"mpirun-{jobid}.sock"
@@ -53,10 +81,29 @@ class RankLink:
     alive: bool = True
     finished: bool = False  # the rank's program ended normally
     lock: threading.Lock = field(default_factory=threading.Lock)
+    detached: bool = False  # closed its connection on purpose, while its image is taken
+    detached_at: float = 0.0
+    pending: list[dict[str, Any]] = field(default_factory=list)  # for it while detached
 
     def send(self, message: dict[str, Any]) -> None:
         with self.lock:
+            if self.detached:
+                self.pending.append(message)
+                return
             endpoint.send(self.sock, message)
+
+    def reattach(self, sock: socket.socket) -> None:
+        """The rank is back on a new connection: it replaces the old one, and what was kept
+        for the rank meanwhile is sent on it."""
+        with self.lock:
+            self.sock, self.detached = sock, False
+            pending, self.pending = self.pending, []
+            for message in pending:
+                endpoint.send(sock, message)
+
+    def process_gone(self) -> bool:
+        """Whether the rank's process is known to be gone (only knowable on this host)."""
+        return self.host == socket.gethostname() and not os.path.exists(f"/proc/{self.pid}")
 
 
 @dataclass
@@ -154,20 +201,39 @@ class GlobalCoordinator:
                 str(hello.get("token", "")), self.token):
             conn.close()
             return
-        link = RankLink(int(hello["rank"]), int(hello["size"]), int(hello["pid"]),
-                        str(hello["host"]), conn)
-        with self.registered:
-            self.ranks[link.rank] = link
-            self.size = link.size
-            self.registered.notify_all()
+        if hello.get("resume"):
+            with self.registered:
+                link = self.ranks.get(int(hello["rank"]))
+            if link is None or link.pid != int(hello["pid"]) or not link.alive:
+                conn.close()  # not a rank of ours that detached
+                return
+            link.reattach(conn)
+            self.inbox.put((link, {"op": "resumed"}))
+        else:
+            link = RankLink(int(hello["rank"]), int(hello["size"]), int(hello["pid"]),
+                            str(hello["host"]), conn)
+            with self.registered:
+                self.ranks[link.rank] = link
+                self.size = link.size
+                self.registered.notify_all()
         try:
             for message in stream:
-                if message.get("op") == "bye":
+                op = message.get("op")
+                if op == "bye":
                     link.finished = True
                     continue
+                if op == "detach":
+                    with link.lock:
+                        if link.sock is conn:
+                            link.detached, link.detached_at = True, time.monotonic()
                 self.inbox.put((link, message))
         except (OSError, ValueError):
             pass
+        conn.close()
+        with link.lock:
+            on_purpose = link.sock is not conn or link.detached  # replaced, or detached
+        if on_purpose:
+            return
         link.alive = False
         self.inbox.put((link, None))
 
@@ -197,7 +263,18 @@ class GlobalCoordinator:
             if not link.alive:
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) is gone")
         got: dict[int, dict[str, Any]] = {}
+        detach_timeout = float(self.params.get_int("snapc_base_detach_timeout"))
         while len(got) < len(links):
+            for link in links:
+                if link.detached and link.rank not in got:
+                    if link.process_gone():
+                        raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on "
+                                               f"{link.host}) died while its image was taken")
+                    if detach_timeout > 0 and time.monotonic() - link.detached_at > detach_timeout:
+                        raise CheckpointFailed(
+                            f"rank {link.rank} (PID {link.pid} on {link.host}) did not come back "
+                            f"within {detach_timeout:g} s after it detached for its image "
+                            "(snapc_base_detach_timeout)")
             try:
                 link, message = self.inbox.get(timeout=0.5)
             except queue.Empty:
@@ -297,18 +374,23 @@ class GlobalCoordinator:
         committed = False
         try:
             for link in links:
-                link.send({"op": "prepare", "seq": seq})
-            counts = [m["count"] for m in self._gather(links, "count", seq)]
-            at = max(counts) + 1
-            req.events.put({"event": "status",
-                            "message": f"sequence {seq}: ranks meet at safe point {at}"})
+                link.send({"op": "prepare", "seq": seq, "crs": req.only})
+            replies = self._gather(links, "count", seq)
+            at = max(m["count"] for m in replies) + 1
+            if all("cut" in m for m in replies):  # under the MPI layer: no safe points
+                text = (f"sequence {seq}: the ranks are at a consistent cut, MPI torn down; "
+                        "saving their images" if all(m["cut"] for m in replies)
+                        else f"sequence {seq}: the ranks did not reach a consistent cut")
+            else:
+                text = f"sequence {seq}: ranks meet at safe point {at}"
+            req.events.put({"event": "status", "message": text})
             for link in links:
                 link.send({"op": "target", "seq": seq, "at": at, "dir": str(partial),
                            "term": req.term, "stop": req.stop, "crs": req.only})
             results = self._gather(links, "saved", seq)
             failures = [r["message"] for r in results if not r.get("ok")]
             if failures:
-                raise CheckpointFailed("; ".join(failures))
+                raise CheckpointFailed(merge_failures(failures))
             req.events.put({"event": "status", "message": f"sequence {seq}: all ranks saved, "
                             "committing"})
             components = sorted({r["component"] for r in results})

@@ -5,6 +5,11 @@ With ``-am ft-enable-cr`` (or ``--mca ft_cr_enabled 1``, or the same in the envi
 becomes the job's global coordinator (``snapc.coordinator``): it starts the real launcher as its
 child with the ranks' C/R environment, forwards signals, and ends as the launcher ended: with
 its exit status, or killed by the same signal.
+
+When the job's ``crs`` parameter selects an image-based component (``--mca crs blcr``), the
+ranks are checkpointed transparently: the MPI layer (``snapc.crcp``) is preloaded into every
+rank (MPICH only: Open MPI 5 cannot finalize and re-initialize MPI sessions more than once;
+docs/design/transparent-mpi.md), and each rank is saved whole as a process image.
 """
 from __future__ import annotations
 
@@ -28,6 +33,10 @@ from .launcher import RealLauncher, find_real_launcher
 TOOL = "mpirun"
 ENV_RESTART_GLOBAL = "PYCRS_RESTART_GLOBAL"
 ENV_RESTART_SEQ = "PYCRS_RESTART_SEQ"
+#: set by ompi-restart when the ranks are relaunched as ``opal-restart IMAGE``: they are restored
+#: processes that hold the MPI layer already, not new ones to preload it into
+ENV_RESTART_IMAGES = "PYCRS_RESTART_IMAGES"
+IMAGE_COMPONENTS = {"blcr", "mtcp"}
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGTSTP, signal.SIGCONT)
 SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group
@@ -111,14 +120,52 @@ def _main(argv: list[str]) -> int:
 
 
 def _launcher_arguments(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
-                        env: dict[str, str]) -> list[str]:
+                        env: dict[str, str], rank_env: dict[str, str] | None = None) -> list[str]:
     args = [launcher.path, *launcher.base_args()]
     registered = {spec.name for spec in crs_params.registered()}
     for name, value in cmd.mca:  # Open MPI's own parameters go to its launcher
         if name not in registered and launcher.flavour == "openmpi":
             args += ["--mca", name, value]
     args += launcher.forward_env_args(env)
+    for name, value in (rank_env or {}).items():  # the ranks' alone, not the launcher's
+        args += ["-genv", name, value]
     return args + cmd.launcher_options + cmd.program
+
+
+def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> bool:
+    """Whether the job's ranks are to be saved as process images (``crs`` names only
+    image-based components); raises UsageError, in one line, where that cannot work."""
+    from crs.framework import parse_selection
+
+    from . import crcp
+
+    include, _ = parse_selection(prm.get("crs"))
+    if not include or not include <= IMAGE_COMPONENTS:
+        return False
+    if launcher.flavour == "openmpi":
+        raise UsageError(
+            f"--mca crs {prm.get('crs')}: transparent checkpoint of MPI ranks needs MPICH; "
+            f"{launcher.version() or 'Open MPI'} cannot finalize and re-initialize MPI sessions "
+            "more than once, so its ranks cannot be saved as images (docs/design/"
+            "transparent-mpi.md); use the self component (--mca crs self)")
+    if "blcr" not in include:
+        raise UsageError("--mca crs mtcp: transparent checkpoint of MPI ranks with mtcp is not "
+                         "built yet; use blcr (--mca crs blcr)")
+    if not crcp.library_path().is_file():
+        raise UsageError(f"the MPI layer {crcp.library_path()} is not built (reinstall pycrs: "
+                         "pip install -e .); it is needed for --mca crs blcr")
+    return True
+
+
+def layer_environment(env: dict[str, str]) -> dict[str, str]:
+    """What the ranks of a transparent job get: the layer first in LD_PRELOAD, and the mark
+    that tells their app coordinator to use it."""
+    from . import crcp
+
+    layer = str(crcp.library_path())
+    preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
+               if p and p != layer]
+    return {"LD_PRELOAD": ":".join([layer, *preload]), crcp.ENV_LAYER: "1"}
 
 
 def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
@@ -129,6 +176,8 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
 
     restart_dir = os.environ.pop(ENV_RESTART_GLOBAL, None)
     restart_seq = os.environ.pop(ENV_RESTART_SEQ, None)
+    restoring = bool(os.environ.pop(ENV_RESTART_IMAGES, None))
+    transparent = transparent_checkpoint(prm, launcher)
     records = [
         ("Job ID", str(os.getpid())),
         ("Mpirun Command", json.dumps([TOOL, *argv])),
@@ -140,9 +189,11 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     env = cr_environment(os.environ, prm.child_env())
     env.update(coordinator.rank_environment())
     env.update(launcher.env())
-    if restart_dir and restart_seq is not None:
+    if restart_dir and restart_seq is not None and not restoring:
         env[ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
-    args = _launcher_arguments(launcher, prm, cmd, env)
+    # Restored ranks hold the layer already (opal-restart, which the launcher starts, needs none)
+    rank_env = layer_environment(env) if transparent and not restoring else {}
+    args = _launcher_arguments(launcher, prm, cmd, env, rank_env)
 
     signals = set(FORWARDED)
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # taken by the forwarding thread only

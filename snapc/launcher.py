@@ -102,6 +102,23 @@ class RealLauncher:
                        if k.startswith(_FORWARDED_PREFIXES) or k in _FORWARDED_NAMES)
         return [tok for name in names for tok in ("-x", name)]
 
+    def version(self) -> str:
+        """The MPI library and version this launcher says it belongs to ("Open MPI 5.0.11",
+        "MPICH 5.0.2"), or "" when it does not say."""
+        import re
+
+        try:
+            out = subprocess.run([self.path, "--version"], capture_output=True, text=True,
+                                 timeout=20, stdin=subprocess.DEVNULL, errors="replace")
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        text = out.stdout + out.stderr
+        m = re.search(r"\(Open MPI\) (\S+)", text)
+        if m:
+            return f"Open MPI {m.group(1)}"
+        m = re.search(r"Version:\s*(\S+)", text)
+        return f"MPICH {m.group(1)}" if m and self.flavour == "mpich" else ""
+
     def libmpi(self) -> str | None:
         """The MPI library installed beside this launcher (``<prefix>/lib``), if there is one."""
         prefix = os.path.dirname(os.path.dirname(os.path.realpath(self.path)))

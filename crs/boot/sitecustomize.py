@@ -9,7 +9,21 @@ import os
 import sys
 
 
+def _is_restorer() -> bool:
+    """Whether this interpreter runs opal-restart: a tool, never a process to checkpoint. Under
+    a C/R mpirun (``ompi-restart`` of blcr images relaunches each rank as ``opal-restart
+    SNAPSHOT``) it must neither serve requests nor register as a rank, and it keeps the
+    launcher's PMI descriptor and environment for the rank it restores as its child."""
+    argv = list(getattr(sys, "orig_argv", ()))
+    if len(argv) >= 2 and os.path.basename(argv[1]) == "opal-restart":
+        return True
+    return any(a == "-m" and argv[i + 1:i + 2] == ["crs.cli.opal_restart"]
+               for i, a in enumerate(argv))
+
+
 def _activate() -> None:
+    if _is_restorer():
+        return
     try:
         from crs import runtime
 

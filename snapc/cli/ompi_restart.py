@@ -14,7 +14,8 @@ from crs.framework import ComponentError, component_for_snapshot
 from crs.hookspecs import Relaunch
 from crs.snapshot import LocalSnapshot, SnapshotError
 
-from ..frontend import ENV_RESTART_GLOBAL, ENV_RESTART_SEQ
+from ..frontend import ENV_RESTART_GLOBAL, ENV_RESTART_IMAGES, ENV_RESTART_SEQ
+from ..rank_image import META_TRANSPARENT
 from ..storage import GlobalSnapshot
 
 TOOL = "ompi-restart"
@@ -56,7 +57,8 @@ def rank_relaunch(snap: LocalSnapshot) -> Relaunch:
     executable, cwd = snap.meta.get("Executable"), snap.meta.get("CWD")
     if not argv or not executable or not cwd:
         raise SnapshotError(f"{where}: no Command, Executable or CWD record to relaunch from")
-    return Relaunch(executable=executable, argv=[executable, *argv[1:]], cwd=cwd, env=mca)
+    return Relaunch(executable=executable, argv=[executable, *argv[1:]], cwd=cwd, env=mca,
+                    job=True)
 
 
 def our_mpirun() -> list[str]:
@@ -165,6 +167,8 @@ def _run(argv: list[str] | None) -> int:
     job_env = {**first.env,  # the C/R parameters the job ran with
                "OMPI_MCA_ft_cr_enabled": "1",
                ENV_RESTART_GLOBAL: str(gs.path), ENV_RESTART_SEQ: str(seq)}
+    if any(snap.meta.get(META_TRANSPARENT) == "1" for snap in snaps):
+        job_env[ENV_RESTART_IMAGES] = "1"  # the ranks are restored images under the MPI layer
     env = {**os.environ, **job_env}
     if ns.showme:  # everything the restart sets, so that the printed command does the same
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env.items())

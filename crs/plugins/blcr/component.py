@@ -4,10 +4,17 @@ and rebuilds it from the image (priority 10, as Open MPI's BLCR component).
 The dump runs in the tool (``opal-checkpoint --mca crs blcr PID``); the restore makes the
 restored process a child of the tool (``opal-restart``), which waits for it, passes signals on
 and exits with its status.
+
+The ranks of an MPI job checkpointed transparently (``mpirun -am ft-enable-cr --mca crs blcr``)
+are saved the same way, by a child of each rank (``snapc.rank_image``); ``ompi-restart``
+relaunches each such rank as ``opal-restart <its snapshot>`` under the new launcher, which
+restores it as its child, where it joins the new job.
 """
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
@@ -17,6 +24,8 @@ from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
 PRIORITY = 10
+#: snapshot metadata of a rank saved under the MPI layer (as snapc.rank_image writes it)
+TRANSPARENT_MARK = "CRCP Transparent"
 
 
 class BlcrComponent:
@@ -52,6 +61,17 @@ class BlcrComponent:
         self.timings = dump(target.pid, snapshot, options, omit=self.omit)
         snapshot.meta.add("BLCR Frozen Seconds", f"{self.timings['frozen']:.6f}")
         return State.TERM if options.term else State.CONTINUE
+
+    @hookimpl
+    def crs_prelaunch(self, rank: int, snapshot: LocalSnapshot, relaunch: Relaunch) -> None:
+        if not relaunch.job or snapshot.meta.get(TRANSPARENT_MARK) != "1":
+            return
+        tool = Path(sys.executable).parent / "opal-restart"
+        if tool.is_file():
+            argv = [str(tool), str(snapshot.path)]
+        else:
+            argv = [sys.executable, "-m", "crs.cli.opal_restart", str(snapshot.path)]
+        relaunch.executable, relaunch.argv = argv[0], argv
 
     @hookimpl
     def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,

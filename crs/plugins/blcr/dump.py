@@ -36,8 +36,9 @@ class DumpError(CRSError):
     """The process cannot be dumped; the message says why."""
 
 
-def check_traceable(pid: int) -> None:
-    """Raise DumpError in one line when ``pid`` is gone, not ours, a zombie or already traced."""
+def check_traceable(pid: int, parent_ok: bool = False) -> None:
+    """Raise DumpError in one line when ``pid`` is gone, not ours, a zombie or already traced
+    (or this tool's parent, unless ``parent_ok``: an MPI rank saved by the child it waits for)."""
     if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
         raise DumpError(f"no process with PID {pid}")
     try:
@@ -54,7 +55,7 @@ def check_traceable(pid: int) -> None:
     tracer_pid = int(st.get("TracerPid", "0"))
     if tracer_pid:
         raise DumpError(f"process {pid} is already traced by process {tracer_pid}")
-    if pid == os.getpid() or pid == os.getppid():
+    if pid == os.getpid() or (pid == os.getppid() and not parent_ok):
         raise DumpError(f"process {pid} is this tool or its parent")
 
 
@@ -130,11 +131,13 @@ def syscall_instruction(pid: int, vmas: list[procfs.Vma]) -> int:
 
 
 def dump(pid: int, snapshot: SnapshotWriter, options: CheckpointOptions,
-         omit: set[int] = frozenset()) -> dict[str, float]:  # type: ignore[assignment]
+         omit: set[int] = frozenset(),  # type: ignore[assignment]
+         parent_ok: bool = False) -> dict[str, float]:
     """Save ``pid`` into ``snapshot``; the process goes on, is stopped, or is left stopped for
-    the caller to kill (``term``). Descriptors in ``omit`` are left out. Returns timings in
+    the caller to kill (``term``). Descriptors in ``omit`` are left out. ``parent_ok``: ``pid``
+    may be this tool's parent (which then waits for the tool in its image). Returns timings in
     seconds."""
-    check_traceable(pid)
+    check_traceable(pid, parent_ok)
     t0 = time.monotonic()
     seized = seize_all(pid)
     regs: dict[int, tracer.Regs] = {}

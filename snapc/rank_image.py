@@ -1,0 +1,76 @@
+"""Save one MPI rank with blcr, from its own child: ``python -m snapc.rank_image REQUEST``.
+
+In a transparent checkpoint (``mpirun -am ft-enable-cr --mca crs blcr``) each rank's app
+coordinator tears MPI down through the layer (``snapc.crcp``), closes its connection to the
+global coordinator so that the image holds no network socket, and starts this program, which
+dumps its parent into the rank's local snapshot of the sequence being written and commits it.
+The parent waits for it; when the image is restored in a new job the wait returns there too
+(the restored process has no such child), and the app coordinator tells the two cases apart by
+its parent.
+
+REQUEST is a JSON object: ``pid`` (the rank), ``rank``, ``final`` (the local snapshot to commit,
+``<partial seq dir>/opal_snapshot_<rank>.ckpt``), ``error`` (a file to write a one-line reason to
+when the dump fails: stdout and stderr are the rank's own, shared with the application, and no
+pipe may link the two processes while the image is taken), ``executable``, ``command``, ``cwd``
+(how the rank was started, as the self component records it), ``mca`` (its OMPI_MCA_*
+parameters), ``omit_fds`` (descriptors to leave out of the image: the launcher's PMI
+connection, which the layer keeps for a rebuild in the same job). Exit status 0 when the snapshot is committed, 1 otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+COMPONENT = "blcr"
+#: snapshot metadata key marking an image taken under the MPI layer (ompi-restart relaunches it
+#: as ``opal-restart <snapshot>`` in the new job)
+META_TRANSPARENT = "CRCP Transparent"
+
+
+def save(request: dict[str, Any]) -> Path:
+    from crs import params
+    from crs.hookspecs import CheckpointOptions
+    from crs.plugins.blcr.dump import dump
+    from crs.snapshot import SnapshotWriter, standard_meta
+
+    prm = params.Params()
+    pid, final = int(request["pid"]), Path(request["final"])
+    with SnapshotWriter(final, fsync=prm.get_bool("crs_base_fsync"),
+                        create_parent=False) as writer:
+        standard_meta(writer.meta, COMPONENT, pid, writer.final)
+        writer.meta.add("Executable", request["executable"])
+        writer.meta.add("Command", list(request["command"]))
+        writer.meta.add("CWD", request["cwd"])
+        writer.meta.add("MCA Params", dict(request.get("mca", {})))
+        writer.meta.add("MPI Rank", str(request["rank"]))
+        writer.meta.add(META_TRANSPARENT, "1")
+        omit = {int(fd) for fd in request.get("omit_fds", ())}
+        timings = dump(pid, writer, CheckpointOptions(), omit=omit, parent_ok=True)
+        writer.meta.add("BLCR Frozen Seconds", f"{timings['frozen']:.6f}")
+        return writer.commit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    request = json.loads(args[0])
+    try:
+        save(request)
+    except BaseException as exc:  # noqa: BLE001 - reported by the rank, in one line
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename:
+            message = f"{exc.filename}: {exc.strerror or exc}"
+        try:
+            Path(request["error"]).write_text(f"blcr: {message}\n")
+        except OSError:
+            pass
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)

@@ -1,0 +1,352 @@
+"""Transparent checkpoint of unmodified mpi4py ranks, end to end as a user drives it:
+``mpirun -am ft-enable-cr --mca crs blcr``, ``ompi-checkpoint JOBID`` at a random moment (the
+program has no safe points and knows nothing of pycrs), the whole job SIGKILLed, ``ompi-restart``;
+the restarted job must print exactly what an uninterrupted run prints. MPICH only (Open MPI is
+refused at launch, tested here too)."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, BIN, MPI, _openmpi_bin, kill_session, run
+from test_snapc_e2e import restart
+
+MPICH = MPI("mpich", BIN)
+APP = str(APPS / "mpi_transparent.py")
+STEPS, DELAY = "1200", "0.005"  # about 8 s per run on the 2-core dev VM
+PR_SET_CHILD_SUBREAPER = 36
+STARTED = re.compile(r"mpi_transparent: rank \d+ of \d+ started")
+
+
+@functools.lru_cache(maxsize=None)
+def reference(np_: int, steps: str = STEPS) -> tuple[str, ...]:
+    """The output of an uninterrupted run under the plain launcher, without pycrs."""
+    res = run([*MPICH.plain(np_), MPICH.python, APP, steps, "0"])
+    assert res.returncode == 0, res.stderr
+    return tuple(res.stdout.splitlines())
+
+
+class Job:
+    """A job under our mpirun with the MPI layer, in a session of its own (so that it can be
+    killed whole); its stderr is read as it comes (the ranks say when they have started)."""
+
+    def __init__(self, cmd: list[str], cwd: Path, ranks: int) -> None:
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.ranks = ranks
+        JOBS.append(self)
+        self.err: list[str] = []
+        self.out = ""
+        self.changed = threading.Condition()
+        self.readers = [threading.Thread(target=self._read_err, daemon=True),
+                        threading.Thread(target=self._read_out, daemon=True)]
+        for t in self.readers:
+            t.start()
+        sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mpirun-{self.proc.pid}.sock"
+        deadline = time.monotonic() + 60  # safety net
+        while not sock.exists():
+            assert self.proc.poll() is None, self.finish()
+            assert time.monotonic() < deadline, "no job endpoint"
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_err(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            with self.changed:
+                self.err.append(line)
+                self.changed.notify_all()
+
+    def _read_out(self) -> None:
+        self.out = self.proc.stdout.read()  # type: ignore[union-attr]
+
+    def started(self) -> int:
+        return len(STARTED.findall("".join(self.err)))  # the ranks' lines may share one
+
+    def wait_started(self) -> None:
+        """Until every rank is in its loop (MPI initialized)."""
+        with self.changed:
+            while self.started() < self.ranks:
+                assert self.proc.poll() is None, self.finish()
+                self.changed.wait(0.5)
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        code = self.proc.wait(timeout=timeout)
+        for t in self.readers:
+            t.join(timeout=60)
+        return code, self.out, "".join(self.err)
+
+    def kill(self) -> None:
+        """SIGKILL the whole job: mpirun's session and every process under it (hydra starts
+        the ranks in sessions of their own, where they would run on without their launcher)."""
+        tree = descendants(self.pid)
+        kill_session(self.pid)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        self.finish()
+        # Orphans come to this process (a subreaper, see below): reap them, so that their PIDs
+        # are free for the restored ranks (a zombie's PID is still taken).
+        deadline = time.monotonic() + 60  # safety net
+        for pid in tree:
+            while os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                assert time.monotonic() < deadline, f"process {pid} stays"
+                time.sleep(0.02)
+
+
+def _parents() -> dict[int, int]:
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    parents = _parents()
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+JOBS: list[Job] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper() -> None:
+    """Processes orphaned by a killed job come to the test process, which reaps them: the
+    original ranks' PIDs must be free again for ompi-restart (where the machine's init does not
+    reap orphans, their zombies would keep them)."""
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+@pytest.fixture(autouse=True)
+def no_job_left() -> object:
+    """A failed test kills what it started (a job hung on a failure would slow every later
+    one)."""
+    yield
+    while JOBS:
+        job = JOBS.pop()
+        if job.proc.poll() is None:
+            job.kill()
+
+
+def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr",
+          steps: str = STEPS) -> Job:
+    cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr", "--mca", "crs", crs,
+           "--mca", "snapc_base_global_snapshot_dir", str(where), "-np", str(np_), mpi.python,
+           APP, steps, DELAY, *args]
+    return Job(cmd, where, np_)
+
+
+def checkpoint(mpi: MPI, jobid: int, *extra: str, job: "Job | None" = None) -> tuple[int, Path]:
+    """ompi-checkpoint JOBID; on failure the job's own stderr is shown too."""
+    res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
+    if res.returncode != 0 and job is not None:
+        with job.changed:
+            job.changed.wait(2)
+        res.stderr += "--- job stderr:\n" + "".join(job.err)
+    assert res.returncode == 0, res.stderr
+    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
+    assert m, res.stdout
+    return int(m.group(1)), Path(m.group(2))
+
+
+def at_random_moment(job: Job) -> None:
+    job.wait_started()
+    time.sleep(random.uniform(0.0, 1.5))
+
+
+def restarted(gdir: Path, np_: int, *extra: str) -> None:
+    """ompi-restart of ``gdir``: the job ends as an uninterrupted run, with restored ranks
+    (none of them starts the program again)."""
+    res = restart(MPICH, gdir, *extra)
+    assert res.returncode == 0, res.stderr
+    assert tuple(res.stdout.splitlines()) == reference(np_)
+    assert not STARTED.search(res.stderr), res.stderr
+
+
+def one_line_error(stderr: str, prog: str, *needles: str) -> None:
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"{prog}: ") and "Traceback" not in stderr, stderr
+    for needle in needles:
+        assert needle in stderr, (needle, stderr)
+
+
+# -- checkpoint, kill, restart -----------------------------------------------------------------
+def test_checkpoint_kill_restart(tmp_path: Path) -> None:
+    job = start(tmp_path, 3)
+    at_random_moment(job)
+    seq, gdir = checkpoint(MPICH, job.pid, job=job)
+    assert (seq, gdir) == (0, tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt")
+    ranks = sorted((gdir / "0").iterdir())
+    assert [p.name for p in ranks] == [f"opal_snapshot_{r}.ckpt" for r in range(3)]
+    assert all("OPAL CRS Component: blcr" in (p / "snapshot_meta.data").read_text() for p in ranks)
+    job.kill()
+    restarted(gdir, 3)
+
+
+@pytest.mark.parametrize("np_", [2, 4])
+def test_checkpoint_twice_kill_restart_newest_then_seq0(tmp_path: Path, np_: int) -> None:
+    job = start(tmp_path, np_)
+    at_random_moment(job)
+    seq0, gdir = checkpoint(MPICH, job.pid, job=job)
+    time.sleep(random.uniform(0.0, 1.5))
+    seq1, gdir1 = checkpoint(MPICH, job.pid, job=job)
+    assert (seq0, seq1) == (0, 1) and gdir1 == gdir
+    job.kill()
+    restarted(gdir, np_)
+    restarted(gdir, np_, "--seq", "0")
+
+
+def test_job_goes_on_after_checkpoints(tmp_path: Path) -> None:
+    """The continue path: MPI rebuilt in the same job, twice; the run's own output is exact."""
+    job = start(tmp_path, 3)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    _, _ = checkpoint(MPICH, job.pid, job=job)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3)
+    restarted(gdir, 3)
+
+
+def test_term_ends_the_job_then_restart(tmp_path: Path) -> None:
+    job = start(tmp_path, 3)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, "--term", job=job)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert out == ""  # ended before its result
+    restarted(gdir, 3)
+
+
+def test_stop_then_sigcont_to_mpirun(tmp_path: Path) -> None:
+    job = start(tmp_path, 3)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, "--stop", job=job)
+    ranks = [p for p in descendants(job.pid)
+             if Path(f"/proc/{p}/comm").read_text().startswith("python")
+             and APP in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(ranks) == 3
+    deadline = time.monotonic() + 30  # safety net
+    while any(state(p) != "T" for p in ranks):
+        assert time.monotonic() < deadline, "ranks did not stop"
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGCONT)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3)
+    restarted(gdir, 3)
+
+
+def state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:
+    """Restart, checkpoint the restarted job, kill it, restart again: the same history."""
+    job = start(tmp_path, 3)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    job.kill()
+    again = Job([MPICH.tool("ompi-restart"), str(gdir)], tmp_path, 3)
+    time.sleep(random.uniform(0.5, 1.5))
+    seq, gdir2 = checkpoint(MPICH, again.pid, job=again)  # waits for the restored ranks to register
+    assert (seq, gdir2) == (1, gdir)
+    again.kill()
+    assert not STARTED.search("".join(again.err))
+    restarted(gdir, 3)
+
+
+# -- what is refused ---------------------------------------------------------------------------
+@pytest.mark.parametrize("feature,words", [
+    ("window", "window"),
+    ("datatype", "datatype"),
+    ("tcp", "TCP socket"),  # the layer agrees, blcr refuses the image: MPI is rebuilt too
+])
+def test_layer_refusal_fails_the_checkpoint_and_the_job_goes_on(tmp_path: Path, feature: str,
+                                                               words: str) -> None:
+    job = start(tmp_path, 3, feature)
+    job.wait_started()
+    res = run([MPICH.tool("ompi-checkpoint"), str(job.pid)])
+    assert res.returncode == 1, res.stderr
+    one_line_error(res.stderr, "ompi-checkpoint", f"checkpoint of job {job.pid} failed", words)
+    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3)
+
+
+def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:
+    job = start(tmp_path, 2)
+    job.wait_started()
+    res = run([MPICH.tool("ompi-checkpoint"), "--mca", "crs", "self", str(job.pid)])
+    assert res.returncode == 1
+    one_line_error(res.stderr, "ompi-checkpoint", "saved whole by blcr, not by self")
+    _, gdir = checkpoint(MPICH, job.pid, job=job)  # and the next one works
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(2)
+    restarted(gdir, 2)
+
+
+def test_mtcp_is_refused_at_launch(tmp_path: Path) -> None:
+    job = subprocess.run([MPICH.tool("mpirun"), "-am", "ft-enable-cr", "--mca", "crs", "mtcp",
+                          "-np", "2", MPICH.python, APP, "10", "0"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert job.returncode == 2 and job.stdout == ""
+    one_line_error(job.stderr, "mpirun", "mtcp is not built yet; use blcr")
+
+
+def test_open_mpi_is_refused_at_launch(tmp_path: Path) -> None:
+    bin_dir = _openmpi_bin()
+    if bin_dir is None:
+        pytest.skip("no Open MPI environment: `make test` creates .venv-openmpi")
+    ompi = MPI("openmpi", bin_dir)
+    job = subprocess.run([ompi.tool("mpirun"), *ompi.launcher_options, "-am", "ft-enable-cr",
+                          "--mca", "crs", "blcr", "-np", "2", ompi.python, APP, "10", "0"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert job.returncode == 2 and job.stdout == ""
+    one_line_error(job.stderr, "mpirun", "needs MPICH", "Open MPI 5",
+                   "cannot finalize and re-initialize MPI sessions more than once",
+                   "use the self component")
+    assert not list(tmp_path.iterdir())  # nothing launched, no snapshot directory
+
+
+def test_snapshot_records(tmp_path: Path) -> None:
+    """Each rank's snapshot says how the rank was started and that ompi-restart relaunches it
+    through opal-restart."""
+    job = start(tmp_path, 2)
+    job.wait_started()
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    job.kill()
+    res = run([MPICH.tool("ompi-restart"), "--showme", str(gdir)])
+    assert res.returncode == 0, res.stderr
+    for r in range(2):
+        assert f"opal-restart {gdir}/0/opal_snapshot_{r}.ckpt" in res.stdout
+        meta = (gdir / "0" / f"opal_snapshot_{r}.ckpt" / "snapshot_meta.data").read_text()
+        assert "CRCP Transparent: 1" in meta and APP in meta
+    restarted(gdir, 2)
