@@ -1561,19 +1561,5 @@ EXPORT void crcp_stats(double *out)
     out[4] = stat_msgs; out[5] = stat_bytes;
 }
 
-/* per-peer counts of communicator v (tests): fills sent/recvd, returns its size */
-EXPORT int crcp_counts(MPI_Comm v, uint64_t *sent, uint64_t *recvd)
-{
-    pthread_mutex_lock(&gate);
-    int i = idx(v), n = -1;
-    if (i >= 0) {
-        memcpy(sent, C[i].sent, C[i].size * sizeof(uint64_t));
-        memcpy(recvd, C[i].recvd, C[i].size * sizeof(uint64_t));
-        n = C[i].size;
-    }
-    pthread_mutex_unlock(&gate);
-    return n;
-}
-
 /* everything else that takes a communicator or makes an object: generated from mpi_proto.h */
 #include "crcp_wrappers.inc"
