@@ -15,6 +15,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 from mpi4py import MPI
@@ -52,34 +53,46 @@ thread = threading.Thread(target=control)
 if cycles:
     thread.start()
 pace = random.Random(seed * 100 + r)
-for i in range(steps):
-    out, inn = np.array([float(i * n + r)]), np.zeros(1)
-    w.Sendrecv(out, dest=(r + 1) % n, recvbuf=inn, source=(r - 1) % n)
-    acc[0] += inn[0]
-    left, right = (r - 1) % n, (r + 1) % n
-    hl, hr = np.zeros(10), np.zeros(10)
-    rq = [d.Irecv(hl, source=left, tag=1), d.Irecv(hr, source=right, tag=2),
-          d.Isend(x[:10], dest=right, tag=1), d.Isend(x[-10:], dest=left, tag=2)]
-    MPI.Request.Waitall(rq)
-    x[:10] += 0.001 * hl
-    x[-10:] += 0.001 * hr
-    acc[1] += s.allreduce(float(i + r))
-    total = np.zeros(1)
-    w.Allreduce(np.array([x.sum()]), total)
-    acc[2] += total[0]
-    if r == 0:
-        for p in range(1, n):
-            w.send({"i": i, "v": [i] * 3}, dest=p, tag=7)
-    else:
-        acc[3] += sum(w.recv(source=0, tag=7)["v"])
-    if i % 10 == 0:
-        w.Send(np.array([float(i)]), dest=(r + 1) % n, tag=99)
-        req.Wait()
-        acc[3] += buf[0]
-        req = w.Irecv(buf, source=(r - 1) % n, tag=99)
-    if i % 50 == 0:
-        w.Barrier()
-    time.sleep(pace.uniform(0, 0.004))
+
+
+def compute() -> None:
+    global req
+    for i in range(steps):
+        out, inn = np.array([float(i * n + r)]), np.zeros(1)
+        w.Sendrecv(out, dest=(r + 1) % n, recvbuf=inn, source=(r - 1) % n)
+        acc[0] += inn[0]
+        left, right = (r - 1) % n, (r + 1) % n
+        hl, hr = np.zeros(10), np.zeros(10)
+        rq = [d.Irecv(hl, source=left, tag=1), d.Irecv(hr, source=right, tag=2),
+              d.Isend(x[:10], dest=right, tag=1), d.Isend(x[-10:], dest=left, tag=2)]
+        MPI.Request.Waitall(rq)
+        x[:10] += 0.001 * hl
+        x[-10:] += 0.001 * hr
+        acc[1] += s.allreduce(float(i + r))
+        total = np.zeros(1)
+        w.Allreduce(np.array([x.sum()]), total)
+        acc[2] += total[0]
+        if r == 0:
+            for p in range(1, n):
+                w.send({"i": i, "v": [i] * 3}, dest=p, tag=7)
+        else:
+            acc[3] += sum(w.recv(source=0, tag=7)["v"])
+        if i % 10 == 0:
+            w.Send(np.array([float(i)]), dest=(r + 1) % n, tag=99)
+            req.Wait()
+            acc[3] += buf[0]
+            req = w.Irecv(buf, source=(r - 1) % n, tag=99)
+        if i % 50 == 0:
+            w.Barrier()
+        time.sleep(pace.uniform(0, 0.004))
+
+
+try:
+    compute()
+except BaseException:  # noqa: BLE001 - the other ranks would wait for this one forever
+    traceback.print_exc()
+    sys.stderr.flush()
+    w.Abort(1)
 w.Send(np.array([0.0]), dest=(r + 1) % n, tag=99)
 req.Wait()
 if cycles:

@@ -232,6 +232,10 @@ static inline void count_recv(int ci, const MPI_Status *st)
 {
     if (ci >= 0 && st->MPI_SOURCE >= 0 && st->MPI_SOURCE < C[ci].size) C[ci].recvd[st->MPI_SOURCE]++;
 }
+/* A status as MPI fills it: MPI_Test, MPI_Wait and MPI_Mrecv leave MPI_ERROR as it was (the
+ * standard sets it only with MPI_ERR_IN_STATUS), and the layer reads MPI_ERROR of the statuses it
+ * keeps; stack garbage there (14 is MPI_ERR_TRUNCATE) once failed a good receive. */
+#define FRESH_STATUS {.MPI_SOURCE = MPI_ANY_SOURCE, .MPI_TAG = MPI_ANY_TAG, .MPI_ERROR = MPI_SUCCESS}
 static void completed(int k, const MPI_Status *st)
 {
     T[k].done = 1;
@@ -245,8 +249,7 @@ static int poll_one(int k, int *rc)
 {
     if (T[k].done) return 1;
     int flag = 0;
-    MPI_Status st;
-    st.MPI_SOURCE = MPI_ANY_SOURCE;
+    MPI_Status st = FRESH_STATUS;
     int e = PMPI_Test(&T[k].real, &flag, &st);
     if (e) { if (rc) *rc = e; return 1; }
     if (flag) completed(k, &st);
@@ -1028,7 +1031,7 @@ EXPORT int MPI_Probe(int s, int tag, MPI_Comm c, MPI_Status *st)
 /* a matched probe: the message is the application's from now on (counted here) */
 static int improbe(int s, int tag, int ci, int *flag, MPI_Message *msg, MPI_Status *st)
 {
-    MPI_Status mine;
+    MPI_Status mine = FRESH_STATUS;
     int m = store_match(ci, s, tag);
     if (m >= 0) {
         store_status(m, &mine);
@@ -1041,7 +1044,6 @@ static int improbe(int s, int tag, int ci, int *flag, MPI_Message *msg, MPI_Stat
         give_status(st, &mine);
         return MPI_SUCCESS;
     }
-    mine.MPI_SOURCE = MPI_ANY_SOURCE;
     int rc = PMPI_Improbe(s, tag, C[ci].r, flag, msg, &mine);
     if (!rc && *flag) {
         if (*msg != MPI_MESSAGE_NO_PROC) {
@@ -1094,7 +1096,7 @@ EXPORT int MPI_Mrecv_c(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, M
 static int imrecv(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Request *r)
 {
     /* completed at once: a matched message is here or on its way (and counted already) */
-    MPI_Status st;
+    MPI_Status st = FRESH_STATUS;
     int rc = mrecv(b, n, t, msg, &st);
     if (rc) return rc;
     enter();
@@ -1344,7 +1346,7 @@ static int drain(char *err, int errlen)
         if (!H[h].used || H[h].stored >= 0 || H[h].real == MPI_MESSAGE_NULL) continue;
         MPI_Count len = status_bytes(&H[h].st);
         char *data = malloc(len ? len : 1);
-        MPI_Status st;
+        MPI_Status st = FRESH_STATUS;
         if (!data) return snprintf(err, errlen, "out of memory"), -1;
         if ((rc = PMPI_Mrecv_c(data, len, MPI_BYTE, &H[h].real, &st))) return mpi_error(rc, err, errlen, "receiving a probed message");
         int m = store_add(-1, H[h].st.MPI_SOURCE, H[h].st.MPI_TAG, data, len);
@@ -1376,7 +1378,7 @@ static int drain(char *err, int errlen)
             missing = 1;
             int flag = 0;
             MPI_Message msg;
-            MPI_Status st;
+            MPI_Status st = FRESH_STATUS;
             if ((rc = PMPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, C[i].r, &flag, &msg, &st))) return mpi_error(rc, err, errlen, "draining");
             if (!flag) continue;
             MPI_Count len = status_bytes(&st);
@@ -1394,14 +1396,14 @@ static int drain(char *err, int errlen)
     /* every message sent is received: the sends complete */
     for (int k = 0; k < nT; k++)
         if (T[k].used && T[k].kind == RQ_SEND && !T[k].done) {
-            MPI_Status st;
+            MPI_Status st = FRESH_STATUS;
             if ((rc = PMPI_Wait(&T[k].real, &st))) return mpi_error(rc, err, errlen, "completing a send");
             completed(k, &st);
         }
     /* and receives still posted match nothing in flight: taken back, posted again later */
     for (int k = 0; k < nT; k++)
         if (T[k].used && T[k].kind == RQ_RECV && !T[k].done && T[k].real != MPI_REQUEST_NULL) {
-            MPI_Status st;
+            MPI_Status st = FRESH_STATUS;
             int cancelled = 0;
             PMPI_Cancel(&T[k].real);
             PMPI_Wait(&T[k].real, &st);
