@@ -295,6 +295,16 @@ def test_sigusr1_tstp_and_cont(mpi: MPI, jobs) -> None:
         assert [s for s in cr.signals(r) if s != "CONT"] == ["USR1"], r
 
 
+def launcher_ends(mpi: MPI, sig: signal.Signals, plain_rc: int) -> set[int]:
+    """The exit codes the plain launcher could have given. hydra exits with the bitwise OR of
+    its ranks' wait statuses, and its proxy SIGKILLs the ranks still running once one has died:
+    after SIGINT it gives 2, or 11 (2 | 9) when a rank was killed before it died of its own
+    SIGINT (2 of 25 plain jobs here); a race of the launcher's, in either mode."""
+    if mpi.flavour == "mpich" and plain_rc in (sig, sig | signal.SIGKILL):
+        return {int(sig), int(sig | signal.SIGKILL)}
+    return {plain_rc}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
                          ids=["TERM", "INT", "HUP"])
 def test_signals_that_end_the_job_end_it_as_the_launcher_does(mpi: MPI, jobs,
@@ -304,7 +314,7 @@ def test_signals_that_end_the_job_end_it_as_the_launcher_does(mpi: MPI, jobs,
     SIGINT on and reports them, and dies of SIGHUP, its proxies then killing the ranks;
     prterun sends SIGCONT, SIGTERM and then SIGKILL, and exits with 1): in C/R mode the ranks
     must see the same, and mpirun's wait status (exit code, or the signal it died of) must be
-    the plain launcher's."""
+    one the plain launcher gives (hydra's own race aside: launcher_ends)."""
     results = {}
     for mode in ("plain", "cr"):
         job = jobs(mpi, mode, [JOBCTL, "wait-end"])
@@ -314,7 +324,8 @@ def test_signals_that_end_the_job_end_it_as_the_launcher_does(mpi: MPI, jobs,
         wait_until(lambda: all(gone(p) for p in job.rank_pids), "the ranks to end")
         results[mode] = job
     plain, cr = results["plain"], results["cr"]
-    assert plain.rc != 0 and cr.rc == plain.rc, (plain.stderr, cr.stderr)
+    assert plain.rc != 0, plain.stderr
+    assert cr.rc in launcher_ends(mpi, sig, plain.rc), (plain.stderr, cr.stderr)
     seen = {mode: [job.signals(r) for r in range(NP)] for mode, job in results.items()}
     assert seen["cr"] == seen["plain"]
     if sig != signal.SIGHUP:  # hydra does not pass SIGHUP on
