@@ -24,10 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from crs.plugins.image_based import TRANSPARENT_MARK
+
 COMPONENT = "blcr"
 #: snapshot metadata key marking an image taken under the MPI layer (ompi-restart relaunches it
 #: as ``opal-restart <snapshot>`` in the new job)
-META_TRANSPARENT = "CRCP Transparent"
+META_TRANSPARENT = TRANSPARENT_MARK
 
 
 def save(request: dict[str, Any]) -> Path:

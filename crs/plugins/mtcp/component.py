@@ -18,7 +18,7 @@ from crs import endpoint
 from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
-from crs.plugins.image_based import refusal
+from crs.plugins.image_based import refusal, relaunch_restored_rank
 from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
@@ -105,6 +105,10 @@ class MtcpComponent:
         if options.stop:
             os.kill(pid, signal.SIGSTOP)
         return State.TERM if options.term else State.CONTINUE
+
+    @hookimpl
+    def crs_prelaunch(self, rank: int, snapshot: LocalSnapshot, relaunch: Relaunch) -> None:
+        relaunch_restored_rank(snapshot, relaunch)
 
     @hookimpl
     def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,
