@@ -6,6 +6,12 @@
 the snapshot here. ``opal-restart`` rebuilds the process from that image as its child, with the
 restart program (restart.py; ``crs_mtcp_restart=ptrace``: the restorer of the blcr component);
 the restored kernel serves requests again.
+
+The ranks of an MPI job checkpointed transparently (``mpirun -am ft-enable-cr --mca crs mtcp``)
+have the kernel preloaded beside the MPI layer; a child of each rank (``snapc.rank_image``) asks
+it for the image as opal-checkpoint does, leaving the launcher's PMI connection out
+(``crs_mtcp_omit_fds``), and ``ompi-restart`` relaunches each such rank as ``opal-restart <its
+snapshot>``, as for blcr.
 """
 from __future__ import annotations
 
