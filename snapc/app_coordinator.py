@@ -14,11 +14,13 @@ No message is exchanged at ordinary safe points: the cost in the application loo
 single global test.
 
 Transparent mode (the rank runs under the MPI layer ``snapc.crcp``, preloaded by our mpirun for
-``--mca crs blcr``): no safe points and no help from the application, whose thread is left
-where it is (computing, or blocked in MPI inside the layer). On ``prepare`` a worker thread has
-the layer reach a consistent cut and tear MPI down, and reports count 0; on ``target`` it
-detaches from the coordinator (the image must hold no network socket) and has a child of its
-own (``snapc.rank_image``) save this process with blcr from outside, then waits for it. When the
+``--mca crs blcr`` or ``--mca crs mtcp``): no safe points and no help from the application,
+whose thread is left where it is (computing, or blocked in MPI inside the layer). On
+``prepare`` a worker thread has the layer reach a consistent cut and tear MPI down, and reports
+count 0; on ``target`` it detaches from the coordinator (the image must hold no network socket)
+and has a child of its own (``snapc.rank_image``) save this process, then waits for it: with
+blcr the child dumps it from outside, with mtcp the kernel preloaded here writes the image at
+the child's request (``crcp.component()`` says which, as our mpirun launched the rank). When the
 wait returns in the same job, it reconnects, reports ``saved``, waits for ``committed`` and has
 the layer bring MPI back; when it returns in a process restored by ``opal-restart`` in a new
 job (its parent changed), it rebuilds MPI in the new job and registers with its coordinator.
@@ -53,7 +55,6 @@ ENV_TOKEN = "PYCRS_COORDINATOR_TOKEN"
 ENV_RESTART_SEQ_DIR = "PYCRS_RESTART_SEQ_DIR"
 ENV_JOBID = "PYCRS_JOBID"
 PR_SET_PTRACER, PR_SET_PTRACER_ANY = 0x59616D61, -1
-TRANSPARENT_COMPONENT = "blcr"
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,10 @@ class AppCoordinator:
         from . import crcp
 
         ok, message = True, ""
-        if only and only != TRANSPARENT_COMPONENT:
+        component = crcp.component()
+        if only and only != component:
             ok, message = False, (f"rank {self.rank}: the ranks of this job run under the MPI "
-                                  f"layer and are saved whole by {TRANSPARENT_COMPONENT}, not by "
-                                  f"{only}")
+                                  f"layer and are saved whole by {component}, not by {only}")
         else:
             try:
                 crcp.quiesce(float(runtime.params().get_int("snapc_crcp_quiesce_timeout")))
@@ -248,7 +249,7 @@ class AppCoordinator:
             return
         try:
             self.send({"op": "saved", "seq": seq, "ok": ok, "message": message,
-                       "component": TRANSPARENT_COMPONENT})
+                       "component": component})
         except OSError:
             pass
         self._wait(lambda: seq in self.outcomes or not self.connected)
@@ -297,13 +298,15 @@ class AppCoordinator:
         self.sock.close()
 
     def _save_image(self, target: Target) -> tuple[bool, str, bool]:
-        """Detach, have a child save this process with blcr, wait for it: (ok, message,
-        restored), ``restored`` when the wait returned in a process restored in a new job."""
+        """Detach, have a child save this process (blcr from outside, or mtcp's kernel here at
+        its request), wait for it: (ok, message, restored), ``restored`` when the wait returned
+        in a process restored in a new job."""
         from . import crcp
 
         final = target.directory / local_snapshot_name(self.rank)
         error = endpoint.control_dir() / f"rank-image-{os.getpid()}.err"
-        request = {"pid": os.getpid(), "rank": self.rank, "final": str(final),
+        request = {"component": crcp.component(), "pid": os.getpid(), "rank": self.rank,
+                   "final": str(final),
                    "error": str(error), "executable": sys.executable,
                    "command": list(sys.orig_argv), "cwd": runtime.start_cwd(),
                    "mca": {k: v for k, v in os.environ.items() if k.startswith("OMPI_MCA_")},
@@ -313,7 +316,9 @@ class AppCoordinator:
         parent = parent_identity()
         self._detach(target.seq)
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(PR_SET_PTRACER_ANY & 0xFFFFFFFFFFFFFFFF), 0, 0, 0)
+        if request["component"] == "blcr":  # the child traces this process (mtcp needs not)
+            libc.prctl(PR_SET_PTRACER, ctypes.c_ulong(PR_SET_PTRACER_ANY & 0xFFFFFFFFFFFFFFFF),
+                       0, 0, 0)
         try:
             child = subprocess.Popen([sys.executable, "-m", "snapc.rank_image",
                                       json.dumps(request)], env=image_child_environment(),
@@ -423,16 +428,17 @@ def parent_environment() -> dict[str, str]:
 
 
 def image_child_environment() -> dict[str, str]:
-    """The environment of the child that saves this rank: no MPI layer, no pycrs start-up hook
-    (it is a tool, not a process of the job)."""
+    """The environment of the child that saves this rank: no MPI layer nor mtcp kernel, no pycrs
+    start-up hook (it is a tool, not a process of the job)."""
     from crs.launch import BOOT_DIR
 
     from . import crcp
+    from .frontend import layer_libraries
 
     env = dict(os.environ)
-    layer = str(crcp.library_path())
+    layers = {str(p) for p in layer_libraries()}
     preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-               if p and p != layer]
+               if p and p not in layers]
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
     else:

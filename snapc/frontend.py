@@ -6,10 +6,11 @@ becomes the job's global coordinator (``snapc.coordinator``): it starts the real
 child with the ranks' C/R environment, forwards signals, and ends as the launcher ended: with
 its exit status, or killed by the same signal.
 
-When the job's ``crs`` parameter selects an image-based component (``--mca crs blcr``), the
-ranks are checkpointed transparently: the MPI layer (``snapc.crcp``) is preloaded into every
-rank (MPICH only: Open MPI 5 cannot finalize and re-initialize MPI sessions more than once;
-docs/design/transparent-mpi.md), and each rank is saved whole as a process image.
+When the job's ``crs`` parameter selects an image-based component (``--mca crs blcr`` or
+``--mca crs mtcp``), the ranks are checkpointed transparently: the MPI layer (``snapc.crcp``)
+is preloaded into every rank (MPICH only: Open MPI 5 cannot finalize and re-initialize MPI
+sessions more than once; docs/design/transparent-mpi.md), with mtcp its kernel too, and each
+rank is saved whole as a process image.
 """
 from __future__ import annotations
 
@@ -132,40 +133,70 @@ def _launcher_arguments(launcher: RealLauncher, prm: crs_params.Params, cmd: Com
     return args + cmd.launcher_options + cmd.program
 
 
-def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> bool:
-    """Whether the job's ranks are to be saved as process images (``crs`` names only
-    image-based components); raises UsageError, in one line, where that cannot work."""
+def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> str | None:
+    """The image-based component the job's ranks are to be saved with (``blcr`` or ``mtcp``),
+    or None when ``crs`` does not name image-based components only (the self component at safe
+    points). Where both are named, mtcp (priority 15) wins over blcr (10), as in any selection.
+    Raises UsageError, in one line, where that cannot work."""
     from crs.framework import parse_selection
 
     from . import crcp
 
     include, _ = parse_selection(prm.get("crs"))
     if not include or not include <= IMAGE_COMPONENTS:
-        return False
+        return None
     if launcher.flavour == "openmpi":
         raise UsageError(
             f"--mca crs {prm.get('crs')}: transparent checkpoint of MPI ranks needs MPICH; "
             f"{launcher.version() or 'Open MPI'} cannot finalize and re-initialize MPI sessions "
             "more than once, so its ranks cannot be saved as images (docs/design/"
             "transparent-mpi.md); use the self component (--mca crs self)")
-    if "blcr" not in include:
-        raise UsageError("--mca crs mtcp: transparent checkpoint of MPI ranks with mtcp is not "
-                         "built yet; use blcr (--mca crs blcr)")
-    if not crcp.library_path().is_file():
-        raise UsageError(f"the MPI layer {crcp.library_path()} is not built (reinstall pycrs: "
-                         "pip install -e .); it is needed for --mca crs blcr")
-    return True
+    component = "mtcp" if "mtcp" in include else "blcr"
+    for library in layer_libraries(component):
+        if not library.is_file():
+            what = "the MPI layer" if library == crcp.library_path() else "the mtcp kernel"
+            raise UsageError(f"{what} {library} is not built (reinstall pycrs: pip install -e "
+                             f".); it is needed for --mca crs {component}")
+    if component == "mtcp":
+        from crs.framework import CRSError
+        from crs.plugins.mtcp import restart_program_path
+        from crs.plugins.mtcp.component import MtcpComponent
+
+        if not restart_program_path().is_file():
+            raise UsageError(f"{restart_program_path()} is not built (reinstall pycrs: pip "
+                             "install -e .); it is needed for --mca crs mtcp")
+        try:  # the ranks' images are taken with these parameters: refuse bad ones now
+            MtcpComponent().crs_init(prm)
+        except CRSError as exc:
+            raise UsageError(str(exc)) from None
+    return component
 
 
-def layer_environment(env: dict[str, str]) -> dict[str, str]:
-    """What the ranks of a transparent job get: the layer first in LD_PRELOAD, and the mark
-    that tells their app coordinator to use it."""
+def layer_libraries(component: str | None = None) -> list[Path]:
+    """What the ranks of a transparent job saved with ``component`` have preloaded, in
+    LD_PRELOAD order: for mtcp its kernel, then the MPI layer ``libcrcp.so``; for blcr the layer
+    alone (the rank is saved from outside). Without a component, every library either may
+    preload."""
+    from crs.plugins import mtcp
+
     from . import crcp
 
-    layer = str(crcp.library_path())
+    if component == "blcr":
+        return [crcp.library_path()]
+    return [mtcp.library_path(), crcp.library_path()]
+
+
+def layer_environment(env: dict[str, str], component: str = "blcr") -> dict[str, str]:
+    """What the ranks of a transparent job get: the libraries of ``component`` first in
+    LD_PRELOAD, and the mark that tells their app coordinator to use the layer and which
+    component saves the rank (``PYCRS_CRCP=<component>``)."""
+    from . import crcp
+
+    ours = [str(p) for p in layer_libraries(component)]
+    every = {str(p) for p in layer_libraries()}
     preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-               if p and p != layer]
-    return {"LD_PRELOAD": ":".join([layer, *preload]), crcp.ENV_LAYER: "1"}
+               if p and p not in every]
+    return {"LD_PRELOAD": ":".join([*ours, *preload]), crcp.ENV_LAYER: component}
 
 
 def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
@@ -192,7 +223,7 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     if restart_dir and restart_seq is not None and not restoring:
         env[ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
     # Restored ranks hold the layer already (opal-restart, which the launcher starts, needs none)
-    rank_env = layer_environment(env) if transparent and not restoring else {}
+    rank_env = layer_environment(env, transparent) if transparent and not restoring else {}
     args = _launcher_arguments(launcher, prm, cmd, env, rank_env)
 
     signals = set(FORWARDED)

@@ -1,5 +1,5 @@
 """Transparent checkpoint of unmodified mpi4py ranks, end to end as a user drives it:
-``mpirun -am ft-enable-cr --mca crs blcr``, ``ompi-checkpoint JOBID`` at a random moment (the
+``mpirun -am ft-enable-cr --mca crs blcr`` (or ``mtcp``), ``ompi-checkpoint JOBID`` at a random moment (the
 program has no safe points and knows nothing of pycrs), the whole job SIGKILLed, ``ompi-restart``;
 the restarted job must print exactly what an uninterrupted run prints. MPICH only (Open MPI is
 refused at launch, tested here too)."""
@@ -280,6 +280,75 @@ def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:
     restarted(gdir, 3)
 
 
+# -- mtcp: the rank's own kernel writes its image ----------------------------------------------
+def test_mtcp_checkpoint_kill_restart(tmp_path: Path) -> None:
+    job = start(tmp_path, 3, crs="mtcp")
+    at_random_moment(job)
+    seq, gdir = checkpoint(MPICH, job.pid, job=job)
+    assert (seq, gdir) == (0, tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt")
+    ranks = sorted((gdir / "0").iterdir())
+    assert [p.name for p in ranks] == [f"opal_snapshot_{r}.ckpt" for r in range(3)]
+    for p in ranks:
+        meta = (p / "snapshot_meta.data").read_text()
+        assert "OPAL CRS Component: mtcp" in meta and "CRCP Transparent: 1" in meta, meta
+        assert (p / "pages.img").is_file()
+    job.kill()
+    restarted(gdir, 3)
+
+
+def test_mtcp_job_goes_on_then_restarted_job_checkpointed_again(tmp_path: Path) -> None:
+    """The continue path with mtcp (MPI rebuilt in the same job, the run's output exact), then
+    the restored ranks' kernels serve the next checkpoint: restart, checkpoint the restarted
+    job at a random moment, kill it, restart again: the same history."""
+    job = start(tmp_path, 2, crs="mtcp")
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(2)
+    again = Job([MPICH.tool("ompi-restart"), str(gdir)], tmp_path, 2)
+    time.sleep(random.uniform(0.5, 1.5))
+    seq, gdir2 = checkpoint(MPICH, again.pid, job=again)  # waits for the restored ranks to register
+    assert (seq, gdir2) == (1, gdir)
+    assert "OPAL CRS Component: mtcp" in (gdir / "1" / "opal_snapshot_0.ckpt" /
+                                          "snapshot_meta.data").read_text()
+    again.kill()
+    assert not STARTED.search("".join(again.err))
+    restarted(gdir, 2)
+    restarted(gdir, 2, "--seq", "0")
+
+
+def test_mtcp_refusals_and_the_job_goes_on(tmp_path: Path) -> None:
+    """A rank holding a TCP socket of its own: the kernel refuses the image, in one line naming
+    the descriptor, and MPI is rebuilt; blcr asked for an mtcp job is refused; the job ends with
+    the output of an uninterrupted run."""
+    job = start(tmp_path, 3, "tcp", crs="mtcp")
+    job.wait_started()
+    res = run([MPICH.tool("ompi-checkpoint"), str(job.pid)])
+    assert res.returncode == 1, res.stderr
+    one_line_error(res.stderr, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
+                   "mtcp: process", "IPv4 socket", "which mtcp cannot restore")
+    res = run([MPICH.tool("ompi-checkpoint"), "--mca", "crs", "blcr", str(job.pid)])
+    assert res.returncode == 1, res.stderr
+    one_line_error(res.stderr, "ompi-checkpoint", "saved whole by mtcp, not by blcr")
+    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3)
+
+
+@pytest.mark.parametrize("name,value", [("crs_mtcp_compress", "bogus"),
+                                        ("crs_mtcp_omit_fds", "7,x")])
+def test_mtcp_bad_parameter_is_refused_at_launch(tmp_path: Path, name: str, value: str) -> None:
+    job = subprocess.run([MPICH.tool("mpirun"), "-am", "ft-enable-cr", "--mca", "crs", "mtcp",
+                          "--mca", name, value, "-np", "2", MPICH.python, APP, "10", "0"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert job.returncode == 2 and job.stdout == ""
+    one_line_error(job.stderr, "mpirun", name, repr(value))
+    assert not STARTED.search(job.stderr)
+
+
 # -- what is refused ---------------------------------------------------------------------------
 @pytest.mark.parametrize("feature,words", [
     ("window", "window"),
@@ -311,14 +380,6 @@ def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:
     assert code == 0, err
     assert tuple(out.splitlines()) == reference(2)
     restarted(gdir, 2)
-
-
-def test_mtcp_is_refused_at_launch(tmp_path: Path) -> None:
-    job = subprocess.run([MPICH.tool("mpirun"), "-am", "ft-enable-cr", "--mca", "crs", "mtcp",
-                          "-np", "2", MPICH.python, APP, "10", "0"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
-    assert job.returncode == 2 and job.stdout == ""
-    one_line_error(job.stderr, "mpirun", "mtcp is not built yet; use blcr")
 
 
 def test_open_mpi_is_refused_at_launch(tmp_path: Path) -> None:

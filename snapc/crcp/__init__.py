@@ -2,7 +2,7 @@
 "bookmark" protocol and PML wrapper, rebuilt below mpi4py).
 
 ``libcrcp.so`` is preloaded into every rank of a C/R job whose ``crs`` selects an image-based
-component (blcr); it defines the ``MPI_*`` functions mpi4py calls and reaches MPICH through
+component (blcr or mtcp); it defines the ``MPI_*`` functions mpi4py calls and reaches MPICH through
 ``PMPI_*``. On request it brings the job to a consistent cut (collectives agreed, in-flight
 messages received into the layer), tears MPI down so that the image holds no MPI state, and
 rebuilds it after the image is taken, in the same job or, after a restart, in a new one, with
@@ -13,10 +13,13 @@ This module is its Python control interface, used by the rank's app coordinator.
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
-#: set in the ranks' environment by our mpirun when it preloads the layer
+#: set in the ranks' environment by our mpirun when it preloads the layer; its value names the
+#: component the ranks are saved with
 ENV_LAYER = "PYCRS_CRCP"
+COMPONENTS = ("blcr", "mtcp")
 
 
 class LayerError(RuntimeError):
@@ -26,6 +29,14 @@ class LayerError(RuntimeError):
 def library_path() -> Path:
     """Where the package build put the layer."""
     return Path(__file__).with_name("libcrcp.so")
+
+
+def component() -> str:
+    """The crs component the layer was launched for (``PYCRS_CRCP``): ``mtcp`` (the rank's
+    kernel writes its image) or ``blcr`` (a child of the rank saves it from outside; also for
+    any other value, as the layer was first marked with ``1``)."""
+    value = os.environ.get(ENV_LAYER, "")
+    return value if value in COMPONENTS else "blcr"
 
 
 def _lib() -> ctypes.CDLL | None:

@@ -13,19 +13,15 @@ restores it as its child, where it joins the new job.
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
-from crs.plugins.image_based import refusal
+from crs.plugins.image_based import refusal, relaunch_restored_rank
 from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
 PRIORITY = 10
-#: snapshot metadata of a rank saved under the MPI layer (as snapc.rank_image writes it)
-TRANSPARENT_MARK = "CRCP Transparent"
 
 
 class BlcrComponent:
@@ -64,14 +60,7 @@ class BlcrComponent:
 
     @hookimpl
     def crs_prelaunch(self, rank: int, snapshot: LocalSnapshot, relaunch: Relaunch) -> None:
-        if not relaunch.job or snapshot.meta.get(TRANSPARENT_MARK) != "1":
-            return
-        tool = Path(sys.executable).parent / "opal-restart"
-        if tool.is_file():
-            argv = [str(tool), str(snapshot.path)]
-        else:
-            argv = [sys.executable, "-m", "crs.cli.opal_restart", str(snapshot.path)]
-        relaunch.executable, relaunch.argv = argv[0], argv
+        relaunch_restored_rank(snapshot, relaunch)
 
     @hookimpl
     def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,

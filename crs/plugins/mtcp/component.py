@@ -6,6 +6,12 @@
 the snapshot here. ``opal-restart`` rebuilds the process from that image as its child, with the
 restart program (restart.py; ``crs_mtcp_restart=ptrace``: the restorer of the blcr component);
 the restored kernel serves requests again.
+
+The ranks of an MPI job checkpointed transparently (``mpirun -am ft-enable-cr --mca crs mtcp``)
+have the kernel preloaded beside the MPI layer; a child of each rank (``snapc.rank_image``) asks
+it for the image as opal-checkpoint does, leaving the launcher's PMI connection out
+(``crs_mtcp_omit_fds``), and ``ompi-restart`` relaunches each such rank as ``opal-restart <its
+snapshot>``, as for blcr.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from crs import endpoint
 from crs.framework import CRSError
 from crs.hookspecs import CheckpointOptions, Offer, Relaunch, Target, hookimpl
 from crs.params import Params
-from crs.plugins.image_based import refusal
+from crs.plugins.image_based import refusal, relaunch_restored_rank
 from crs.snapshot import LocalSnapshot, SnapshotWriter
 from crs.states import State
 
@@ -105,6 +111,10 @@ class MtcpComponent:
         if options.stop:
             os.kill(pid, signal.SIGSTOP)
         return State.TERM if options.term else State.CONTINUE
+
+    @hookimpl
+    def crs_prelaunch(self, rank: int, snapshot: LocalSnapshot, relaunch: Relaunch) -> None:
+        relaunch_restored_rank(snapshot, relaunch)
 
     @hookimpl
     def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,
