@@ -1421,7 +1421,6 @@ EXPORT int crcp_launcher_fd(void) { return getenv("PMI_FD") ? atoi(getenv("PMI_F
 
 EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
 {
-    (void)timeout_ms;
     char why[512];
     double t0 = now();
     stat_msgs = stat_bytes = 0;
@@ -1438,11 +1437,13 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
      * communicator. Each round agrees on the targets (phase 1: no collective starts meanwhile):
      * the most any member has started, one more where a rank short of its cut is held wanting
      * to start the next one (its program needs it before the collective it is short of), then
-     * lets the ranks run on to them (phase 2). The first round also agrees on refusals. */
+     * lets the ranks run on to them (phase 2). The first round also agrees on refusals; every
+     * round on whether some rank has waited longer than timeout_ms (then all give up at once,
+     * in the same round: a rank deciding alone would leave the others in the next one). */
     int rc = 0, nr, mine_refused = refusal(why, sizeof why) != NULL, any_refused = 0;
-    int n = ncomm, all_done = 0;
+    int n = ncomm, all_done = 0, late = 0, any_late = 0;
     uint64_t *want = calloc(n + 1, sizeof *want), *agreed = calloc(n + 1, sizeof *agreed);
-    MPI_Request *rs = calloc(n + 2, sizeof *rs);
+    MPI_Request *rs = calloc(n + 3, sizeof *rs);
     for (int round = 0; !rc; round++) {
         phase = 1;
         int done = round > 0 && cut_reached();
@@ -1453,12 +1454,14 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
             rc = PMPI_Iallreduce(&want[i], &agreed[i], 1, MPI_UINT64_T, MPI_MAX, C[i].shadow, &rs[nr++]);
         }
         if (!rc) rc = PMPI_Iallreduce(&done, &all_done, 1, MPI_INT, MPI_MIN, C[0].shadow, &rs[nr++]);
+        late = timeout_ms > 0 && (now() - t0) * 1e3 > timeout_ms;
+        if (!rc) rc = PMPI_Iallreduce(&late, &any_late, 1, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
         if (!rc && round == 0)
             rc = PMPI_Iallreduce(&mine_refused, &any_refused, 1, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
         pthread_mutex_unlock(&gate);
         if (!rc) rc = protocol_wait(nr, rs, 0);
         pthread_mutex_lock(&gate);
-        if (rc || any_refused || all_done) break;
+        if (rc || any_refused || all_done || any_late) break;
         for (int i = 0; i < n; i++) C[i].target = agreed[i];
         phase = 2;
         pthread_cond_broadcast(&wake);
@@ -1474,13 +1477,18 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
         }
     }
     free(want); free(agreed); free(rs);
-    if (rc || any_refused) {
+    int gave_up = any_late && !all_done && !rc && !any_refused;
+    if (rc || any_refused || gave_up) {
         phase = 0;
         pthread_cond_broadcast(&wake);
         pthread_mutex_unlock(&gate);
         protocol_wants_gate = 0;
         if (rc) return mpi_error(rc, err, errlen, "agreeing on a cut");
-        if (mine_refused) snprintf(err, errlen, "%s", why);
+        if (gave_up)
+            snprintf(err, errlen, "the ranks did not reach a consistent cut within %g s "
+                     "(snapc_crcp_quiesce_timeout): a rank is computing or waiting outside MPI; "
+                     "the job goes on", timeout_ms / 1e3);
+        else if (mine_refused) snprintf(err, errlen, "%s", why);
         else snprintf(err, errlen, "another rank cannot be saved (its own message says why)");
         return -1;
     }
