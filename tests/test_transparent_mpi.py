@@ -153,8 +153,9 @@ def no_job_left() -> object:
 
 
 def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr",
-          steps: str = STEPS) -> Job:
+          steps: str = STEPS, mca: tuple[str, ...] = ()) -> Job:
     cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr", "--mca", "crs", crs,
+           *mca,
            "--mca", "snapc_base_global_snapshot_dir", str(where), "-np", str(np_), mpi.python,
            APP, steps, DELAY, *args]
     return Job(cmd, where, np_)
@@ -367,6 +368,27 @@ def test_layer_refusal_fails_the_checkpoint_and_the_job_goes_on(tmp_path: Path, 
     code, out, err = job.finish()
     assert code == 0, err
     assert tuple(out.splitlines()) == reference(3)
+
+
+def test_a_cut_held_back_past_the_quiesce_timeout_fails_the_checkpoint(tmp_path: Path) -> None:
+    """Rank 0 computes for 6 s outside MPI while rank 2 waits for it in an Allreduce; with
+    snapc_crcp_quiesce_timeout 1 a checkpoint asked for meanwhile fails in one line, no
+    sequence is left, and the job goes on to the uninterrupted run's output."""
+    job = start(tmp_path, 3, "slow", steps="200",
+                mca=("--mca", "snapc_crcp_quiesce_timeout", "1"))
+    with job.changed:
+        while "rank 0 computes" not in "".join(job.err):
+            assert job.proc.poll() is None, job.finish()
+            job.changed.wait(0.5)
+    res = run([MPICH.tool("ompi-checkpoint"), str(job.pid)])
+    assert res.returncode == 1, res.stderr
+    one_line_error(res.stderr, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
+                   "did not reach a consistent cut within 1 s")
+    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3, "200")
 
 
 def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:

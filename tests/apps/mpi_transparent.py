@@ -1,6 +1,6 @@
 """An mpi4py program that knows nothing of pycrs, for transparent checkpoints at any moment.
 
-    python mpi_transparent.py STEPS DELAY [window|datatype|tcp]
+    python mpi_transparent.py STEPS DELAY [window|datatype|tcp|slow]
 
 Every step: a token goes round a ring (each rank's receive for it is posted in the step before,
 so one Irecv is always outstanding, across steps), a halo exchange on a Dup of COMM_WORLD
@@ -11,7 +11,9 @@ in rank order, on stdout: the same for every run with the same STEPS and number 
 ``window``: a one-sided window (MPI.Win) is open from the start to the end; ``datatype``: a
 derived datatype (a contiguous pair of doubles) is committed from the start to the end and
 carries the halo's Sendrecv; ``tcp``: each rank holds a listening TCP socket of its own (which
-no image can hold). Each rank says on
+no image can hold); ``slow``: half way through, rank 0 says so on stderr (``rank 0 computes``)
+and computes for 6 s without calling MPI, while rank 2 waits for it in the Allreduce (no
+consistent cut until it is back; the output is the same). Each rank says on
 stderr that it started (a restored rank does not start again).
 """
 import socket
@@ -63,6 +65,9 @@ for step in range(steps):
     padded = np.concatenate([ghost_l, field, ghost_r])
     field = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:] + 1e-3 * step
 
+    if feature == "slow" and rank == 0 and step == steps // 2:
+        print("mpi_transparent: rank 0 computes", file=sys.stderr, flush=True)
+        time.sleep(6)
     part[0] = field.sum()
     sub.Allreduce(part, total, op=MPI.SUM)
     acc += total
