@@ -1,10 +1,11 @@
 """A job whose rank 0 computes for a long time (no MPI call) while the others wait for it in an
-MPI_Allreduce (a collective: pickled ``allreduce`` is point-to-point, which a cut can take
-with ranks blocked in it): no consistent cut can be reached until rank 0 calls MPI again (tests/test_crcp_layer.py).
+MPI_Allreduce (a collective: pickled ``allreduce`` is point-to-point, which a cut can take with
+ranks blocked in it): no consistent cut can be reached until rank 0 calls MPI again
+(tests/test_crcp_layer.py).
 
-Every rank's control thread first asks for a cut with a timeout shorter than rank 0's
-computation (the layer gives up, every rank at once, and the job goes on), then for one without
-a timeout (reached once rank 0 is back), and brings MPI back up.
+Every rank's control thread, a second into rank 0's computation, first asks for a cut with a
+timeout shorter than what is left of it (the layer gives up, every rank at once, and the job
+goes on), then for one without a timeout (reached once rank 0 is back), and brings MPI back up.
 
 usage: crcp_slow_rank.py COMPUTE_SECONDS TIMEOUT_SECONDS
 """
@@ -24,6 +25,9 @@ outcomes: list[str] = []
 
 
 def control() -> None:
+    # give the other ranks time to enter the Allreduce that rank 0 keeps them waiting in (a cut
+    # asked for before they do is reached at once, with rank 0 short of it)
+    time.sleep(1.0)
     try:
         crcp.quiesce(timeout)
         outcomes.append("cut reached")
