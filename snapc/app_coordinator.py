@@ -433,12 +433,10 @@ def image_child_environment() -> dict[str, str]:
     from crs.launch import BOOT_DIR
 
     from . import crcp
-    from .frontend import layer_libraries
+    from .frontend import preload_without_layers
 
     env = dict(os.environ)
-    layers = {str(p) for p in layer_libraries()}
-    preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-               if p and p not in layers]
+    preload = preload_without_layers(env)
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
     else:

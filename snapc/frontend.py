@@ -29,6 +29,7 @@ from crs import params as crs_params
 from crs.cli.errors import UsageError, run_tool
 from crs.launch import cr_environment
 
+from . import crcp
 from .launcher import RealLauncher, find_real_launcher
 
 TOOL = "mpirun"
@@ -37,7 +38,7 @@ ENV_RESTART_SEQ = "PYCRS_RESTART_SEQ"
 #: set by ompi-restart when the ranks are relaunched as ``opal-restart IMAGE``: they are restored
 #: processes that hold the MPI layer already, not new ones to preload it into
 ENV_RESTART_IMAGES = "PYCRS_RESTART_IMAGES"
-IMAGE_COMPONENTS = {"blcr", "mtcp"}
+IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGTSTP, signal.SIGCONT)
 SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group
@@ -140,8 +141,6 @@ def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> st
     Raises UsageError, in one line, where that cannot work."""
     from crs.framework import parse_selection
 
-    from . import crcp
-
     include, _ = parse_selection(prm.get("crs"))
     if not include or not include <= IMAGE_COMPONENTS:
         return None
@@ -179,8 +178,6 @@ def layer_libraries(component: str | None = None) -> list[Path]:
     preload."""
     from crs.plugins import mtcp
 
-    from . import crcp
-
     if component == "blcr":
         return [crcp.library_path()]
     return [mtcp.library_path(), crcp.library_path()]
@@ -190,13 +187,16 @@ def layer_environment(env: dict[str, str], component: str = "blcr") -> dict[str,
     """What the ranks of a transparent job get: the libraries of ``component`` first in
     LD_PRELOAD, and the mark that tells their app coordinator to use the layer and which
     component saves the rank (``PYCRS_CRCP=<component>``)."""
-    from . import crcp
-
     ours = [str(p) for p in layer_libraries(component)]
+    return {"LD_PRELOAD": ":".join([*ours, *preload_without_layers(env)]),
+            crcp.ENV_LAYER: component}
+
+
+def preload_without_layers(env: dict[str, str]) -> list[str]:
+    """``env``'s LD_PRELOAD entries other than the libraries a transparent job preloads."""
     every = {str(p) for p in layer_libraries()}
-    preload = [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-               if p and p not in every]
-    return {"LD_PRELOAD": ":".join([*ours, *preload]), crcp.ENV_LAYER: component}
+    return [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
+            if p and p not in every]
 
 
 def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,

@@ -29,11 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from crs.plugins.image_based import TRANSPARENT_MARK
-
-COMPONENTS = ("blcr", "mtcp")
-#: snapshot metadata key marking an image taken under the MPI layer (ompi-restart relaunches it
-#: as ``opal-restart <snapshot>`` in the new job)
-META_TRANSPARENT = TRANSPARENT_MARK
+from snapc.crcp import COMPONENTS
 
 
 def component_of(request: dict[str, Any]) -> str:
@@ -61,7 +57,7 @@ def save(request: dict[str, Any]) -> Path:
         writer.meta.add("CWD", request["cwd"])
         writer.meta.add("MCA Params", dict(request.get("mca", {})))
         writer.meta.add("MPI Rank", str(request["rank"]))
-        writer.meta.add(META_TRANSPARENT, "1")
+        writer.meta.add(TRANSPARENT_MARK, "1")
         if name == "mtcp":
             from crs.plugins.mtcp.component import MtcpComponent
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +17,12 @@ from conftest import APPS, BIN
 APP = APPS / "crcp_cycles.py"
 
 
-def run(n: int, *args: str, layer: bool = True) -> subprocess.CompletedProcess[str]:
+def run(n: int, *args: str, layer: bool = True,
+        app: Path = APP) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(APPS.parent.parent)}
     preload = ["-genv", "LD_PRELOAD", str(crcp.library_path())] if layer else []
     return subprocess.run([str(BIN / "mpiexec"), "-n", str(n), *preload, str(BIN / "python"),
-                           str(APP), *args], capture_output=True, text=True, timeout=300,
+                           str(app), *args], capture_output=True, text=True, timeout=300,
                           env=env, stdin=subprocess.DEVNULL, close_fds=True)
 
 
@@ -83,12 +85,7 @@ def test_a_cut_not_reached_in_time_is_given_up_by_every_rank_and_the_job_goes_on
     """Rank 0 computes for 6 s while the others wait in an MPI_Allreduce: a cut asked for with a
     0.5 s timeout is given up by all three ranks, in the same round, and one asked for without
     a timeout is reached once rank 0 is back; the answer is the plain one."""
-    env = {**os.environ, "PYTHONPATH": str(APPS.parent.parent)}
-    proc = subprocess.run([str(BIN / "mpiexec"), "-n", "3", "-genv", "LD_PRELOAD",
-                           str(crcp.library_path()), str(BIN / "python"),
-                           str(APPS / "crcp_slow_rank.py"), "6", "0.5"],
-                          capture_output=True, text=True, timeout=300, env=env,
-                          stdin=subprocess.DEVNULL, close_fds=True)
+    proc = run(3, "6", "0.5", app=APPS / "crcp_slow_rank.py")
     assert result(proc) == "RESULT 9.0"  # (0+1+2) + (1+2+3)
     lines = re.findall(r"^\[(\d+)\] (.*)$", proc.stdout, re.M)
     for rank in ("0", "1", "2"):

@@ -188,6 +188,23 @@ def restarted(gdir: Path, np_: int, *extra: str) -> None:
     assert not STARTED.search(res.stderr), res.stderr
 
 
+def checkpoint_refused(job: Job, *needles: str, options: tuple[str, ...] = ()) -> None:
+    """ompi-checkpoint of the running ``job`` fails (exit 1) in one line saying ``needles``."""
+    res = run([MPICH.tool("ompi-checkpoint"), *options, str(job.pid)])
+    assert res.returncode == 1, res.stderr
+    one_line_error(res.stderr, "ompi-checkpoint", *needles)
+
+
+def goes_on_to_the_end(job: Job, where: Path, np_: int, steps: str = STEPS) -> None:
+    """After refused checkpoints: no sequence was left in the job's global snapshot directory,
+    and the job ends with the uninterrupted run's output."""
+    gdir = where / f"ompi_global_snapshot_{job.pid}.ckpt"
+    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(np_, steps)
+
+
 def one_line_error(stderr: str, prog: str, *needles: str) -> None:
     assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
     assert stderr.startswith(f"{prog}: ") and "Traceback" not in stderr, stderr
@@ -325,18 +342,10 @@ def test_mtcp_refusals_and_the_job_goes_on(tmp_path: Path) -> None:
     the output of an uninterrupted run."""
     job = start(tmp_path, 3, "tcp", crs="mtcp")
     job.wait_started()
-    res = run([MPICH.tool("ompi-checkpoint"), str(job.pid)])
-    assert res.returncode == 1, res.stderr
-    one_line_error(res.stderr, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
-                   "mtcp: process", "IPv4 socket", "which mtcp cannot restore")
-    res = run([MPICH.tool("ompi-checkpoint"), "--mca", "crs", "blcr", str(job.pid)])
-    assert res.returncode == 1, res.stderr
-    one_line_error(res.stderr, "ompi-checkpoint", "saved whole by mtcp, not by blcr")
-    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
-    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
-    code, out, err = job.finish()
-    assert code == 0, err
-    assert tuple(out.splitlines()) == reference(3)
+    checkpoint_refused(job, f"checkpoint of job {job.pid} failed", "mtcp: process",
+                       "IPv4 socket", "which mtcp cannot restore")
+    checkpoint_refused(job, "saved whole by mtcp, not by blcr", options=("--mca", "crs", "blcr"))
+    goes_on_to_the_end(job, tmp_path, 3)
 
 
 @pytest.mark.parametrize("name,value", [("crs_mtcp_compress", "bogus"),
@@ -360,14 +369,8 @@ def test_layer_refusal_fails_the_checkpoint_and_the_job_goes_on(tmp_path: Path, 
                                                                words: str) -> None:
     job = start(tmp_path, 3, feature)
     job.wait_started()
-    res = run([MPICH.tool("ompi-checkpoint"), str(job.pid)])
-    assert res.returncode == 1, res.stderr
-    one_line_error(res.stderr, "ompi-checkpoint", f"checkpoint of job {job.pid} failed", words)
-    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
-    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
-    code, out, err = job.finish()
-    assert code == 0, err
-    assert tuple(out.splitlines()) == reference(3)
+    checkpoint_refused(job, f"checkpoint of job {job.pid} failed", words)
+    goes_on_to_the_end(job, tmp_path, 3)
 
 
 def test_a_cut_held_back_past_the_quiesce_timeout_fails_the_checkpoint(tmp_path: Path) -> None:
@@ -380,23 +383,15 @@ def test_a_cut_held_back_past_the_quiesce_timeout_fails_the_checkpoint(tmp_path:
         while "rank 0 computes" not in "".join(job.err):
             assert job.proc.poll() is None, job.finish()
             job.changed.wait(0.5)
-    res = run([MPICH.tool("ompi-checkpoint"), str(job.pid)])
-    assert res.returncode == 1, res.stderr
-    one_line_error(res.stderr, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
-                   "did not reach a consistent cut within 1 s")
-    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
-    assert not list(gdir.glob(".*")) and not list(gdir.glob("[0-9]*"))
-    code, out, err = job.finish()
-    assert code == 0, err
-    assert tuple(out.splitlines()) == reference(3, "200")
+    checkpoint_refused(job, f"checkpoint of job {job.pid} failed",
+                       "did not reach a consistent cut within 1 s")
+    goes_on_to_the_end(job, tmp_path, 3, "200")
 
 
 def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:
     job = start(tmp_path, 2)
     job.wait_started()
-    res = run([MPICH.tool("ompi-checkpoint"), "--mca", "crs", "self", str(job.pid)])
-    assert res.returncode == 1
-    one_line_error(res.stderr, "ompi-checkpoint", "saved whole by blcr, not by self")
+    checkpoint_refused(job, "saved whole by blcr, not by self", options=("--mca", "crs", "self"))
     _, gdir = checkpoint(MPICH, job.pid, job=job)  # and the next one works
     code, out, err = job.finish()
     assert code == 0, err

@@ -12,10 +12,10 @@ from crs import params
 from crs.cli.errors import ToolParser, UsageError, run_tool
 from crs.framework import ComponentError, component_for_snapshot
 from crs.hookspecs import Relaunch
+from crs.plugins.image_based import TRANSPARENT_MARK
 from crs.snapshot import LocalSnapshot, SnapshotError
 
 from ..frontend import ENV_RESTART_GLOBAL, ENV_RESTART_IMAGES, ENV_RESTART_SEQ
-from ..rank_image import META_TRANSPARENT
 from ..storage import GlobalSnapshot
 
 TOOL = "ompi-restart"
@@ -167,7 +167,7 @@ def _run(argv: list[str] | None) -> int:
     job_env = {**first.env,  # the C/R parameters the job ran with
                "OMPI_MCA_ft_cr_enabled": "1",
                ENV_RESTART_GLOBAL: str(gs.path), ENV_RESTART_SEQ: str(seq)}
-    if any(snap.meta.get(META_TRANSPARENT) == "1" for snap in snaps):
+    if any(snap.meta.get(TRANSPARENT_MARK) == "1" for snap in snaps):
         job_env[ENV_RESTART_IMAGES] = "1"  # the ranks are restored images under the MPI layer
     env = {**os.environ, **job_env}
     if ns.showme:  # everything the restart sets, so that the printed command does the same

@@ -19,6 +19,7 @@ from pathlib import Path
 #: set in the ranks' environment by our mpirun when it preloads the layer; its value names the
 #: component the ranks are saved with
 ENV_LAYER = "PYCRS_CRCP"
+#: the components that save a rank under the layer whole, as a process image
 COMPONENTS = ("blcr", "mtcp")
 
 

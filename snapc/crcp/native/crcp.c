@@ -1437,13 +1437,16 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
      * communicator. Each round agrees on the targets (phase 1: no collective starts meanwhile):
      * the most any member has started, one more where a rank short of its cut is held wanting
      * to start the next one (its program needs it before the collective it is short of), then
-     * lets the ranks run on to them (phase 2). The first round also agrees on refusals; every
-     * round on whether some rank has waited longer than timeout_ms (then all give up at once,
-     * in the same round: a rank deciding alone would leave the others in the next one). */
+     * lets the ranks run on to them (phase 2). Every round also agrees, in one MAX, on whether
+     * some rank is short of its cut, has waited longer than timeout_ms (then all give up in
+     * the same round: a rank deciding alone would leave the others in the next one), or holds
+     * something the layer refuses. */
     int rc = 0, nr, mine_refused = refusal(why, sizeof why) != NULL, any_refused = 0;
-    int n = ncomm, all_done = 0, late = 0, any_late = 0;
+    int n = ncomm, all_done = 0, any_late = 0;
     uint64_t *want = calloc(n + 1, sizeof *want), *agreed = calloc(n + 1, sizeof *agreed);
-    MPI_Request *rs = calloc(n + 3, sizeof *rs);
+    MPI_Request *rs = calloc(n + 1, sizeof *rs);
+    enum { SHORT, LATE, REFUSED };
+    int mine[3], all[3] = {0};
     for (int round = 0; !rc; round++) {
         phase = 1;
         int done = round > 0 && cut_reached();
@@ -1453,14 +1456,14 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
             if (!C[i].live || C[i].shadow == MPI_COMM_NULL) { agreed[i] = want[i]; continue; }
             rc = PMPI_Iallreduce(&want[i], &agreed[i], 1, MPI_UINT64_T, MPI_MAX, C[i].shadow, &rs[nr++]);
         }
-        if (!rc) rc = PMPI_Iallreduce(&done, &all_done, 1, MPI_INT, MPI_MIN, C[0].shadow, &rs[nr++]);
-        late = timeout_ms > 0 && (now() - t0) * 1e3 > timeout_ms;
-        if (!rc) rc = PMPI_Iallreduce(&late, &any_late, 1, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
-        if (!rc && round == 0)
-            rc = PMPI_Iallreduce(&mine_refused, &any_refused, 1, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
+        mine[SHORT] = !done;
+        mine[LATE] = timeout_ms > 0 && (now() - t0) * 1e3 > timeout_ms;
+        mine[REFUSED] = mine_refused;
+        if (!rc) rc = PMPI_Iallreduce(mine, all, 3, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
         pthread_mutex_unlock(&gate);
         if (!rc) rc = protocol_wait(nr, rs, 0);
         pthread_mutex_lock(&gate);
+        all_done = !all[SHORT]; any_late = all[LATE]; any_refused = all[REFUSED];
         if (rc || any_refused || all_done || any_late) break;
         for (int i = 0; i < n; i++) C[i].target = agreed[i];
         phase = 2;
