@@ -1,78 +1,20 @@
-/* crcp.c: the MPI layer that lets an mpi4py rank be saved as a process image (blcr) at any
- * moment and brought back, in the same job or in a new one.
- *
- * Preloaded into each rank (LD_PRELOAD, by our mpirun), it defines the MPI_* functions mpi4py
- * calls and reaches MPICH through PMPI_*. Three things make a rank restartable:
- *
- *  1. Handles that outlive MPI. The application's world is an MPI Session (the world model
- *     cannot be initialized twice); communicators are virtual (MPI_COMM_WORLD/SELF keep their
- *     predefined values, a Dup or Split keeps the handle it first had) and are made again, in
- *     creation order, after every rebuild. Attributes live here, not on real communicators.
- *     Requests the application holds are tracked, so that a receive pending at a checkpoint is
- *     posted again afterwards under the same handle.
- *  2. A consistent cut at any moment (crcp_quiesce, called on a thread of the rank's app
- *     coordinator while the application thread is wherever it is). Blocking calls are
- *     nonblocking ones completed in a loop that lets the protocol in. The ranks agree on how
- *     many collectives each communicator has started (the maximum), every rank runs on until
- *     it has completed that many and starts no more, then the application threads are held,
- *     the per-peer message counts are exchanged and every message in flight is received into
- *     the layer (Open MPI's bookmark exchange); the layer delivers those first afterwards.
- *  3. Teardown and rebuild. After the cut the session is finalized and the launcher's PMI
- *     descriptor closed: the image holds no MPI state. crcp_resume makes a new session (after a
- *     restart it first adopts the new launcher's environment and PMI descriptor from its
- *     parent, the opal-restart the new launcher started) and replays the communicators.
- *
- * What the layer cannot bring back is refused at checkpoint time with its name: windows,
- * files, groups, derived datatypes, user ops and error handlers, info objects, communicators
- * made by other means than Dup and Split, persistent and generalized requests, sessions of the
- * application's own. The generated part (crcp_wrappers.inc, from MPICH's mpi_proto.h by
- * generate.py) wraps every other function that takes a communicator, records every object
- * such a function makes, and turns blocking collectives into nonblocking ones.
- *
- * MPICH only: handles are ints, and MPICH 4+ can finalize and re-initialize sessions. */
-#define _GNU_SOURCE
-#include <dirent.h>
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <mpi.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
+/* crcp.c: the units of the MPI layer not yet in files of their own, one section each
+ * (layer.h describes the layer and its units). */
+#include "layer.h"
 
-#define EXPORT __attribute__((visibility("default")))
+/* ---- gate (to be gate.c): the gate every wrapped call holds, the phase of a checkpoint that the application's
+ * threads wait on, the Python GIL a held thread gives up, and the pause between two tests of a
+ * blocking call's loop (layer.h has enter/leave and HOLD_WHILE). */
+pthread_mutex_t gate = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+volatile int phase;
+volatile int protocol_wants_gate;
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
+int (*gil_held)(void);
+void *(*gil_release)(void);
+void (*gil_take)(void *);
 
-/* ---- the gate ------------------------------------------------------------------------------
- * Every wrapped call holds it while it touches the layer's tables or calls MPI; blocking calls
- * let go of it between the tests of their loop. `phase` says where a checkpoint is:
- * 0 none, 1 the ranks agree on the collective counts, 2 every rank completes that many,
- * 3 application threads are held (the drain, the image, the rebuild). Recursive: attribute
- * delete callbacks (mpi4py's) call MPI from inside a wrapped call. */
-static pthread_mutex_t gate = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static volatile int phase;
-static volatile int protocol_wants_gate;
-
-/* A thread held by the protocol must not keep the Python GIL: the app coordinator that runs
- * the protocol is Python too. */
-static int (*gil_held)(void);
-static void *(*gil_release)(void);
-static void (*gil_take)(void *);
-static void find_python(void)
+void find_python(void)
 {
     gil_held = (int (*)(void))dlsym(RTLD_DEFAULT, "PyGILState_Check");
     gil_release = (void *(*)(void))dlsym(RTLD_DEFAULT, "PyEval_SaveThread");
@@ -81,26 +23,8 @@ static void find_python(void)
     if (!up || !up() || !gil_release || !gil_take) gil_held = NULL;
 }
 
-/* Wait on `wake` (gate held) while cond holds; the GIL is given up for the wait, and taken
- * back without the gate (whoever holds the gate may be waiting for the GIL), so the condition
- * is looked at again after that. */
-#define HOLD_WHILE(cond) do { \
-        while (cond) { \
-            void *ts_ = gil_held && gil_held() ? gil_release() : NULL; \
-            while (cond) pthread_cond_wait(&wake, &gate); \
-            if (ts_) { pthread_mutex_unlock(&gate); gil_take(ts_); pthread_mutex_lock(&gate); } \
-        } \
-    } while (0)
-
-static inline void enter(void)
-{
-    pthread_mutex_lock(&gate);
-    if (phase == 3) HOLD_WHILE(phase == 3);
-}
-static inline void leave(void) { pthread_mutex_unlock(&gate); }
-
 /* between two tests of a blocking call's loop */
-static void loop_pause(void)
+void loop_pause(void)
 {
     if (phase == 3) { HOLD_WHILE(phase == 3); return; }
     static __thread unsigned spins;
@@ -112,463 +36,13 @@ static void loop_pause(void)
     HOLD_WHILE(phase == 3); /* the protocol may have torn MPI down meanwhile */
 }
 
-/* ---- communicators ------------------------------------------------------------------------ */
-enum ckind { K_WORLD, K_SELF, K_DUP, K_SPLIT };
-struct vcomm {
-    MPI_Comm v, r, shadow;  /* virtual (the app's), real (this incarnation), the layer's twin */
-    int kind, parent, color, key;
-    int live;               /* not freed by the app (a freed parent of a live one is replayed) */
-    int needed;
-    int nullsplit;          /* a Split that gave this rank MPI_COMM_NULL: replayed, nothing kept */
-    int size, rank;
-    MPI_Errhandler eh;      /* predefined error handler the app set, or MPI_ERRHANDLER_NULL */
-    uint64_t *sent, *recvd; /* messages per peer (rank in this communicator) */
-    uint64_t started, completed, target; /* collectives */
-    int waiting;            /* threads held before starting one */
-};
-static struct vcomm *C;
-static int ncomm, capcomm;
-static MPI_Session S = MPI_SESSION_NULL;
-static int state; /* 0 never initialized, 1 up, 2 torn down, 3 finalized */
-static int thread_asked = MPI_THREAD_SINGLE;
-static int verbose;
+/* ---- init (to be init.c): the application's MPI_Init / MPI_Finalize and their queries. The world model is
+ * never initialized: the application's world is a session of the layer's (session.c), made at
+ * MPI_Init, always MPI_THREAD_MULTIPLE (the protocol runs beside the application's threads). */
+int state; /* 0 never initialized, 1 up, 2 torn down, 3 finalized */
+int thread_asked = MPI_THREAD_SINGLE;
+int verbose;
 
-static int last_i;
-static inline int idx(MPI_Comm v)
-{
-    if (last_i < ncomm && C[last_i].v == v && C[last_i].live) return last_i;
-    for (int i = 0; i < ncomm; i++)
-        if (C[i].v == v && C[i].live) return last_i = i;
-    return -1;
-}
-/* the real handle of a virtual one; an unknown handle passes unchanged */
-static inline MPI_Comm R(MPI_Comm v)
-{
-    int i = idx(v);
-    return i < 0 ? v : C[i].r;
-}
-
-static int add_comm(void)
-{
-    if (ncomm == capcomm) {
-        capcomm = capcomm ? 2 * capcomm : 64;
-        C = realloc(C, capcomm * sizeof *C);
-        if (!C) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
-    }
-    memset(&C[ncomm], 0, sizeof *C);
-    C[ncomm].v = C[ncomm].r = C[ncomm].shadow = MPI_COMM_NULL;
-    C[ncomm].eh = MPI_ERRHANDLER_NULL;
-    C[ncomm].parent = -1;
-    return ncomm++;
-}
-
-/* size, counters and the layer's twin of a communicator just made (collective over it) */
-static int comm_ready(int i)
-{
-    PMPI_Comm_size(C[i].r, &C[i].size);
-    PMPI_Comm_rank(C[i].r, &C[i].rank);
-    if (!C[i].sent) {
-        C[i].sent = calloc(C[i].size, sizeof(uint64_t));
-        C[i].recvd = calloc(C[i].size, sizeof(uint64_t));
-        if (!C[i].sent || !C[i].recvd) return MPI_ERR_NO_MEM;
-    }
-    if (C[i].kind == K_SELF) return MPI_SUCCESS;
-    int rc = PMPI_Comm_dup(C[i].r, &C[i].shadow);
-    if (!rc) PMPI_Comm_set_errhandler(C[i].shadow, MPI_ERRORS_RETURN);
-    return rc;
-}
-
-/* ---- tracked requests ---------------------------------------------------------------------
- * Every request a wrapped call makes, the application's and the layer's own (a blocking call's),
- * so that the protocol can complete, drain, cancel and post them again. The application keeps
- * the handle it was given; `real` is this incarnation's. */
-enum rkind { RQ_SEND, RQ_RECV, RQ_COLL, RQ_MRECV, RQ_OTHER, RQ_REFUSED };
-struct treq {
-    int used, kind, comm, internal;
-    MPI_Request app, real;
-    int peer, tag;                     /* a receive as posted (for the repost) */
-    void *buf; MPI_Count count; MPI_Datatype type;
-    int done, repost;
-    MPI_Status st;
-    const char *made_by;
-};
-static struct treq *T;
-static int nT, capT, liveT;
-/* The application's handles of tracked requests and matched messages are the layer's, never
- * MPICH's: MPICH hands the same values out again (after a rebuild, certainly), and a request
- * posted again has a new real handle under the old one. Kind bits 00: MPICH makes none such. */
-static unsigned layer_handles;
-#define LAYER_REQUEST(n) ((MPI_Request)(0x2e000000 | ((n) & 0x00ffffff)))
-#define LAYER_MESSAGE(n) ((MPI_Message)(0x2d000000 | ((n) & 0x00ffffff)))
-
-static int treq_new(int kind, int comm, MPI_Request real)
-{
-    int k = 0;
-    while (k < nT && T[k].used) k++;
-    if (k == nT) {
-        if (nT == capT) {
-            capT = capT ? 2 * capT : 256;
-            T = realloc(T, capT * sizeof *T);
-            if (!T) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
-        }
-        nT++;
-    }
-    memset(&T[k], 0, sizeof *T);
-    T[k].used = 1; T[k].kind = kind; T[k].comm = comm;
-    T[k].app = T[k].real = real;
-    liveT++;
-    return k;
-}
-static inline int treq_find(MPI_Request app)
-{
-    if (!liveT || app == MPI_REQUEST_NULL) return -1;
-    for (int k = 0; k < nT; k++)
-        if (T[k].used && !T[k].internal && T[k].app == app) return k;
-    return -1;
-}
-static void treq_free(int k) { T[k].used = 0; liveT--; while (nT && !T[nT - 1].used) nT--; }
-
-static inline void count_recv(int ci, const MPI_Status *st)
-{
-    if (ci >= 0 && st->MPI_SOURCE >= 0 && st->MPI_SOURCE < C[ci].size) C[ci].recvd[st->MPI_SOURCE]++;
-}
-/* A status as MPI fills it: MPI_Test, MPI_Wait and MPI_Mrecv leave MPI_ERROR as it was (the
- * standard sets it only with MPI_ERR_IN_STATUS), and the layer reads MPI_ERROR of the statuses it
- * keeps; stack garbage there (14 is MPI_ERR_TRUNCATE) once failed a good receive. */
-#define FRESH_STATUS {.MPI_SOURCE = MPI_ANY_SOURCE, .MPI_TAG = MPI_ANY_TAG, .MPI_ERROR = MPI_SUCCESS}
-static void completed(int k, const MPI_Status *st)
-{
-    T[k].done = 1;
-    T[k].st = *st;
-    T[k].real = MPI_REQUEST_NULL;
-    if (T[k].kind == RQ_RECV) count_recv(T[k].comm, st);
-    else if (T[k].kind == RQ_COLL && T[k].comm >= 0) C[T[k].comm].completed++;
-}
-/* test one tracked request (gate held): 1 when it is complete */
-static int poll_one(int k, int *rc)
-{
-    if (T[k].done) return 1;
-    int flag = 0;
-    MPI_Status st = FRESH_STATUS;
-    int e = PMPI_Test(&T[k].real, &flag, &st);
-    if (e) { if (rc) *rc = e; return 1; }
-    if (flag) completed(k, &st);
-    return flag;
-}
-static inline void give_status(MPI_Status *to, const MPI_Status *from)
-{
-    if (to != MPI_STATUS_IGNORE) *to = *from;
-}
-
-/* ---- messages received into the layer (drained at a cut, or held by a matched probe) ---- */
-struct stored { int used, comm, source, tag; char *data; MPI_Count len; };
-static struct stored *M;
-static int nM, capM, liveM;
-static int store_add(int comm, int source, int tag, char *data, MPI_Count len)
-{
-    if (nM == capM) {
-        capM = capM ? 2 * capM : 64;
-        M = realloc(M, capM * sizeof *M);
-        if (!M) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
-    }
-    M[nM] = (struct stored){1, comm, source, tag, data, len};
-    liveM++;
-    return nM++;
-}
-/* the oldest stored message that a receive of (source, tag) on communicator ci matches */
-static int store_match(int ci, int source, int tag)
-{
-    if (!liveM || ci < 0) return -1;
-    for (int m = 0; m < nM; m++)
-        if (M[m].used && M[m].comm == ci && (source == MPI_ANY_SOURCE || source == M[m].source)
-            && (tag == MPI_ANY_TAG || tag == M[m].tag))
-            return m;
-    return -1;
-}
-/* MPICH's status holds the byte count and the cancelled bit itself; its functions that take no
- * handle (MPI_Get_count, MPI_Status_set_elements_x, MPI_Test_cancelled) refuse to run when
- * only sessions are initialized, which is the layer's case. */
-static MPI_Count status_bytes(const MPI_Status *st)
-{
-    return (MPI_Count)((uint64_t)(unsigned)st->count_lo | ((uint64_t)((unsigned)st->count_hi_and_cancelled >> 1) << 32));
-}
-static int status_cancelled(const MPI_Status *st) { return st->count_hi_and_cancelled & 1; }
-static void store_status(int m, MPI_Status *st)
-{
-    st->MPI_SOURCE = M[m].source;
-    st->MPI_TAG = M[m].tag;
-    st->MPI_ERROR = MPI_SUCCESS;
-    st->count_lo = (int)(M[m].len & 0xffffffff);
-    st->count_hi_and_cancelled = (int)(((uint64_t)M[m].len >> 32) << 1);
-}
-/* deliver stored message m into (buf, count, type) and forget it */
-static int store_take(int m, void *buf, MPI_Count count, MPI_Datatype type, MPI_Status *st)
-{
-    MPI_Count size = 0;
-    int rc = PMPI_Pack_size_c(count, type, C[M[m].comm].r, &size);
-    MPI_Count pos = 0;
-    if (!rc && M[m].len > size) rc = MPI_ERR_TRUNCATE;
-    if (!rc && M[m].len)
-        rc = PMPI_Unpack_c(M[m].data, M[m].len, &pos, buf, count, type, C[M[m].comm].r);
-    MPI_Status mine;
-    store_status(m, &mine);
-    mine.MPI_ERROR = rc;
-    give_status(st, &mine);
-    free(M[m].data);
-    M[m].used = 0;
-    liveM--;
-    while (nM && !M[nM - 1].used) nM--;
-    return rc;
-}
-
-/* matched probes the application holds (MPI_Message), so that a cut can receive them first */
-struct held { int used, comm, stored; MPI_Message app, real; MPI_Status st; };
-static struct held *H;
-static int nH, capH;
-static int held_add(int comm, MPI_Message real, const MPI_Status *st)
-{
-    int h = 0;
-    while (h < nH && H[h].used) h++;
-    if (h == nH) {
-        if (nH == capH) {
-            capH = capH ? 2 * capH : 16;
-            H = realloc(H, capH * sizeof *H);
-            if (!H) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
-        }
-        nH++;
-    }
-    H[h] = (struct held){1, comm, -1, real, real, *st};
-    return h;
-}
-static int held_find(MPI_Message app)
-{
-    for (int h = 0; h < nH; h++)
-        if (H[h].used && H[h].app == app) return h;
-    return -1;
-}
-
-/* ---- objects the layer cannot bring back (recorded by the generated wrappers) ---- */
-struct unsupported { int used; long handle; const char *kind, *made_by; };
-static struct unsupported *U;
-static int nU, capU;
-static void unsupported_made(const char *kind, long handle, const char *made_by)
-{
-    if (nU == capU) {
-        capU = capU ? 2 * capU : 16;
-        U = realloc(U, capU * sizeof *U);
-        if (!U) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
-    }
-    U[nU++] = (struct unsupported){1, handle, kind, made_by};
-}
-static void unsupported_gone(const char *kind, long handle)
-{
-    for (int u = 0; u < nU; u++)
-        if (U[u].used && U[u].handle == handle && !strcmp(U[u].kind, kind)) { U[u].used = 0; return; }
-}
-/* MPICH: predefined handles have kind bits 01; they are not the application's objects */
-static inline int is_object(long h) { return ((unsigned long)h >> 30 & 3) >= 2; }
-#define TRACK_OUT(kind, before, after, null, fn) do { \
-        if ((before) != (after)) { \
-            if ((before) != (null) && is_object((long)(before))) unsupported_gone(kind, (long)(before)); \
-            if ((after) != (null) && is_object((long)(after))) unsupported_made(kind, (long)(after), fn); \
-        } \
-    } while (0)
-
-/* ---- sessions: up and down ---------------------------------------------------------------- */
-static int mpi_error(int rc, char *err, int errlen, const char *what)
-{
-    char s[MPI_MAX_ERROR_STRING] = "";
-    int l = 0;
-    PMPI_Error_string(rc, s, &l);
-    snprintf(err, errlen, "%s: %s", what, s);
-    return -1;
-}
-
-static int session_up(void)
-{
-    MPI_Info info;
-    MPI_Group g;
-    MPI_Comm w, s;
-    int rc;
-    PMPI_Info_create(&info);
-    /* always MULTIPLE: the protocol runs on the coordinator's thread beside the application's */
-    PMPI_Info_set(info, "thread_level", "MPI_THREAD_MULTIPLE");
-    rc = PMPI_Session_init(info, MPI_ERRORS_RETURN, &S);
-    PMPI_Info_free(&info);
-    if (rc) return rc;
-    if ((rc = PMPI_Group_from_session_pset(S, "mpi://WORLD", &g))) return rc;
-    rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.world", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &w);
-    PMPI_Group_free(&g);
-    if (rc) return rc;
-    if ((rc = PMPI_Group_from_session_pset(S, "mpi://SELF", &g))) return rc;
-    rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.self", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &s);
-    PMPI_Group_free(&g);
-    if (rc) return rc;
-    if (ncomm == 0) {
-        int i = add_comm();
-        C[i].v = MPI_COMM_WORLD; C[i].kind = K_WORLD; C[i].live = 1;
-        i = add_comm();
-        C[i].v = MPI_COMM_SELF; C[i].kind = K_SELF; C[i].live = 1;
-    }
-    C[0].r = w;
-    C[1].r = s;
-    if ((rc = comm_ready(0))) return rc;
-    return comm_ready(1);
-}
-
-/* Descriptors: what the launcher leaked into the rank is closed at load (hydra passes its own
- * pipes and sockets on, which the image could not hold); what MPI leaves open after a session
- * is finalized (MPICH 5.0.2: one /dev/shm/mpich_shm_* per session) is closed at teardown. The
- * PMI descriptor stays open (a rebuild in the same job talks to the same launcher): the image
- * leaves it out (crcp_launcher_fd), and a restored rank takes its new launcher's instead. */
-static int is_rank(void) { return getenv("PYCRS_CRCP") && getenv("PMI_FD"); }
-__attribute__((constructor)) static void at_load(void)
-{
-    if (!is_rank()) return;
-    int keep = atoi(getenv("PMI_FD"));
-    DIR *d = opendir("/proc/self/fd");
-    int dfd = d ? dirfd(d) : -1, fds[1024], n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.' && n < 1024) fds[n++] = atoi(e->d_name);
-    /* inherited across the exec means not close-on-exec: one with the flag was made in this
-     * process already (the mtcp kernel's socket, when its constructor ran first) */
-    for (int i = 0; i < n; i++)
-        if (fds[i] > 2 && fds[i] != keep && fds[i] != dfd && !(fcntl(fds[i], F_GETFD) & FD_CLOEXEC))
-            close(fds[i]);
-    if (d) closedir(d);
-    /* children of the rank (the image dumper, any tool) are not ranks */
-    unsetenv("LD_PRELOAD");
-}
-
-static int mpi_leftover(const char *link)
-{
-    return !strncmp(link, "/dev/shm/mpich_shm", 18) || !strncmp(link, "/dev/shm/ucx_", 13);
-}
-static void close_mpi_leftovers(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int dfd = d ? dirfd(d) : -1;
-    struct dirent *e;
-    int fds[1024], n = 0;
-    while (d && (e = readdir(d))) {
-        char p[64], t[300];
-        if (e->d_name[0] == '.' || atoi(e->d_name) == dfd) continue;
-        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
-        ssize_t k = readlink(p, t, sizeof t - 1);
-        if (k <= 0) continue;
-        t[k] = 0;
-        if (mpi_leftover(t) && n < 1024) fds[n++] = atoi(e->d_name);
-    }
-    if (d) closedir(d);
-    for (int i = 0; i < n; i++) close(fds[i]);
-}
-
-/* MPICH 5.0.2: the next session hangs in MPI_Comm_create_from_group while the previous one's
- * node segment (same name in every session of a job) is still linked; wait (at most 2 s) until
- * no descriptor names a linked one. Measured in benchmarks/transparent_mpi/reinit/README.md. */
-static void wait_shm_unlinked(void)
-{
-    double t0 = now();
-    for (int left = 1; left && now() - t0 < 2.0;) {
-        left = 0;
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            char p[300], t[300];
-            snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
-            ssize_t k = readlink(p, t, sizeof t - 1);
-            if (k <= 0) continue;
-            t[k] = 0;
-            if (!strncmp(t, "/dev/shm/mpich_shm", 18) && !strstr(t, "(deleted)")) left++;
-        }
-        if (d) closedir(d);
-        if (left) usleep(500);
-    }
-}
-
-static int teardown(void)
-{
-    for (int i = ncomm - 1; i >= 0; i--) {
-        if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
-        if (C[i].r != MPI_COMM_NULL) PMPI_Comm_free(&C[i].r);
-        C[i].shadow = C[i].r = MPI_COMM_NULL;
-    }
-    int rc = PMPI_Session_finalize(&S);
-    wait_shm_unlinked();
-    return rc;
-}
-
-/* ---- the launcher of a new job (after a restart) ----------------------------------------- */
-static int is_launcher_var(const char *kv)
-{
-    static const char *pfx[] = {"PMI_", "PMIX_", "HYDRA_", "MPIR_CVAR_", NULL};
-    for (int i = 0; pfx[i]; i++)
-        if (!strncmp(kv, pfx[i], strlen(pfx[i]))) return 1;
-    return 0;
-}
-/* Take the launcher environment (PMI_*) of process `from` (the opal-restart the new launcher
- * started, our parent) in place of the old job's, and its PMI descriptor with pidfd_getfd(2),
- * at the number MPICH will read from PMI_FD. */
-static int adopt_launcher(pid_t from, char *err, int errlen)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/environ", (int)from);
-    FILE *f = fopen(path, "r");
-    if (!f) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
-    size_t cap = 1 << 16, len = 0;
-    char *env = malloc(cap + 1);
-    for (size_t k; env && (k = fread(env + len, 1, cap - len, f)) > 0;) {
-        len += k;
-        if (len == cap) { cap *= 2; env = realloc(env, cap + 1); }
-    }
-    fclose(f);
-    if (!env) { snprintf(err, errlen, "out of memory"); return -1; }
-    env[len] = 0;
-    extern char **environ;
-    for (int removed = 1; removed;) {
-        removed = 0;
-        for (char **p = environ; *p; p++)
-            if (is_launcher_var(*p)) {
-                char name[256];
-                size_t l = strcspn(*p, "=");
-                if (l >= sizeof name) continue;
-                memcpy(name, *p, l);
-                name[l] = 0;
-                unsetenv(name);
-                removed = 1;
-                break;
-            }
-    }
-    int rc = 0;
-    for (char *kv = env; kv < env + len; kv += strlen(kv) + 1) {
-        char *eq = strchr(kv, '=');
-        if (!is_launcher_var(kv) || !eq) continue;
-        *eq = 0;
-        if (!strcmp(kv, "PMI_FD")) {
-            int pidfd = syscall(SYS_pidfd_open, from, 0);
-            int fd = pidfd < 0 ? -1 : syscall(SYS_pidfd_getfd, pidfd, atoi(eq + 1), 0);
-            if (fd < 0) {
-                snprintf(err, errlen, "cannot take the launcher's PMI descriptor %s from process "
-                         "%d: %s", eq + 1, (int)from, strerror(errno));
-                rc = -1;
-            } else {
-                fcntl(fd, F_SETFD, 0);
-                char v[16];
-                snprintf(v, sizeof v, "%d", fd);
-                setenv("PMI_FD", v, 1);
-            }
-            if (pidfd >= 0) close(pidfd);
-        } else {
-            setenv(kv, eq + 1, 1);
-        }
-        *eq = '=';
-    }
-    free(env);
-    return rc;
-}
-
-/* ---- init / finalize ---------------------------------------------------------------------- */
 static int layer_init(int required, int *provided)
 {
     if (state != 0) return MPI_ERR_OTHER;
@@ -600,8 +74,6 @@ EXPORT int MPI_Finalized(int *flag) { *flag = state == 3; return MPI_SUCCESS; }
 EXPORT int MPI_Query_thread(int *p) { *p = thread_asked; return MPI_SUCCESS; }
 EXPORT int MPI_Is_thread_main(int *flag) { *flag = 1; return MPI_SUCCESS; }
 
-static void attrs_delete_everywhere(void);
-static int coll_admit(int ci);
 EXPORT int MPI_Finalize(void)
 {
     enter();
@@ -615,141 +87,92 @@ EXPORT int MPI_Finalize(void)
 }
 EXPORT int MPI_Abort(MPI_Comm comm, int code) { return PMPI_Abort(R(comm), code); }
 
-/* ---- attributes: kept in the layer, never on the real communicators ----
- * The application's keyvals and values are its own state and must survive a teardown; the real
- * communicators freed at teardown must not run its delete callbacks (mpi4py frees its cached
- * duplicates from one). Predefined attributes (MPI_TAG_UB, ...) are read from the real one. */
-#define MAXKV 256
-struct keyval { int used; MPI_Comm_copy_attr_function *copy; MPI_Comm_delete_attr_function *del; void *extra; };
-static struct keyval KV[MAXKV];
-#define KVBASE 0x3a000000
-struct attr { int comm, kv; void *val; };
-static struct attr *AT;
-static int nattr, capattr;
-static inline int kvi(int k) { k -= KVBASE; return (k >= 0 && k < MAXKV && KV[k].used) ? k : -1; }
-static void attr_add(int c, int k, void *v)
+/* ---- comm (to be comm.c): virtual communicators. The application holds the handle a communicator first had
+ * (MPI_COMM_WORLD/SELF their predefined values); the layer keeps how each was made (Dup, Split,
+ * from which parent) and makes them again, in creation order, on every new session, with the
+ * layer's twin of each (a Dup the protocol's collectives use) and the counters of the cut. */
+struct vcomm *C;
+int ncomm;
+static int capcomm;
+int last_i;
+
+int add_comm(void)
 {
-    if (nattr == capattr) {
-        capattr = capattr ? 2 * capattr : 64;
-        AT = realloc(AT, capattr * sizeof *AT);
-        if (!AT) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    if (ncomm == capcomm) {
+        capcomm = capcomm ? 2 * capcomm : 64;
+        C = realloc(C, capcomm * sizeof *C);
+        if (!C) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
     }
-    AT[nattr++] = (struct attr){c, k, v};
-}
-EXPORT int MPI_Comm_create_keyval(MPI_Comm_copy_attr_function *cp, MPI_Comm_delete_attr_function *dl, int *k, void *extra)
-{
-    enter();
-    int rc = MPI_ERR_KEYVAL;
-    for (int i = 0; i < MAXKV; i++)
-        if (!KV[i].used) { KV[i] = (struct keyval){1, cp, dl, extra}; *k = KVBASE + i; rc = MPI_SUCCESS; break; }
-    leave();
-    return rc;
-}
-EXPORT int MPI_Comm_free_keyval(int *k)
-{
-    enter();
-    int i = kvi(*k), rc = MPI_SUCCESS;
-    if (i < 0) rc = PMPI_Comm_free_keyval(k);
-    else { KV[i].used = 0; *k = MPI_KEYVAL_INVALID; }
-    leave();
-    return rc;
-}
-static int attr_find(int c, int k) { for (int a = 0; a < nattr; a++) if (AT[a].comm == c && AT[a].kv == k) return a; return -1; }
-static int attr_del(int c, int a)
-{
-    int k = AT[a].kv, rc = MPI_SUCCESS;
-    void *v = AT[a].val;
-    AT[a] = AT[--nattr];
-    if (KV[k].del) rc = KV[k].del(C[c].v, KVBASE + k, v, KV[k].extra);
-    return rc;
-}
-EXPORT int MPI_Comm_set_attr(MPI_Comm c, int k, void *v)
-{
-    enter();
-    int i = idx(c), ki = kvi(k), rc = MPI_SUCCESS;
-    if (i < 0 || ki < 0) rc = PMPI_Comm_set_attr(R(c), k, v);
-    else {
-        int a = attr_find(i, ki);
-        if (a >= 0) rc = attr_del(i, a);
-        attr_add(i, ki, v);
-    }
-    leave();
-    return rc;
-}
-EXPORT int MPI_Comm_get_attr(MPI_Comm c, int k, void *v, int *f)
-{
-    enter();
-    int i = idx(c), ki = kvi(k), rc = MPI_SUCCESS;
-    if (i < 0 || ki < 0) rc = PMPI_Comm_get_attr(R(c), k, v, f);
-    else {
-        int a = attr_find(i, ki);
-        *f = a >= 0;
-        if (a >= 0) *(void **)v = AT[a].val;
-    }
-    leave();
-    return rc;
-}
-EXPORT int MPI_Comm_delete_attr(MPI_Comm c, int k)
-{
-    enter();
-    int i = idx(c), ki = kvi(k), rc;
-    if (i < 0 || ki < 0) rc = PMPI_Comm_delete_attr(R(c), k);
-    else {
-        int a = attr_find(i, ki);
-        rc = a < 0 ? MPI_ERR_KEYVAL : attr_del(i, a);
-    }
-    leave();
-    return rc;
-}
-static void attrs_copy(int from, int to)
-{
-    for (int a = 0; a < nattr; a++) {
-        if (AT[a].comm != from) continue;
-        int k = AT[a].kv, flag = 0;
-        void *nv = NULL;
-        if (KV[k].copy && KV[k].copy(C[from].v, KVBASE + k, KV[k].extra, AT[a].val, &nv, &flag) == MPI_SUCCESS && flag)
-            attr_add(to, k, nv);
-    }
-}
-static void attrs_delete_all(int c) { for (int a = nattr - 1; a >= 0; a--) if (a < nattr && AT[a].comm == c) attr_del(c, a); }
-static void attrs_delete_everywhere(void)
-{
-    attrs_delete_all(1); /* SELF first, as MPI_Finalize does */
-    for (int i = ncomm - 1; i >= 0; i--) attrs_delete_all(i);
+    memset(&C[ncomm], 0, sizeof *C);
+    C[ncomm].v = C[ncomm].r = C[ncomm].shadow = MPI_COMM_NULL;
+    C[ncomm].eh = MPI_ERRHANDLER_NULL;
+    C[ncomm].parent = -1;
+    return ncomm++;
 }
 
-/* ---- collectives: admission and completion ------------------------------------------------
- * A rank may start a collective unless a cut is being agreed (phase 1) or it has already
- * started as many on that communicator as the cut allows (phase 2): the cut is then exactly
- * `target` collectives on every communicator, for every member. */
-static int coll_admit(int ci)
+/* size, counters and the layer's twin of a communicator just made (collective over it) */
+int comm_ready(int i)
 {
-    if (ci < 0) return 0;
-    C[ci].waiting++;
-    HOLD_WHILE(phase == 1 || phase == 3 || (phase == 2 && C[ci].started >= C[ci].target));
-    C[ci].waiting--;
-    C[ci].started++;
-    return 0;
-}
-/* complete a collective the layer started for a blocking call */
-static int coll_wait(int ci, MPI_Request r)
-{
-    int k = treq_new(RQ_COLL, ci, r), rc = MPI_SUCCESS;
-    T[k].internal = 1;
-    while (!poll_one(k, &rc)) loop_pause();
-    treq_free(k);
+    PMPI_Comm_size(C[i].r, &C[i].size);
+    PMPI_Comm_rank(C[i].r, &C[i].rank);
+    if (!C[i].sent) {
+        C[i].sent = calloc(C[i].size, sizeof(uint64_t));
+        C[i].recvd = calloc(C[i].size, sizeof(uint64_t));
+        if (!C[i].sent || !C[i].recvd) return MPI_ERR_NO_MEM;
+    }
+    if (C[i].kind == K_SELF) return MPI_SUCCESS;
+    int rc = PMPI_Comm_dup(C[i].r, &C[i].shadow);
+    if (!rc) PMPI_Comm_set_errhandler(C[i].shadow, MPI_ERRORS_RETURN);
     return rc;
 }
-static void coll_track(int ci, MPI_Request *r, const char *fn)
+
+int comm_predefined(MPI_Comm w, MPI_Comm s)
 {
-    int k = treq_new(RQ_COLL, ci, *r);
-    T[k].made_by = fn;
-    *r = T[k].app = LAYER_REQUEST(++layer_handles);
+    int rc;
+    if (ncomm == 0) {
+        int i = add_comm();
+        C[i].v = MPI_COMM_WORLD; C[i].kind = K_WORLD; C[i].live = 1;
+        i = add_comm();
+        C[i].v = MPI_COMM_SELF; C[i].kind = K_SELF; C[i].live = 1;
+    }
+    C[0].r = w;
+    C[1].r = s;
+    if ((rc = comm_ready(0))) return rc;
+    return comm_ready(1);
 }
 
-/* a blocking communicator-making call: counted as a collective, run without the gate so that
- * the protocol (which its peers may be waiting for) can go on beside it */
-#define UNGATED(call) do { pthread_mutex_unlock(&gate); call; pthread_mutex_lock(&gate); } while (0)
+void comm_teardown(void)
+{
+    for (int i = ncomm - 1; i >= 0; i--) {
+        if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
+        if (C[i].r != MPI_COMM_NULL) PMPI_Comm_free(&C[i].r);
+        C[i].shadow = C[i].r = MPI_COMM_NULL;
+    }
+}
+
+int comm_replay(void)
+{
+    int rc = MPI_SUCCESS;
+    /* communicators made again in creation order (the same collective order as the original
+     * run, on every member): the live ones, and every freed ancestor of a live one */
+    for (int i = 0; i < ncomm; i++) C[i].needed = C[i].live || C[i].nullsplit;
+    for (int i = ncomm - 1; i >= 2; i--)
+        if (C[i].needed && C[i].parent >= 0) C[C[i].parent].needed = 1;
+    for (int i = 2; i < ncomm && !rc; i++) {
+        if (!C[i].needed) continue;
+        MPI_Comm p = C[C[i].parent].r;
+        rc = C[i].kind == K_DUP ? PMPI_Comm_dup(p, &C[i].r) : PMPI_Comm_split(p, C[i].color, C[i].key, &C[i].r);
+        if (!rc && C[i].r != MPI_COMM_NULL) rc = comm_ready(i);
+    }
+    for (int i = 0; i < ncomm && !rc; i++) {
+        if (C[i].r != MPI_COMM_NULL && C[i].eh != MPI_ERRHANDLER_NULL) PMPI_Comm_set_errhandler(C[i].r, C[i].eh);
+        if (!C[i].live && C[i].r != MPI_COMM_NULL) {
+            if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
+            PMPI_Comm_free(&C[i].r);
+        }
+    }
+    return rc;
+}
 
 static int comm_made(int parent, MPI_Comm r, int kind, int color, int key, MPI_Comm *out)
 {
@@ -762,7 +185,7 @@ static int comm_made(int parent, MPI_Comm r, int kind, int color, int key, MPI_C
     *out = r;
     attrs_copy(parent, i);
     if (kind == K_SPLIT) { /* attributes are not copied by a split */
-        for (int a = nattr - 1; a >= 0; a--) if (AT[a].comm == i) attr_del(i, a);
+        attrs_split_drop(i);
     }
     return rc;
 }
@@ -848,10 +271,297 @@ EXPORT int MPI_Comm_compare(MPI_Comm a, MPI_Comm b, int *res)
     return rc;
 }
 
-/* ---- point to point ------------------------------------------------------------------------
- * Counted per communicator and peer: sent at posting, received at completion. Blocking calls
- * are nonblocking ones completed in the layer's loop. Every receive first looks at the
- * messages the layer holds (drained at a cut), which are older than anything MPI could match. */
+/* ---- request (to be request.c): tracked requests. Every request a wrapped call makes is kept here under a handle
+ * of the layer's (handles.h), its real one renewed when it is posted again after a rebuild; the
+ * layer tests it, keeps its status until the application asks, and counts what it completes. */
+struct treq *T;
+int nT, liveT;
+static int capT;
+unsigned layer_handles;
+
+int treq_new(int kind, int comm, MPI_Request real)
+{
+    int k = 0;
+    while (k < nT && T[k].used) k++;
+    if (k == nT) {
+        if (nT == capT) {
+            capT = capT ? 2 * capT : 256;
+            T = realloc(T, capT * sizeof *T);
+            if (!T) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+        }
+        nT++;
+    }
+    memset(&T[k], 0, sizeof *T);
+    T[k].used = 1; T[k].kind = kind; T[k].comm = comm;
+    T[k].app = T[k].real = real;
+    liveT++;
+    return k;
+}
+
+void treq_free(int k) { T[k].used = 0; liveT--; while (nT && !T[nT - 1].used) nT--; }
+
+void completed(int k, const MPI_Status *st)
+{
+    T[k].done = 1;
+    T[k].st = *st;
+    T[k].real = MPI_REQUEST_NULL;
+    if (T[k].kind == RQ_RECV) count_recv(T[k].comm, st);
+    else if (T[k].kind == RQ_COLL && T[k].comm >= 0) C[T[k].comm].completed++;
+}
+/* test one tracked request (gate held): 1 when it is complete */
+int poll_one(int k, int *rc)
+{
+    if (T[k].done) return 1;
+    int flag = 0;
+    MPI_Status st = FRESH_STATUS;
+    int e = PMPI_Test(&T[k].real, &flag, &st);
+    if (e) { if (rc) *rc = e; return 1; }
+    if (flag) completed(k, &st);
+    return flag;
+}
+
+/* ---- message (to be message.c): messages in the layer's hands. Stored: received into the layer by the drain of a
+ * cut (or taken by a matched probe), delivered first, oldest first, to the receives after it.
+ * Held: matched probes the application holds (its MPI_Message is the layer's), received into the
+ * store by a cut. And the byte count of MPICH's status, read without MPI. */
+struct stored *M;
+int nM, liveM;
+static int capM;
+
+int store_add(int comm, int source, int tag, char *data, MPI_Count len)
+{
+    if (nM == capM) {
+        capM = capM ? 2 * capM : 64;
+        M = realloc(M, capM * sizeof *M);
+        if (!M) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    M[nM] = (struct stored){1, comm, source, tag, data, len};
+    liveM++;
+    return nM++;
+}
+/* the oldest stored message that a receive of (source, tag) on communicator ci matches */
+int store_match(int ci, int source, int tag)
+{
+    if (!liveM || ci < 0) return -1;
+    for (int m = 0; m < nM; m++)
+        if (M[m].used && M[m].comm == ci && (source == MPI_ANY_SOURCE || source == M[m].source)
+            && (tag == MPI_ANY_TAG || tag == M[m].tag))
+            return m;
+    return -1;
+}
+/* MPICH's status holds the byte count and the cancelled bit itself; its functions that take no
+ * handle (MPI_Get_count, MPI_Status_set_elements_x, MPI_Test_cancelled) refuse to run when
+ * only sessions are initialized, which is the layer's case. */
+MPI_Count status_bytes(const MPI_Status *st)
+{
+    return (MPI_Count)((uint64_t)(unsigned)st->count_lo | ((uint64_t)((unsigned)st->count_hi_and_cancelled >> 1) << 32));
+}
+int status_cancelled(const MPI_Status *st) { return st->count_hi_and_cancelled & 1; }
+void store_status(int m, MPI_Status *st)
+{
+    st->MPI_SOURCE = M[m].source;
+    st->MPI_TAG = M[m].tag;
+    st->MPI_ERROR = MPI_SUCCESS;
+    st->count_lo = (int)(M[m].len & 0xffffffff);
+    st->count_hi_and_cancelled = (int)(((uint64_t)M[m].len >> 32) << 1);
+}
+/* deliver stored message m into (buf, count, type) and forget it */
+int store_take(int m, void *buf, MPI_Count count, MPI_Datatype type, MPI_Status *st)
+{
+    MPI_Count size = 0;
+    int rc = PMPI_Pack_size_c(count, type, C[M[m].comm].r, &size);
+    MPI_Count pos = 0;
+    if (!rc && M[m].len > size) rc = MPI_ERR_TRUNCATE;
+    if (!rc && M[m].len)
+        rc = PMPI_Unpack_c(M[m].data, M[m].len, &pos, buf, count, type, C[M[m].comm].r);
+    MPI_Status mine;
+    store_status(m, &mine);
+    mine.MPI_ERROR = rc;
+    give_status(st, &mine);
+    free(M[m].data);
+    M[m].used = 0;
+    liveM--;
+    while (nM && !M[nM - 1].used) nM--;
+    return rc;
+}
+
+struct held *H;
+int nH;
+static int capH;
+
+int held_add(int comm, MPI_Message real, const MPI_Status *st)
+{
+    int h = 0;
+    while (h < nH && H[h].used) h++;
+    if (h == nH) {
+        if (nH == capH) {
+            capH = capH ? 2 * capH : 16;
+            H = realloc(H, capH * sizeof *H);
+            if (!H) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+        }
+        nH++;
+    }
+    H[h] = (struct held){1, comm, -1, real, real, *st};
+    return h;
+}
+int held_find(MPI_Message app)
+{
+    for (int h = 0; h < nH; h++)
+        if (H[h].used && H[h].app == app) return h;
+    return -1;
+}
+
+/* ---- attr (to be attr.c): keyvals and attributes, kept in the layer, never on the real communicators.
+ * The application's keyvals and values are its own state and must survive a teardown; the real
+ * communicators freed at teardown must not run its delete callbacks (mpi4py frees its cached
+ * duplicates from one). Predefined attributes (MPI_TAG_UB, ...) are read from the real one. */
+#define MAXKV 256
+struct keyval { int used; MPI_Comm_copy_attr_function *copy; MPI_Comm_delete_attr_function *del; void *extra; };
+static struct keyval KV[MAXKV];
+#define KVBASE 0x3a000000
+struct attr { int comm, kv; void *val; };
+static struct attr *AT;
+static int nattr, capattr;
+static inline int kvi(int k) { k -= KVBASE; return (k >= 0 && k < MAXKV && KV[k].used) ? k : -1; }
+static void attr_add(int c, int k, void *v)
+{
+    if (nattr == capattr) {
+        capattr = capattr ? 2 * capattr : 64;
+        AT = realloc(AT, capattr * sizeof *AT);
+        if (!AT) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    AT[nattr++] = (struct attr){c, k, v};
+}
+EXPORT int MPI_Comm_create_keyval(MPI_Comm_copy_attr_function *cp, MPI_Comm_delete_attr_function *dl, int *k, void *extra)
+{
+    enter();
+    int rc = MPI_ERR_KEYVAL;
+    for (int i = 0; i < MAXKV; i++)
+        if (!KV[i].used) { KV[i] = (struct keyval){1, cp, dl, extra}; *k = KVBASE + i; rc = MPI_SUCCESS; break; }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_free_keyval(int *k)
+{
+    enter();
+    int i = kvi(*k), rc = MPI_SUCCESS;
+    if (i < 0) rc = PMPI_Comm_free_keyval(k);
+    else { KV[i].used = 0; *k = MPI_KEYVAL_INVALID; }
+    leave();
+    return rc;
+}
+static int attr_find(int c, int k) { for (int a = 0; a < nattr; a++) if (AT[a].comm == c && AT[a].kv == k) return a; return -1; }
+static int attr_del(int c, int a)
+{
+    int k = AT[a].kv, rc = MPI_SUCCESS;
+    void *v = AT[a].val;
+    AT[a] = AT[--nattr];
+    if (KV[k].del) rc = KV[k].del(C[c].v, KVBASE + k, v, KV[k].extra);
+    return rc;
+}
+EXPORT int MPI_Comm_set_attr(MPI_Comm c, int k, void *v)
+{
+    enter();
+    int i = idx(c), ki = kvi(k), rc = MPI_SUCCESS;
+    if (i < 0 || ki < 0) rc = PMPI_Comm_set_attr(R(c), k, v);
+    else {
+        int a = attr_find(i, ki);
+        if (a >= 0) rc = attr_del(i, a);
+        attr_add(i, ki, v);
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_get_attr(MPI_Comm c, int k, void *v, int *f)
+{
+    enter();
+    int i = idx(c), ki = kvi(k), rc = MPI_SUCCESS;
+    if (i < 0 || ki < 0) rc = PMPI_Comm_get_attr(R(c), k, v, f);
+    else {
+        int a = attr_find(i, ki);
+        *f = a >= 0;
+        if (a >= 0) *(void **)v = AT[a].val;
+    }
+    leave();
+    return rc;
+}
+EXPORT int MPI_Comm_delete_attr(MPI_Comm c, int k)
+{
+    enter();
+    int i = idx(c), ki = kvi(k), rc;
+    if (i < 0 || ki < 0) rc = PMPI_Comm_delete_attr(R(c), k);
+    else {
+        int a = attr_find(i, ki);
+        rc = a < 0 ? MPI_ERR_KEYVAL : attr_del(i, a);
+    }
+    leave();
+    return rc;
+}
+
+void attrs_copy(int from, int to)
+{
+    for (int a = 0; a < nattr; a++) {
+        if (AT[a].comm != from) continue;
+        int k = AT[a].kv, flag = 0;
+        void *nv = NULL;
+        if (KV[k].copy && KV[k].copy(C[from].v, KVBASE + k, KV[k].extra, AT[a].val, &nv, &flag) == MPI_SUCCESS && flag)
+            attr_add(to, k, nv);
+    }
+}
+void attrs_delete_all(int c) { for (int a = nattr - 1; a >= 0; a--) if (a < nattr && AT[a].comm == c) attr_del(c, a); }
+void attrs_delete_everywhere(void)
+{
+    attrs_delete_all(1); /* SELF first, as MPI_Finalize does */
+    for (int i = ncomm - 1; i >= 0; i--) attrs_delete_all(i);
+}
+
+void attrs_split_drop(int c) { for (int a = nattr - 1; a >= 0; a--) if (AT[a].comm == c) attr_del(c, a); }
+
+/* ---- unsupported (to be unsupported.c): the objects the layer cannot bring back after a restart (groups, datatypes,
+ * ops, error handlers, info, windows, files, sessions, communicators made otherwise than by Dup
+ * and Split), recorded by the generated wrappers while they are live, and the refusal that names
+ * the function that made one (or a request the layer cannot post again). */
+struct unsupported { int used; long handle; const char *kind, *made_by; };
+static struct unsupported *U;
+static int nU, capU;
+void unsupported_made(const char *kind, long handle, const char *made_by)
+{
+    if (nU == capU) {
+        capU = capU ? 2 * capU : 16;
+        U = realloc(U, capU * sizeof *U);
+        if (!U) { fprintf(stderr, "crcp: out of memory\n"); abort(); }
+    }
+    U[nU++] = (struct unsupported){1, handle, kind, made_by};
+}
+void unsupported_gone(const char *kind, long handle)
+{
+    for (int u = 0; u < nU; u++)
+        if (U[u].used && U[u].handle == handle && !strcmp(U[u].kind, kind)) { U[u].used = 0; return; }
+}
+
+/* the first reason this rank cannot be saved, or NULL */
+const char *refusal(char *buf, int len)
+{
+    for (int u = 0; u < nU; u++)
+        if (U[u].used) {
+            snprintf(buf, len, "%s made by %s is live (the layer cannot bring it back after a "
+                     "restart)", U[u].kind, U[u].made_by);
+            return buf;
+        }
+    for (int k = 0; k < nT; k++)
+        if (T[k].used && T[k].kind == RQ_REFUSED) {
+            snprintf(buf, len, "a request made by %s is live (persistent and generalized "
+                     "requests, one-sided and I/O operations cannot be brought back)", T[k].made_by);
+            return buf;
+        }
+    return NULL;
+}
+
+/* ---- p2p (to be p2p.c): point to point, sends, receives, probes and matched receives. Counted per communicator
+ * and peer: sent at posting, received at completion. Blocking calls are nonblocking ones
+ * completed in the layer's loop. Every receive first looks at the messages the layer holds
+ * (drained at a cut), which are older than anything MPI could match; a matched probe's message
+ * is kept by the layer (message.c) until the application receives it. */
 static inline void count_send(int ci, int dest)
 {
     if (ci >= 0 && dest >= 0 && dest < C[ci].size) C[ci].sent[dest]++;
@@ -913,7 +623,7 @@ EXPORT int MPI_Ibsend(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_
 EXPORT int MPI_Ibsend_c(const void *b, MPI_Count n, MPI_Datatype t, int d, int tag, MPI_Comm c, MPI_Request *r) { return send_nonblocking(S_BUF, b, n, t, d, tag, c, r); }
 
 /* post a receive for tracked request k (from the store if a held message matches) */
-static int post_recv(int k)
+int post_recv(int k)
 {
     int m = store_match(T[k].comm, T[k].peer, T[k].tag);
     if (m >= 0) {
@@ -1109,8 +819,8 @@ static int imrecv(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Re
 EXPORT int MPI_Imrecv(void *b, int n, MPI_Datatype t, MPI_Message *msg, MPI_Request *r) { return imrecv(b, n, t, msg, r); }
 EXPORT int MPI_Imrecv_c(void *b, MPI_Count n, MPI_Datatype t, MPI_Message *msg, MPI_Request *r) { return imrecv(b, n, t, msg, r); }
 
-/* ---- completion ----------------------------------------------------------------------------
- * A tracked request completes in the layer (poll_one), which keeps its status until the
+/* ---- completion (to be completion.c): MPI_Test, MPI_Wait and their -all/-any/-some forms, request status, cancel and
+ * free. A tracked request completes in the layer (poll_one), which keeps its status until the
  * application asks; an untracked one (made by a call the layer passes through) goes to MPI. */
 static int finish(int k, MPI_Request *r, MPI_Status *st)
 {
@@ -1286,27 +996,40 @@ EXPORT int MPI_Request_free(MPI_Request *r)
     return rc;
 }
 
-/* ---- the checkpoint protocol -------------------------------------------------------------- */
-static double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat_bytes;
-
-/* the first reason this rank cannot be saved, or NULL */
-static const char *refusal(char *buf, int len)
+/* ---- collective (to be collective.c): collectives admitted against the cut (counted per communicator, held while
+ * the ranks agree on a cut or once this rank has started as many as it allows), and the
+ * layer's completion of the nonblocking collective a blocking one is made of. */
+/* A rank may start a collective unless a cut is being agreed (phase 1) or it has already
+ * started as many on that communicator as the cut allows (phase 2): the cut is then exactly
+ * `target` collectives on every communicator, for every member. */
+int coll_admit(int ci)
 {
-    for (int u = 0; u < nU; u++)
-        if (U[u].used) {
-            snprintf(buf, len, "%s made by %s is live (the layer cannot bring it back after a "
-                     "restart)", U[u].kind, U[u].made_by);
-            return buf;
-        }
-    for (int k = 0; k < nT; k++)
-        if (T[k].used && T[k].kind == RQ_REFUSED) {
-            snprintf(buf, len, "a request made by %s is live (persistent and generalized "
-                     "requests, one-sided and I/O operations cannot be brought back)", T[k].made_by);
-            return buf;
-        }
-    return NULL;
+    if (ci < 0) return 0;
+    C[ci].waiting++;
+    HOLD_WHILE(phase == 1 || phase == 3 || (phase == 2 && C[ci].started >= C[ci].target));
+    C[ci].waiting--;
+    C[ci].started++;
+    return 0;
+}
+/* complete a collective the layer started for a blocking call */
+int coll_wait(int ci, MPI_Request r)
+{
+    int k = treq_new(RQ_COLL, ci, r), rc = MPI_SUCCESS;
+    T[k].internal = 1;
+    while (!poll_one(k, &rc)) loop_pause();
+    treq_free(k);
+    return rc;
+}
+void coll_track(int ci, MPI_Request *r, const char *fn)
+{
+    int k = treq_new(RQ_COLL, ci, *r);
+    T[k].made_by = fn;
+    *r = T[k].app = LAYER_REQUEST(++layer_handles);
 }
 
+/* ---- cut (to be cut.c): the rounds of the cut. The ranks agree, on the communicators' twins, on how many
+ * collectives each communicator must have completed, run on to exactly that, and agree again
+ * until every rank is there (or one is refused, or waited too long). */
 /* run nonblocking requests of the protocol to completion without holding the application */
 static int protocol_wait(int n, MPI_Request *rs, int poll_collectives)
 {
@@ -1338,7 +1061,66 @@ static void report_counts(const char *where)
     fprintf(stderr, "\n");
 }
 
-static int drain(char *err, int errlen)
+/* Rounds until every rank has completed exactly `target` collectives on every
+ * communicator. Each round agrees on the targets (phase 1: no collective starts meanwhile):
+ * the most any member has started, one more where a rank short of its cut is held wanting
+ * to start the next one (its program needs it before the collective it is short of), then
+ * lets the ranks run on to them (phase 2). Every round also agrees, in one MAX, on whether
+ * some rank is short of its cut, has waited longer than timeout_ms (then all give up in
+ * the same round: a rank deciding alone would leave the others in the next one), or holds
+ * something the layer refuses.
+ * Called with the gate held (and given back with it held), by crcp_quiesce; returns an MPI error
+ * of the agreement, and in *out what the last round agreed on. */
+int cut_rounds(int timeout_ms, double t0, int mine_refused, struct cut_outcome *out)
+{
+    int rc = 0, nr, any_refused = 0;
+    int n = ncomm, all_done = 0, any_late = 0;
+    uint64_t *want = calloc(n + 1, sizeof *want), *agreed = calloc(n + 1, sizeof *agreed);
+    MPI_Request *rs = calloc(n + 1, sizeof *rs);
+    enum { SHORT, LATE, REFUSED };
+    int mine[3], all[3] = {0};
+    for (int round = 0; !rc; round++) {
+        phase = 1;
+        int done = round > 0 && cut_reached();
+        nr = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            want[i] = C[i].started + (!done && C[i].waiting ? 1 : 0);
+            if (!C[i].live || C[i].shadow == MPI_COMM_NULL) { agreed[i] = want[i]; continue; }
+            rc = PMPI_Iallreduce(&want[i], &agreed[i], 1, MPI_UINT64_T, MPI_MAX, C[i].shadow, &rs[nr++]);
+        }
+        mine[SHORT] = !done;
+        mine[LATE] = timeout_ms > 0 && (now() - t0) * 1e3 > timeout_ms;
+        mine[REFUSED] = mine_refused;
+        if (!rc) rc = PMPI_Iallreduce(mine, all, 3, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
+        pthread_mutex_unlock(&gate);
+        if (!rc) rc = protocol_wait(nr, rs, 0);
+        pthread_mutex_lock(&gate);
+        all_done = !all[SHORT]; any_late = all[LATE]; any_refused = all[REFUSED];
+        if (rc || any_refused || all_done || any_late) break;
+        for (int i = 0; i < n; i++) C[i].target = agreed[i];
+        phase = 2;
+        pthread_cond_broadcast(&wake);
+        if (verbose && round == 0) report_counts("targets (started/completed/target)");
+        /* run on to the targets, for a while: a rank held short of them shows in the next round */
+        for (double t = now(), last = t; !cut_reached() && now() - t < 0.01 * (round < 20 ? 1 : 10);) {
+            for (int k = 0; k < nT; k++)
+                if (T[k].used && T[k].kind == RQ_COLL && !T[k].done) poll_one(k, &rc);
+            if (verbose && now() - last > 2) { report_counts("still short of the cut"); last = now(); }
+            pthread_mutex_unlock(&gate);
+            sched_yield();
+            pthread_mutex_lock(&gate);
+        }
+    }
+    free(want); free(agreed); free(rs);
+    out->all_done = all_done; out->any_late = any_late; out->any_refused = any_refused;
+    return rc;
+}
+
+/* ---- drain (to be drain.c): the bookmark exchange, with the application held at the cut: matched probes
+ * received into the layer, the per-peer sent counts exchanged, every message still missing
+ * received (posted receives first), the sends completed, the receives still posted cancelled
+ * to be posted again after the rebuild. */
+int drain(char *err, int errlen)
 {
     int rc;
     /* matched probes the application holds: received into the layer now */
@@ -1414,10 +1196,205 @@ static int drain(char *err, int errlen)
     return 0;
 }
 
-EXPORT int crcp_active(void) { return state == 1 || state == 2; }
+/* ---- session (to be session.c): the MPI session under the application's world: made (world and self from its
+ * process sets), finalized at teardown, and what MPICH leaves behind (its shared-memory
+ * descriptors, and the segment a next session must wait to see unlinked). */
+static MPI_Session S = MPI_SESSION_NULL;
+
+int session_up(void)
+{
+    MPI_Info info;
+    MPI_Group g;
+    MPI_Comm w, s;
+    int rc;
+    PMPI_Info_create(&info);
+    /* always MULTIPLE: the protocol runs on the coordinator's thread beside the application's */
+    PMPI_Info_set(info, "thread_level", "MPI_THREAD_MULTIPLE");
+    rc = PMPI_Session_init(info, MPI_ERRORS_RETURN, &S);
+    PMPI_Info_free(&info);
+    if (rc) return rc;
+    if ((rc = PMPI_Group_from_session_pset(S, "mpi://WORLD", &g))) return rc;
+    rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.world", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &w);
+    PMPI_Group_free(&g);
+    if (rc) return rc;
+    if ((rc = PMPI_Group_from_session_pset(S, "mpi://SELF", &g))) return rc;
+    rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.self", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &s);
+    PMPI_Group_free(&g);
+    if (rc) return rc;
+    return comm_predefined(w, s);
+}
+
+/* What MPI leaves open after a session is finalized (MPICH 5.0.2: one /dev/shm/mpich_shm_* per
+ * session) is closed at teardown: the image could not hold it. */
+static int mpi_leftover(const char *link)
+{
+    return !strncmp(link, "/dev/shm/mpich_shm", 18) || !strncmp(link, "/dev/shm/ucx_", 13);
+}
+void close_mpi_leftovers(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int dfd = d ? dirfd(d) : -1;
+    struct dirent *e;
+    int fds[1024], n = 0;
+    while (d && (e = readdir(d))) {
+        char p[64], t[300];
+        if (e->d_name[0] == '.' || atoi(e->d_name) == dfd) continue;
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(p, t, sizeof t - 1);
+        if (k <= 0) continue;
+        t[k] = 0;
+        if (mpi_leftover(t) && n < 1024) fds[n++] = atoi(e->d_name);
+    }
+    if (d) closedir(d);
+    for (int i = 0; i < n; i++) close(fds[i]);
+}
+
+/* MPICH 5.0.2: the next session hangs in MPI_Comm_create_from_group while the previous one's
+ * node segment (same name in every session of a job) is still linked; wait (at most 2 s) until
+ * no descriptor names a linked one. Measured in benchmarks/transparent_mpi/reinit/README.md. */
+static void wait_shm_unlinked(void)
+{
+    double t0 = now();
+    for (int left = 1; left && now() - t0 < 2.0;) {
+        left = 0;
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            char p[300], t[300];
+            snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+            ssize_t k = readlink(p, t, sizeof t - 1);
+            if (k <= 0) continue;
+            t[k] = 0;
+            if (!strncmp(t, "/dev/shm/mpich_shm", 18) && !strstr(t, "(deleted)")) left++;
+        }
+        if (d) closedir(d);
+        if (left) usleep(500);
+    }
+}
+
+int teardown(void)
+{
+    comm_teardown();
+    int rc = PMPI_Session_finalize(&S);
+    wait_shm_unlinked();
+    return rc;
+}
+
+/* ---- launcher (to be launcher.c): the launcher's side of a rank. What hydra leaked into the rank is closed when the
+ * layer is loaded; its PMI descriptor stays open and is named to the image (crcp_launcher_fd) to
+ * be left out; after a restart the rank adopts its new launcher's environment and descriptor. */
+/* Descriptors: what the launcher leaked into the rank is closed at load (hydra passes its own
+ * pipes and sockets on, which the image could not hold); what MPI leaves open after a session
+ * is finalized is closed at teardown (session.c). The PMI descriptor stays open (a rebuild in
+ * the same job talks to the same launcher): the image leaves it out (crcp_launcher_fd), and a
+ * restored rank takes its new launcher's instead. */
+static int is_rank(void) { return getenv("PYCRS_CRCP") && getenv("PMI_FD"); }
+__attribute__((constructor)) static void at_load(void)
+{
+    if (!is_rank()) return;
+    int keep = atoi(getenv("PMI_FD"));
+    DIR *d = opendir("/proc/self/fd");
+    int dfd = d ? dirfd(d) : -1, fds[1024], n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && n < 1024) fds[n++] = atoi(e->d_name);
+    /* inherited across the exec means not close-on-exec: one with the flag was made in this
+     * process already (the mtcp kernel's socket, when its constructor ran first) */
+    for (int i = 0; i < n; i++)
+        if (fds[i] > 2 && fds[i] != keep && fds[i] != dfd && !(fcntl(fds[i], F_GETFD) & FD_CLOEXEC))
+            close(fds[i]);
+    if (d) closedir(d);
+    /* children of the rank (the image dumper, any tool) are not ranks */
+    unsetenv("LD_PRELOAD");
+}
 
 /* the launcher's descriptor, which the image must leave out (-1: none) */
 EXPORT int crcp_launcher_fd(void) { return getenv("PMI_FD") ? atoi(getenv("PMI_FD")) : -1; }
+
+/* ---- the launcher of a new job (after a restart) ---- */
+static int is_launcher_var(const char *kv)
+{
+    static const char *pfx[] = {"PMI_", "PMIX_", "HYDRA_", "MPIR_CVAR_", NULL};
+    for (int i = 0; pfx[i]; i++)
+        if (!strncmp(kv, pfx[i], strlen(pfx[i]))) return 1;
+    return 0;
+}
+/* Take the launcher environment (PMI_*) of process `from` (the opal-restart the new launcher
+ * started, our parent) in place of the old job's, and its PMI descriptor with pidfd_getfd(2),
+ * at the number MPICH will read from PMI_FD. */
+int adopt_launcher(pid_t from, char *err, int errlen)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)from);
+    FILE *f = fopen(path, "r");
+    if (!f) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); return -1; }
+    size_t cap = 1 << 16, len = 0;
+    char *env = malloc(cap + 1);
+    for (size_t k; env && (k = fread(env + len, 1, cap - len, f)) > 0;) {
+        len += k;
+        if (len == cap) { cap *= 2; env = realloc(env, cap + 1); }
+    }
+    fclose(f);
+    if (!env) { snprintf(err, errlen, "out of memory"); return -1; }
+    env[len] = 0;
+    extern char **environ;
+    for (int removed = 1; removed;) {
+        removed = 0;
+        for (char **p = environ; *p; p++)
+            if (is_launcher_var(*p)) {
+                char name[256];
+                size_t l = strcspn(*p, "=");
+                if (l >= sizeof name) continue;
+                memcpy(name, *p, l);
+                name[l] = 0;
+                unsetenv(name);
+                removed = 1;
+                break;
+            }
+    }
+    int rc = 0;
+    for (char *kv = env; kv < env + len; kv += strlen(kv) + 1) {
+        char *eq = strchr(kv, '=');
+        if (!is_launcher_var(kv) || !eq) continue;
+        *eq = 0;
+        if (!strcmp(kv, "PMI_FD")) {
+            int pidfd = syscall(SYS_pidfd_open, from, 0);
+            int fd = pidfd < 0 ? -1 : syscall(SYS_pidfd_getfd, pidfd, atoi(eq + 1), 0);
+            if (fd < 0) {
+                snprintf(err, errlen, "cannot take the launcher's PMI descriptor %s from process "
+                         "%d: %s", eq + 1, (int)from, strerror(errno));
+                rc = -1;
+            } else {
+                fcntl(fd, F_SETFD, 0);
+                char v[16];
+                snprintf(v, sizeof v, "%d", fd);
+                setenv("PMI_FD", v, 1);
+            }
+            if (pidfd >= 0) close(pidfd);
+        } else {
+            setenv(kv, eq + 1, 1);
+        }
+        *eq = '=';
+    }
+    free(env);
+    return rc;
+}
+
+/* ---- control (to be control.c): what the rank's app coordinator calls through ctypes (snapc/crcp/__init__.py):
+ * crcp_quiesce (the cut, the drain, the teardown), crcp_resume (a new session, the objects made
+ * again, the receives posted again), crcp_active and crcp_stats. */
+double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat_bytes;
+
+int mpi_error(int rc, char *err, int errlen, const char *what)
+{
+    char s[MPI_MAX_ERROR_STRING] = "";
+    int l = 0;
+    PMPI_Error_string(rc, s, &l);
+    snprintf(err, errlen, "%s: %s", what, s);
+    return -1;
+}
+
+EXPORT int crcp_active(void) { return state == 1 || state == 2; }
 
 EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
 {
@@ -1433,53 +1410,10 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
                  state == 3 ? "the application has finalized MPI" : "MPI is torn down already");
         return -1;
     }
-    /* Rounds until every rank has completed exactly `target` collectives on every
-     * communicator. Each round agrees on the targets (phase 1: no collective starts meanwhile):
-     * the most any member has started, one more where a rank short of its cut is held wanting
-     * to start the next one (its program needs it before the collective it is short of), then
-     * lets the ranks run on to them (phase 2). Every round also agrees, in one MAX, on whether
-     * some rank is short of its cut, has waited longer than timeout_ms (then all give up in
-     * the same round: a rank deciding alone would leave the others in the next one), or holds
-     * something the layer refuses. */
-    int rc = 0, nr, mine_refused = refusal(why, sizeof why) != NULL, any_refused = 0;
-    int n = ncomm, all_done = 0, any_late = 0;
-    uint64_t *want = calloc(n + 1, sizeof *want), *agreed = calloc(n + 1, sizeof *agreed);
-    MPI_Request *rs = calloc(n + 1, sizeof *rs);
-    enum { SHORT, LATE, REFUSED };
-    int mine[3], all[3] = {0};
-    for (int round = 0; !rc; round++) {
-        phase = 1;
-        int done = round > 0 && cut_reached();
-        nr = 0;
-        for (int i = 0; i < n && !rc; i++) {
-            want[i] = C[i].started + (!done && C[i].waiting ? 1 : 0);
-            if (!C[i].live || C[i].shadow == MPI_COMM_NULL) { agreed[i] = want[i]; continue; }
-            rc = PMPI_Iallreduce(&want[i], &agreed[i], 1, MPI_UINT64_T, MPI_MAX, C[i].shadow, &rs[nr++]);
-        }
-        mine[SHORT] = !done;
-        mine[LATE] = timeout_ms > 0 && (now() - t0) * 1e3 > timeout_ms;
-        mine[REFUSED] = mine_refused;
-        if (!rc) rc = PMPI_Iallreduce(mine, all, 3, MPI_INT, MPI_MAX, C[0].shadow, &rs[nr++]);
-        pthread_mutex_unlock(&gate);
-        if (!rc) rc = protocol_wait(nr, rs, 0);
-        pthread_mutex_lock(&gate);
-        all_done = !all[SHORT]; any_late = all[LATE]; any_refused = all[REFUSED];
-        if (rc || any_refused || all_done || any_late) break;
-        for (int i = 0; i < n; i++) C[i].target = agreed[i];
-        phase = 2;
-        pthread_cond_broadcast(&wake);
-        if (verbose && round == 0) report_counts("targets (started/completed/target)");
-        /* run on to the targets, for a while: a rank held short of them shows in the next round */
-        for (double t = now(), last = t; !cut_reached() && now() - t < 0.01 * (round < 20 ? 1 : 10);) {
-            for (int k = 0; k < nT; k++)
-                if (T[k].used && T[k].kind == RQ_COLL && !T[k].done) poll_one(k, &rc);
-            if (verbose && now() - last > 2) { report_counts("still short of the cut"); last = now(); }
-            pthread_mutex_unlock(&gate);
-            sched_yield();
-            pthread_mutex_lock(&gate);
-        }
-    }
-    free(want); free(agreed); free(rs);
+    struct cut_outcome cut;
+    int mine_refused = refusal(why, sizeof why) != NULL;
+    int rc = cut_rounds(timeout_ms, t0, mine_refused, &cut);
+    int all_done = cut.all_done, any_late = cut.any_late, any_refused = cut.any_refused;
     int gave_up = any_late && !all_done && !rc && !any_refused;
     if (rc || any_refused || gave_up) {
         phase = 0;
@@ -1538,24 +1472,7 @@ EXPORT int crcp_resume(int restarted, char *err, int errlen)
     if (restarted && adopt_launcher(getppid(), err, errlen)) { pthread_mutex_unlock(&gate); return -1; }
     int rc = session_up();
     if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "initializing a new session"); }
-    /* communicators made again in creation order (the same collective order as the original
-     * run, on every member): the live ones, and every freed ancestor of a live one */
-    for (int i = 0; i < ncomm; i++) C[i].needed = C[i].live || C[i].nullsplit;
-    for (int i = ncomm - 1; i >= 2; i--)
-        if (C[i].needed && C[i].parent >= 0) C[C[i].parent].needed = 1;
-    for (int i = 2; i < ncomm && !rc; i++) {
-        if (!C[i].needed) continue;
-        MPI_Comm p = C[C[i].parent].r;
-        rc = C[i].kind == K_DUP ? PMPI_Comm_dup(p, &C[i].r) : PMPI_Comm_split(p, C[i].color, C[i].key, &C[i].r);
-        if (!rc && C[i].r != MPI_COMM_NULL) rc = comm_ready(i);
-    }
-    for (int i = 0; i < ncomm && !rc; i++) {
-        if (C[i].r != MPI_COMM_NULL && C[i].eh != MPI_ERRHANDLER_NULL) PMPI_Comm_set_errhandler(C[i].r, C[i].eh);
-        if (!C[i].live && C[i].r != MPI_COMM_NULL) {
-            if (C[i].shadow != MPI_COMM_NULL) PMPI_Comm_free(&C[i].shadow);
-            PMPI_Comm_free(&C[i].r);
-        }
-    }
+    rc = comm_replay();
     for (int k = 0; k < nT && !rc; k++)
         if (T[k].used && T[k].repost) { T[k].repost = 0; rc = post_recv(k); }
     if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "rebuilding the communicators"); }
@@ -1574,5 +1491,7 @@ EXPORT void crcp_stats(double *out)
     out[4] = stat_msgs; out[5] = stat_bytes;
 }
 
-/* everything else that takes a communicator or makes an object: generated from mpi_proto.h */
+/* ---- wrappers (to be wrappers.c): everything else that takes a communicator or makes an object, generated at build
+ * time by snapc/crcp/generate.py from MPICH's mpi_proto.h (crcp_wrappers.inc, in the build
+ * directory): every MPICH function that no other unit defines. */
 #include "crcp_wrappers.inc"
