@@ -55,7 +55,7 @@ void close_mpi_leftovers(void)
 
 /* MPICH 5.0.2: the next session hangs in MPI_Comm_create_from_group while the previous one's
  * node segment (same name in every session of a job) is still linked; wait (at most 2 s) until
- * no descriptor names a linked one. Measured in benchmarks/transparent_mpi/reinit/README.md. */
+ * no descriptor names a linked one. Measured with the prototypes (docs/design/transparent-mpi.md, "The prototypes"). */
 static void wait_shm_unlinked(void)
 {
     double t0 = now();
