@@ -113,7 +113,7 @@ class Request:
     term: bool = False
     stop: bool = False
     only: str | None = None
-    events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
+    events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     cancelled: bool = False
 
 
@@ -132,9 +132,9 @@ class GlobalCoordinator:
         self.ranks: dict[int, RankLink] = {}
         self.size: int | None = None
         self.registered = threading.Condition()
-        self.requests: "queue.Queue[Request]" = queue.Queue()
+        self.requests: queue.Queue[Request] = queue.Queue()
         # Every rank's messages, in arrival order; None marks a rank whose connection ended.
-        self.inbox: "queue.Queue[tuple[RankLink, dict[str, Any] | None]]" = queue.Queue()
+        self.inbox: queue.Queue[tuple[RankLink, dict[str, Any] | None]] = queue.Queue()
         self.job_ended = threading.Event()
         self.last_seq: int | None = None
         self.state = "idle"

@@ -65,7 +65,8 @@ def tool(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def private_control_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_control_dir(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own control directory, inherited by every process it starts."""
     d = tmp_path_factory.mktemp("ctl")
     d.chmod(0o700)
@@ -113,7 +114,8 @@ def start_under_pycrs(args: list[str], cwd: Path, **kw: object) -> subprocess.Po
 
 def tree_digest(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes, to show a snapshot was not touched."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(path)): p.read_bytes()
+            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def session_pids(sid: int) -> list[int]:
@@ -154,5 +156,5 @@ def restarted_at(stderr: str) -> int:
 
 def expected_after(reference: list[str], step: int) -> list[str]:
     """What a run resumed after ``step`` must print: the later progress lines and the result."""
-    later = [l for l in reference if l.startswith("step ") and int(l.split()[1]) > step]
+    later = [ln for ln in reference if ln.startswith("step ") and int(ln.split()[1]) > step]
     return later + [reference[-1]]

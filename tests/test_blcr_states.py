@@ -22,9 +22,9 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -71,7 +71,8 @@ class Stream:
                 raise AssertionError(f"{what}: output ended without {pattern!r}: {self.text!r}")
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                raise AssertionError(f"{what}: no {pattern!r} within {timeout:.0f} s: {self.text!r}")
+                raise AssertionError(
+                    f"{what}: no {pattern!r} within {timeout:.0f} s: {self.text!r}")
             self.feed()
 
     @property
@@ -234,7 +235,8 @@ def expect_ok(result: tuple[int, str, str], what: str) -> None:
 # The tools
 
 def checkpoint(pid: int, where: Path, *opts: str) -> Path:
-    """opal-checkpoint --mca crs blcr: the snapshot it reports (must be WHERE/opal_snapshot_PID.ckpt)."""
+    """opal-checkpoint --mca crs blcr: the snapshot it reports (must be
+    WHERE/opal_snapshot_PID.ckpt)."""
     res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(where),
                           *opts, str(pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert res.returncode == 0, f"opal-checkpoint of {pid} failed ({res.returncode}):\n{res.stderr}"
@@ -536,7 +538,8 @@ def test_checkpoint_of_a_traced_process(session: Session, binaries: dict[str, Pa
 
 
 @pytest.fixture
-def foreign_process(session: Session, binaries: dict[str, Path]) -> Iterator[tuple[int, Child | None]]:
+def foreign_process(session: Session,
+                    binaries: dict[str, Path]) -> Iterator[tuple[int, Child | None]]:
     """A process of another user: as root, one of ours running as nobody; otherwise PID 1."""
     if os.geteuid() != 0:
         if os.stat("/proc/1").st_uid == os.geteuid():

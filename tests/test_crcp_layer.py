@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from snapc import crcp
-
 from conftest import APPS, BIN
+from snapc import crcp
 
 APP = APPS / "crcp_cycles.py"
 

@@ -20,8 +20,15 @@ from pathlib import Path
 import pytest
 
 import snapc.launcher as launcher_mod
-from snapc.launcher import (LauncherNotFound, RealLauncher, find_real_launcher, flavour_of,
-                            is_python_script, rank_from_env, wanted_flavour)
+from snapc.launcher import (
+    LauncherNotFound,
+    RealLauncher,
+    find_real_launcher,
+    flavour_of,
+    is_python_script,
+    rank_from_env,
+    wanted_flavour,
+)
 
 FLAVOURS = ("mpich", "openmpi")
 

@@ -25,11 +25,19 @@ from pathlib import Path
 import pytest
 
 from conftest import tool
-from test_blcr_states import (TOOL_TIMEOUT, Session, alive, kill_and_reap, proc_stat, restore,
-                              session, start_program, wait_until)
-
 from crs.plugins.mtcp import library_path
 from crs.plugins.mtcp.restart import AREA, AREA_LEN
+from test_blcr_states import (
+    TOOL_TIMEOUT,
+    Session,
+    alive,
+    kill_and_reap,
+    proc_stat,
+    restore,
+    session,
+    start_program,
+    wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("private_home")
 __all__ = ["session"]  # the fixture, imported to be used here

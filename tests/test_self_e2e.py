@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import expected_after, restarted_at, APPS, ROOT, run, start_under_pycrs, tool, tree_digest, wait_for_endpoint
+from conftest import (
+    APPS,
+    ROOT,
+    expected_after,
+    restarted_at,
+    run,
+    start_under_pycrs,
+    tool,
+    tree_digest,
+    wait_for_endpoint,
+)
 
 LOOP = str(ROOT / "examples" / "numpy_loop.py")
 STEPS, DELAY = "300", "0.02"

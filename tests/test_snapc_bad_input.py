@@ -16,9 +16,10 @@ import shutil
 import subprocess
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO
 
 import pytest
 
@@ -589,7 +590,7 @@ def test_checkpoint_job_ends_before_ranks_register(tmp_path: Path) -> None:
     assert "Traceback" not in "".join(lines)
     assert lines[-1] == (f"ompi-checkpoint: checkpoint of job {job.pid} failed: the job ended "
                          "before the checkpoint started\n")
-    assert all(l.startswith("ompi-checkpoint: ") and "failed" not in l for l in lines[:-1])
+    assert all(ln.startswith("ompi-checkpoint: ") and "failed" not in ln for ln in lines[:-1])
     assert not (tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt").exists()
 
 
@@ -616,7 +617,7 @@ def test_checkpoint_job_ends_while_request_waits(tmp_path: Path) -> None:
         end_job(job)
     assert "ended normally" in (tmp_path / "job.out").read_text()
     assert "Traceback" not in "".join(lines)
-    assert all(l.startswith("ompi-checkpoint: ") and "failed" not in l for l in lines[:-1])
+    assert all(ln.startswith("ompi-checkpoint: ") and "failed" not in ln for ln in lines[:-1])
     assert lines[-1].startswith(f"ompi-checkpoint: checkpoint of job {job.pid} failed: ")
     assert state(gdir) == before
     assert not list(gdir.glob(".*"))

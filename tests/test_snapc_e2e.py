@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import expected_after, restarted_at, APPS, MPI, ROOT, kill_session, run, tree_digest
+from conftest import APPS, MPI, ROOT, expected_after, kill_session, restarted_at, run, tree_digest
 
 STENCIL = str(ROOT / "examples" / "mpi_stencil.py")
 STEPS, DELAY = "400", "0.02"
@@ -55,13 +55,15 @@ def reference(mpi: MPI) -> list[str]:
     return res.stdout.splitlines()
 
 
-def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path,
+                                                        reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
     seq0, gdir = checkpoint(mpi, job.pid)
     time.sleep(1)
     seq1, gdir1 = checkpoint(mpi, job.pid)
-    assert (seq0, seq1) == (0, 1) and gdir == gdir1 == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    assert (seq0, seq1) == (0, 1)
+    assert gdir == gdir1 == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
     kill_session(job.pid)
     job.wait()
 
@@ -97,7 +99,8 @@ def test_stop_then_sigcont_to_mpirun(mpi: MPI, tmp_path: Path, reference: list[s
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
     _, gdir = checkpoint(mpi, job.pid, "--stop")
-    ranks = [int(p.stem.split("-")[1]) for p in Path(os.environ["PYCRS_CONTROL_DIR"]).glob("crs-*.sock")]
+    ctl = Path(os.environ["PYCRS_CONTROL_DIR"])
+    ranks = [int(p.stem.split("-")[1]) for p in ctl.glob("crs-*.sock")]
     assert len(ranks) == 4
     deadline = time.monotonic() + 30
     while any(_process_state(pid) != "T" for pid in ranks):
@@ -113,7 +116,8 @@ def test_stop_then_sigcont_to_mpirun(mpi: MPI, tmp_path: Path, reference: list[s
     assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
-def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path,
+                                                  reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
     _, gdir = checkpoint(mpi, job.pid)
@@ -143,7 +147,8 @@ def faulty_reference(mpi: MPI) -> str:
     return res.stdout
 
 
-def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path, faulty_reference: str) -> None:
+def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path,
+                                                   faulty_reference: str) -> None:
     job = start_job(mpi, [FAULTY, "150", "0.02", "raise:2:2"], tmp_path)
     time.sleep(1.5)
     _, gdir = checkpoint(mpi, job.pid)

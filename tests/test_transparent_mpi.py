@@ -1,8 +1,8 @@
 """Transparent checkpoint of unmodified mpi4py ranks, end to end as a user drives it:
-``mpirun -am ft-enable-cr --mca crs blcr`` (or ``mtcp``), ``ompi-checkpoint JOBID`` at a random moment (the
-program has no safe points and knows nothing of pycrs), the whole job SIGKILLed, ``ompi-restart``;
-the restarted job must print exactly what an uninterrupted run prints. MPICH only (Open MPI is
-refused at launch, tested here too)."""
+``mpirun -am ft-enable-cr --mca crs blcr`` (or ``mtcp``), ``ompi-checkpoint JOBID`` at a random
+moment (the program has no safe points and knows nothing of pycrs), the whole job SIGKILLed,
+``ompi-restart``; the restarted job must print exactly what an uninterrupted run prints. MPICH
+only (Open MPI is refused at launch, tested here too)."""
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +29,7 @@ PR_SET_CHILD_SUBREAPER = 36
 STARTED = re.compile(r"mpi_transparent: rank \d+ of \d+ started")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(np_: int, steps: str = STEPS) -> tuple[str, ...]:
     """The output of an uninterrupted run under the plain launcher, without pycrs."""
     res = run([*MPICH.plain(np_), MPICH.python, APP, steps, "0"])
@@ -161,7 +161,7 @@ def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr"
     return Job(cmd, where, np_)
 
 
-def checkpoint(mpi: MPI, jobid: int, *extra: str, job: "Job | None" = None) -> tuple[int, Path]:
+def checkpoint(mpi: MPI, jobid: int, *extra: str, job: Job | None = None) -> tuple[int, Path]:
     """ompi-checkpoint JOBID; on failure the job's own stderr is shown too."""
     res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
     if res.returncode != 0 and job is not None:

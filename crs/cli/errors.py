@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from crs.endpoint import EndpointError
 from crs.framework import ComponentError, CRSError
@@ -11,7 +12,8 @@ from crs.params import ParamError
 from crs.runtime import CheckpointError
 from crs.snapshot import SnapshotError
 
-EXPECTED = (EndpointError, ComponentError, CRSError, ParamError, CheckpointError, SnapshotError, OSError)
+EXPECTED = (EndpointError, ComponentError, CRSError, ParamError, CheckpointError, SnapshotError,
+            OSError)
 
 
 class UsageError(Exception):

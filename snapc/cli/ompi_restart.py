@@ -2,6 +2,7 @@
 through our mpirun (same ranks, program, arguments and C/R parameters)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -113,7 +114,7 @@ def check_hostfile(name: str | None) -> None:
             raise UsageError(f"--hostfile {name}: {exc.strerror}") from None
 
 
-def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
+def build_command(snaps: list[LocalSnapshot], ns: argparse.Namespace, prm: params.Params,
                   launcher_options: list[str]) -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
     launches = []
@@ -126,9 +127,9 @@ def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
         component.call("crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
         launches.append(relaunch)
     cmd = our_mpirun() + launcher_options
-    if getattr(ns, "hostfile"):
-        cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]  # type: ignore[attr-defined]
-    cmd += mpirun_options(getattr(ns, "mpirun_opts"))
+    if ns.hostfile:
+        cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]
+    cmd += mpirun_options(ns.mpirun_opts)
     for name, value in prm.cli.items():
         cmd += ["--mca", name, value]
     if all(r.argv == launches[0].argv for r in launches):
