@@ -37,6 +37,7 @@ from crs import endpoint
 from crs.params import Params
 from crs.snapshot import SnapshotError
 
+from . import jobenv
 from .storage import GlobalSnapshotWriter, global_snapshot_name
 
 
@@ -148,9 +149,8 @@ class GlobalCoordinator:
 
     def rank_environment(self) -> dict[str, str]:
         """What a rank needs to find its coordinator."""
-        from .app_coordinator import ENV_ADDRESS, ENV_TOKEN
-
-        return {ENV_ADDRESS: self.address, ENV_TOKEN: self.token, "PYCRS_JOBID": str(self.jobid)}
+        return {jobenv.ENV_ADDRESS: self.address, jobenv.ENV_TOKEN: self.token,
+                jobenv.ENV_JOBID: str(self.jobid)}
 
     def start(self) -> None:
         for target in (self._accept_ranks, self._accept_tools, self._work):

@@ -29,15 +29,10 @@ from crs import params as crs_params
 from crs.cli.errors import UsageError, run_tool
 from crs.launch import cr_environment
 
-from . import crcp
+from . import crcp, jobenv
 from .launcher import RealLauncher, find_real_launcher
 
 TOOL = "mpirun"
-ENV_RESTART_GLOBAL = "PYCRS_RESTART_GLOBAL"
-ENV_RESTART_SEQ = "PYCRS_RESTART_SEQ"
-#: set by ompi-restart when the ranks are relaunched as ``opal-restart IMAGE``: they are restored
-#: processes that hold the MPI layer already, not new ones to preload it into
-ENV_RESTART_IMAGES = "PYCRS_RESTART_IMAGES"
 IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGTSTP, signal.SIGCONT)
@@ -151,7 +146,7 @@ def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> st
             "more than once, so its ranks cannot be saved as images (docs/design/"
             "transparent-mpi.md); use the self component (--mca crs self)")
     component = "mtcp" if "mtcp" in include else "blcr"
-    for library in layer_libraries(component):
+    for library in jobenv.layer_libraries(component):
         if not library.is_file():
             what = "the MPI layer" if library == crcp.library_path() else "the mtcp kernel"
             raise UsageError(f"{what} {library} is not built (reinstall pycrs: pip install -e "
@@ -171,43 +166,14 @@ def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> st
     return component
 
 
-def layer_libraries(component: str | None = None) -> list[Path]:
-    """What the ranks of a transparent job saved with ``component`` have preloaded, in
-    LD_PRELOAD order: for mtcp its kernel, then the MPI layer ``libcrcp.so``; for blcr the layer
-    alone (the rank is saved from outside). Without a component, every library either may
-    preload."""
-    from crs.plugins import mtcp
-
-    if component == "blcr":
-        return [crcp.library_path()]
-    return [mtcp.library_path(), crcp.library_path()]
-
-
-def layer_environment(env: dict[str, str], component: str = "blcr") -> dict[str, str]:
-    """What the ranks of a transparent job get: the libraries of ``component`` first in
-    LD_PRELOAD, and the mark that tells their app coordinator to use the layer and which
-    component saves the rank (``PYCRS_CRCP=<component>``)."""
-    ours = [str(p) for p in layer_libraries(component)]
-    return {"LD_PRELOAD": ":".join([*ours, *preload_without_layers(env)]),
-            crcp.ENV_LAYER: component}
-
-
-def preload_without_layers(env: dict[str, str]) -> list[str]:
-    """``env``'s LD_PRELOAD entries other than the libraries a transparent job preloads."""
-    every = {str(p) for p in layer_libraries()}
-    return [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-            if p and p not in every]
-
-
 def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
             argv: list[str]) -> int:
     """Be the global coordinator of a C/R job; return the job's exit status."""
-    from .app_coordinator import ENV_RESTART_SEQ_DIR
     from .coordinator import GlobalCoordinator
 
-    restart_dir = os.environ.pop(ENV_RESTART_GLOBAL, None)
-    restart_seq = os.environ.pop(ENV_RESTART_SEQ, None)
-    restoring = bool(os.environ.pop(ENV_RESTART_IMAGES, None))
+    restart_dir = os.environ.pop(jobenv.ENV_RESTART_GLOBAL, None)
+    restart_seq = os.environ.pop(jobenv.ENV_RESTART_SEQ, None)
+    restoring = bool(os.environ.pop(jobenv.ENV_RESTART_IMAGES, None))
     transparent = transparent_checkpoint(prm, launcher)
     records = [
         ("Job ID", str(os.getpid())),
@@ -221,9 +187,9 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     env.update(coordinator.rank_environment())
     env.update(launcher.env())
     if restart_dir and restart_seq is not None and not restoring:
-        env[ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
+        env[jobenv.ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
     # Restored ranks hold the layer already (opal-restart, which the launcher starts, needs none)
-    rank_env = layer_environment(env, transparent) if transparent and not restoring else {}
+    rank_env = jobenv.layer_environment(env, transparent) if transparent and not restoring else {}
     args = _launcher_arguments(launcher, prm, cmd, env, rank_env)
 
     signals = set(FORWARDED)

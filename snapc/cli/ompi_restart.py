@@ -16,7 +16,7 @@ from crs.hookspecs import Relaunch
 from crs.plugins.image_based import TRANSPARENT_MARK
 from crs.snapshot import LocalSnapshot, SnapshotError
 
-from ..frontend import ENV_RESTART_GLOBAL, ENV_RESTART_IMAGES, ENV_RESTART_SEQ
+from .. import jobenv
 from ..storage import GlobalSnapshot
 
 TOOL = "ompi-restart"
@@ -167,9 +167,9 @@ def _run(argv: list[str] | None) -> int:
     cmd, first = build_command(snaps, ns, prm, original_launcher_options(gs, bool(ns.hostfile)))
     job_env = {**first.env,  # the C/R parameters the job ran with
                "OMPI_MCA_ft_cr_enabled": "1",
-               ENV_RESTART_GLOBAL: str(gs.path), ENV_RESTART_SEQ: str(seq)}
+               jobenv.ENV_RESTART_GLOBAL: str(gs.path), jobenv.ENV_RESTART_SEQ: str(seq)}
     if any(snap.meta.get(TRANSPARENT_MARK) == "1" for snap in snaps):
-        job_env[ENV_RESTART_IMAGES] = "1"  # the ranks are restored images under the MPI layer
+        job_env[jobenv.ENV_RESTART_IMAGES] = "1"  # restored images under the MPI layer
     env = {**os.environ, **job_env}
     if ns.showme:  # everything the restart sets, so that the printed command does the same
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env.items())
