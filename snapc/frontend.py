@@ -25,12 +25,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crs import params as crs_params
+from crs import layers, params as crs_params
 from crs.cli.errors import UsageError, run_tool
 from crs.launch import cr_environment
 
 from . import crcp, jobenv
 from .launcher import RealLauncher, find_real_launcher
+from .layer import NAME
 
 TOOL = "mpirun"
 IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
@@ -184,6 +185,7 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     ]
     coordinator = GlobalCoordinator(prm, records, Path(restart_dir) if restart_dir else None)
     env = cr_environment(os.environ, prm.child_env())
+    env.update(layers.environment(env, NAME))  # the ranks run SnapC's layer (snapc/layer.py)
     env.update(coordinator.rank_environment())
     env.update(launcher.env())
     if restart_dir and restart_seq is not None and not restoring:

@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 
-from crs import framework, params
+from crs import framework, layers, params
 from crs.hookspecs import Target
 from crs.launch import cr_environment
 
@@ -29,8 +29,6 @@ def build_parser() -> ToolParser:
 
 
 def _info(prm: params.Params) -> int:
-    framework.manager()  # importing components registers their parameters
-    import snapc  # noqa: F401 - and SnapC's (the job-level layer above the CRS framework)
     target = Target(os.getpid(), in_process=False)
     print("CRS components (priority; selection by the 'crs' parameter, else highest priority):")
     for offer in framework.offers(target, prm):
@@ -68,7 +66,7 @@ def _main(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
     prm = params.from_arguments(ns)
     framework.manager()  # importing components registers their parameters
-    import snapc  # noqa: F401 - and SnapC's (the job-level layer above the CRS framework)
+    layers.load()  # and loading the layers above the framework (SnapC), theirs
     prm.validate()  # reject a missing set or a malformed value before printing or starting anything
     if ns.command == "info":
         return _info(prm)
