@@ -6,9 +6,7 @@ import os
 import shutil
 import sys
 
-from crs import framework, layers, params
-from crs.hookspecs import Target
-from crs.launch import cr_environment
+from crs import params
 
 from .errors import ToolParser, UsageError, run_tool
 
@@ -29,6 +27,9 @@ def build_parser() -> ToolParser:
 
 
 def _info(prm: params.Params) -> int:
+    from crs import framework
+    from crs.hookspecs import Target
+
     target = Target(os.getpid(), in_process=False)
     print("CRS components (priority; selection by the 'crs' parameter, else highest priority):")
     for offer in framework.offers(target, prm):
@@ -47,6 +48,9 @@ def _info(prm: params.Params) -> int:
 
 
 def _run_program(prm: params.Params, program: list[str]) -> int:
+    from crs import framework
+    from crs.launch import cr_environment
+
     exe = shutil.which(program[0])
     if exe is None:
         raise UsageError(f"program not found: {program[0]}")
@@ -64,6 +68,8 @@ def _run_program(prm: params.Params, program: list[str]) -> int:
 
 def _main(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
+    from crs import framework, layers  # after parsing: --help does not load them
+
     prm = params.from_arguments(ns)
     framework.manager()  # importing components registers their parameters
     layers.load()  # and loading the layers above the framework (SnapC), theirs

@@ -8,16 +8,21 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crs import params
 from crs.cli.errors import ToolParser, UsageError, run_tool
-from crs.framework import ComponentError, component_for_snapshot
-from crs.hookspecs import Relaunch
-from crs.plugins.image_based import TRANSPARENT_MARK
-from crs.snapshot import LocalSnapshot, SnapshotError
 
 from .. import jobenv
-from ..storage import GlobalSnapshot
+
+if TYPE_CHECKING:
+    from crs.hookspecs import Relaunch
+    from crs.snapshot import LocalSnapshot
+
+    from ..storage import GlobalSnapshot
+
+# The framework and the snapshot code are imported where they are used, after the arguments are
+# parsed: --help and a usage mistake are answered without loading them.
 
 TOOL = "ompi-restart"
 
@@ -49,6 +54,9 @@ def find_global_snapshot(name: str, prm: params.Params) -> Path:
 
 def rank_relaunch(snap: LocalSnapshot) -> Relaunch:
     """The program a rank ran, as recorded in its local snapshot."""
+    from crs.hookspecs import Relaunch
+    from crs.snapshot import SnapshotError
+
     where = snap.path / "snapshot_meta.data"
     try:
         argv = json.loads(snap.meta.get("Command") or "null")
@@ -81,6 +89,8 @@ _HOSTS = {"-host", "--host", "-hosts", "-f", "-hostfile", "--hostfile", "-machin
 def original_launcher_options(gs: GlobalSnapshot, new_hosts: bool) -> list[str]:
     """The launcher options the job was started with, without its rank count (the snapshot
     fixes it) and, when the restart names its own hosts, without the old ones."""
+    from crs.snapshot import SnapshotError
+
     try:
         options = json.loads(gs.job("Launcher Options") or "[]")
     except ValueError:
@@ -117,6 +127,8 @@ def check_hostfile(name: str | None) -> None:
 def build_command(snaps: list[LocalSnapshot], ns: argparse.Namespace, prm: params.Params,
                   launcher_options: list[str]) -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
+    from crs.framework import ComponentError, component_for_snapshot
+
     launches = []
     for rank, snap in enumerate(snaps):
         relaunch = rank_relaunch(snap)
@@ -155,6 +167,10 @@ def _glue_mpirun_opts(argv: list[str]) -> list[str]:
 
 def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(_glue_mpirun_opts(sys.argv[1:] if argv is None else argv))
+    from crs.plugins.image_based import TRANSPARENT_MARK
+
+    from ..storage import GlobalSnapshot
+
     prm = params.from_arguments(ns)
     prm.validate()
     mpirun_options(ns.mpirun_opts)  # usage mistakes are reported before the snapshot is read
