@@ -241,6 +241,19 @@ def test_child_resolves_what_its_launcher_did(tmp_path: Path, private_home: Path
 
 
 # -- pycrs info --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dashes", [[], ["--"]], ids=["plain", "dashes"])
+def test_pycrs_run_gives_the_program_its_own_options(dashes: list[str],
+                                                     private_home: Path) -> None:
+    """Everything after pycrs run's own options is the program's, its options too (even ones
+    named like pycrs's); a ``--`` before the program is allowed."""
+    code = "import os, sys; print(os.environ['OMPI_MCA_crs'], sys.argv[1:])"
+    res = subprocess.run([PYCRS, "run", "--mca", "crs", "self", *dashes, PY, "-c", code, "-x",
+                          "--mca", "a", "b", "--", "-am"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "self ['-x', '--mca', 'a', 'b', '--', '-am']\n"
+
+
 def _info(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PYCRS, "info", *args], env=env, capture_output=True, text=True,
                           timeout=120)

@@ -2,6 +2,7 @@
 component with its priority and every parameter with its value and where that value came from."""
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -13,14 +14,30 @@ from .errors import ToolParser, UsageError, run_tool
 TOOL = "pycrs"
 
 
+class _Program(argparse.Action):
+    """The program and its arguments: everything from the first word that is not an option of
+    pycrs run, its own options included (a ``--`` before it is allowed, and dropped)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        program = list(values)  # type: ignore[call-overload]
+        if program[:1] == ["--"]:
+            program = program[1:]
+        if not program:
+            parser.error("the following arguments are required: PROGRAM")
+        setattr(namespace, self.dest, program)
+
+
 def build_parser() -> ToolParser:
     p = ToolParser(prog=TOOL, description="pycrs checkpoint/restart: run a program under C/R, "
                    "or show components and parameters.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ToolParser)
-    run = sub.add_parser("run", help="run a program with checkpoint/restart enabled")
+    run = sub.add_parser("run", help="run a program with checkpoint/restart enabled",
+                         usage="pycrs run [-h] [--mca NAME VALUE] [-am SET] [--] PROGRAM [ARGS...]")
     params.add_arguments(run)
-    run.add_argument("program", nargs="+", metavar="PROGRAM [ARGS]",
-                     help="the command to run, e.g. python app.py")
+    run.add_argument("program", nargs=argparse.REMAINDER, action=_Program, metavar="PROGRAM",
+                     help="the command to run with its arguments, e.g. python app.py -v: "
+                          "everything after pycrs's own options is the program's")
     info = sub.add_parser("info", help="list components and parameters")
     params.add_arguments(info)
     return p
