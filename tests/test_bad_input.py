@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run, start_under_pycrs, tool, tree_digest
+from conftest import ROOT, run, tool, tree_digest
 from crs.snapshot import META_FILE, Meta
+from helpers import start_under_pycrs
 
 LOOP = str(ROOT / "examples" / "numpy_loop.py")
 

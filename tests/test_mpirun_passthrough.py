@@ -17,13 +17,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, MPI, kill_session
+from conftest import APPS, MPI
+from helpers import gone, kill_session, proc_state, wait_until
 
 SUITE = str(APPS / "mpi_suite.py")
 JOBCTL = str(APPS / "mpi_jobctl.py")
@@ -46,24 +46,6 @@ def job_env(control_dir: Path) -> dict[str, str]:
     slows every MPI_Init by a second: both are switched off, as a user here would."""
     return dict(os.environ, PYCRS_CONTROL_DIR=str(control_dir), OMPI_MCA_osc="^ucx",
                 OMPI_MCA_btl="^ofi")
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def gone(pid: int) -> bool:
-    return proc_state(pid) in (None, "Z", "X")
-
-
-def wait_until(cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @dataclass
