@@ -38,6 +38,7 @@ IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGTSTP, signal.SIGCONT)
 SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group
+HELP = ("-h", "--help", "-help")  # hydra's and prterun's
 
 # Launcher options (MPICH's hydra and Open MPI's prterun) that take a value, so that the value
 # is not mistaken for the program.
@@ -109,6 +110,11 @@ def _main(argv: list[str]) -> int:
     prm = crs_params.Params(cli=cmd.mca, amca=cmd.amca)
     prm.validate()
     launcher = find_real_launcher(prm.get("mpirun_launcher") or None)
+    if not cmd.program and any(t in HELP for t in cmd.launcher_options):
+        # what we are, in one line, before the launcher's own help
+        print(f"{TOOL} (pycrs): run an MPI job with {launcher.path}; with -am ft-enable-cr it "
+              "can be checkpointed (ompi-checkpoint) and restarted (ompi-restart). The "
+              "launcher's help follows.")
     if not prm.get_bool("ft_cr_enabled"):
         sys.stdout.flush()
         os.execv(launcher.path, [launcher.path, *argv])

@@ -339,6 +339,23 @@ def test_usage_mistakes(args: list[str], words: str) -> None:
     assert res.stdout == ""
 
 
+@pytest.mark.parametrize("args,says", [
+    (["pycrs"], "Run a program with checkpoint/restart enabled, or list the CRS components"),
+    (["pycrs", "run"], "Run a program with checkpoint/restart enabled:"),
+    (["pycrs", "info"], "List the CRS components"),
+    (["opal-checkpoint"], "Checkpoint one process into a local snapshot"),
+    (["opal-restart"], "Verify a local snapshot and restart its process"),
+    (["ompi-checkpoint"], "Checkpoint a running MPI job"),
+    (["ompi-restart"], "Verify a global snapshot and restart its MPI job"),
+    (["mpirun"], "mpirun (pycrs): run an MPI job with "),  # then the real launcher's help
+    (["pycrs-mpirun"], "mpirun (pycrs): run an MPI job with "),
+])
+def test_help_says_what_the_tool_does(args: list[str], says: str) -> None:
+    res = run([tool(args[0]), *args[1:], "--help"])
+    assert res.returncode == 0, res.stderr
+    assert says in " ".join(res.stdout.split()), res.stdout
+
+
 def test_bad_per_user_file(private_home: Path) -> None:
     conf = private_home / ".pycrs" / "mca-params.conf"
     conf.parent.mkdir()

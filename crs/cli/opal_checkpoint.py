@@ -29,7 +29,9 @@ TOOL = "opal-checkpoint"
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="Checkpoint a single process running under pycrs.")
+    p = ToolParser(prog=TOOL, description="Checkpoint one process into a local snapshot: one "
+                   "under pycrs saves itself, any other of yours is saved from outside "
+                   "(--mca crs blcr, or mtcp through its kernel).")
     params.add_arguments(p)
     p.add_argument("-w", "--where", metavar="DIR",
                    help="directory for the snapshot (default: crs_base_snapshot_dir)")

@@ -23,7 +23,8 @@ TOOL = "opal-restart"
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="Restart a single process from a local snapshot.")
+    p = ToolParser(prog=TOOL, description="Verify a local snapshot and restart its process "
+                   "from it.")
     params.add_arguments(p)
     p.add_argument("--showme", action="store_true",
                    help="print the command that would be run, run nothing")

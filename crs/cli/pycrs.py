@@ -29,16 +29,20 @@ class _Program(argparse.Action):
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="pycrs checkpoint/restart: run a program under C/R, "
-                   "or show components and parameters.")
+    p = ToolParser(prog=TOOL, description="Run a program with checkpoint/restart enabled, or "
+                   "list the CRS components and the MCA parameters with their values.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ToolParser)
     run = sub.add_parser("run", help="run a program with checkpoint/restart enabled",
+                         description="Run a program with checkpoint/restart enabled: "
+                         "opal-checkpoint PID saves it, opal-restart brings it back.",
                          usage="pycrs run [-h] [--mca NAME VALUE] [-am SET] [--] PROGRAM [ARGS...]")
     params.add_arguments(run)
     run.add_argument("program", nargs=argparse.REMAINDER, action=_Program, metavar="PROGRAM",
                      help="the command to run with its arguments, e.g. python app.py -v: "
                           "everything after pycrs's own options is the program's")
-    info = sub.add_parser("info", help="list components and parameters")
+    info = sub.add_parser("info", help="list components and parameters",
+                          description="List the CRS components with their priorities here, and "
+                          "every MCA parameter with its value and where the value came from.")
     params.add_arguments(info)
     return p
 

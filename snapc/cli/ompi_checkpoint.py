@@ -15,7 +15,7 @@ HINT = "start the job with 'mpirun -am ft-enable-cr'"
 
 def build_parser() -> ToolParser:
     p = ToolParser(prog=TOOL, description="Checkpoint a running MPI job started with "
-                   "'mpirun -am ft-enable-cr'.")
+                   "'mpirun -am ft-enable-cr' into a global snapshot, every rank at once.")
     params.add_arguments(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--term", action="store_true", help="end the job after the checkpoint")

@@ -28,7 +28,8 @@ TOOL = "ompi-restart"
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="Restart an MPI job from a global snapshot.")
+    p = ToolParser(prog=TOOL, description="Verify a global snapshot and restart its MPI job "
+                   "from it, every rank from its local snapshot.")
     params.add_arguments(p)
     p.add_argument("-s", "--seq", type=int, metavar="N",
                    help="the sequence to restart from (default: the newest finished one)")
