@@ -41,4 +41,5 @@ win.Free()
 everything = comm.gather((counters.tolist(), check), root=0)
 if rank == 0:
     for r, (c, k) in enumerate(everything):
-        print(f"rank {r} counters {zlib.crc32(np.array(c).tobytes()):08x} sum {sum(c)} check {k:08x}")
+        crc = zlib.crc32(np.array(c).tobytes())
+        print(f"rank {r} counters {crc:08x} sum {sum(c)} check {k:08x}")
