@@ -13,6 +13,7 @@
 #include <linux/sched.h>
 #include "crc32c.h"
 #include "lzpack.h"
+#include "pagemap.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -198,55 +199,31 @@ long blcr_write_mem(int pid, uint64_t addr, const void *buf, size_t len)
 
 /* -- pages ------------------------------------------------------------------------------------ */
 
-#define PM_PRESENT (1ULL << 63)
-#define PM_SWAPPED (1ULL << 62)
-#define PM_FILE (1ULL << 61)
+struct runs_out {
+    uint64_t *runs;
+    long n, max;
+};
 
-/* Runs of pages of [start, end) that hold data of the process's own: present or swapped, and for
- * a private file mapping only pages copied on write. Writes (address, pages) pairs; returns the
- * number of runs, or -ENOSPC when `max` is too small. */
+static long put_run(void *arg, uint64_t addr, uint64_t pages)
+{
+    struct runs_out *o = arg;
+    if (o->n >= o->max)
+        return -ENOSPC;
+    o->runs[2 * o->n] = addr;
+    o->runs[2 * o->n + 1] = pages;
+    o->n++;
+    return 0;
+}
+
+/* Runs of pages of [start, end) that hold data of the process's own (crs/native/pagemap.h).
+ * Writes (address, pages) pairs; returns the number of runs, or -ENOSPC when `max` is too
+ * small. */
 long blcr_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, int private_file,
                      uint64_t *runs, long max)
 {
-    enum { BATCH = 4096 };
-    static uint64_t ent[BATCH];
-    long nruns = 0;
-    uint64_t run_start = 0, run_len = 0;
-    for (uint64_t page = start / PAGE; page < end / PAGE;) {
-        uint64_t want = end / PAGE - page;
-        if (want > BATCH)
-            want = BATCH;
-        ssize_t n = pread(pagemap_fd, ent, want * 8, (off_t)(page * 8));
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO;
-        for (long i = 0; i < n / 8; i++, page++) {
-            uint64_t e = ent[i];
-            int mine = (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(private_file && (e & PM_FILE)));
-            if (mine && run_len && run_start + run_len * PAGE == page * PAGE) {
-                run_len++;
-            } else if (mine) {
-                if (run_len) {
-                    if (nruns >= max)
-                        return -ENOSPC;
-                    runs[2 * nruns] = run_start;
-                    runs[2 * nruns + 1] = run_len;
-                    nruns++;
-                }
-                run_start = page * PAGE;
-                run_len = 1;
-            }
-        }
-    }
-    if (run_len) {
-        if (nruns >= max)
-            return -ENOSPC;
-        runs[2 * nruns] = run_start;
-        runs[2 * nruns + 1] = run_len;
-        nruns++;
-    }
-    return nruns;
+    struct runs_out o = {runs, 0, max};
+    long r = pagemap_runs(pagemap_fd, start, end, private_file, put_run, &o);
+    return r < 0 ? r : o.n;
 }
 
 uint32_t blcr_crc32c(const void *p, size_t n) { return crc32c(0, p, n); }

@@ -58,6 +58,7 @@
 
 #include "crc32c.h"
 #include "lzpack.h"
+#include "pagemap.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define PAGE 4096UL
@@ -1266,46 +1267,19 @@ static int parse_smaps(struct buf *sm, struct buf *out)
     return (int)(out->len / sizeof(struct vma));
 }
 
-#define PM_PRESENT (1ULL << 63)
-#define PM_SWAPPED (1ULL << 62)
-#define PM_FILE (1ULL << 61)
+/* A run of pages for the image, appended to the runs buffer (a failure is recorded: the first
+ * one recorded is the one reported). */
+static long put_run(void *runs, uint64_t addr, uint64_t pages)
+{
+    uint64_t pair[2] = {addr, pages};
+    return put(runs, pair, sizeof pair) < 0 ? -ENOMEM : 0;
+}
 
 /* Runs (address, pages) of [start, end) the image must carry, appended to runs. */
 static int scan_pages(int pagemap, uint64_t start, uint64_t end, int private_file, struct buf *runs)
 {
-    static uint64_t ent[4096];
-    uint64_t rs = 0, rl = 0;
-    for (uint64_t page = start / PAGE; page < end / PAGE;) {
-        uint64_t want = end / PAGE - page;
-        if (want > 4096)
-            want = 4096;
-        ssize_t n = pread(pagemap, ent, want * 8, (off_t)(page * 8));
-        if (n < 0)
-            return fail_errno("reading /proc/self/pagemap", errno);
-        if (n == 0)
-            return fail_errno("reading /proc/self/pagemap", EIO);
-        for (long i = 0; i < n / 8; i++, page++) {
-            uint64_t e = ent[i];
-            int mine = (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(private_file && (e & PM_FILE)));
-            if (mine && rl && rs + rl * PAGE == page * PAGE) {
-                rl++;
-            } else if (mine) {
-                if (rl) {
-                    uint64_t pair[2] = {rs, rl};
-                    if (put(runs, pair, sizeof pair) < 0)
-                        return -1;
-                }
-                rs = page * PAGE;
-                rl = 1;
-            }
-        }
-    }
-    if (rl) {
-        uint64_t pair[2] = {rs, rl};
-        if (put(runs, pair, sizeof pair) < 0)
-            return -1;
-    }
-    return 0;
+    long r = pagemap_runs(pagemap, start, end, private_file, put_run, runs);
+    return r < 0 ? fail_errno("reading /proc/self/pagemap", (int)-r) : 0;
 }
 
 /* The kernel's own memory: subtracted from the mappings the image records. */
