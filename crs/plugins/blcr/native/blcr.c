@@ -12,6 +12,7 @@
 #include <linux/elf.h>
 #include <linux/sched.h>
 #include "crc32c.h"
+#include "fdio.h"
 #include "lzpack.h"
 #include "pagemap.h"
 #include <pthread.h>
@@ -230,36 +231,6 @@ uint32_t blcr_crc32c(const void *p, size_t n) { return crc32c(0, p, n); }
 
 #define IO_BUF (8UL << 20)
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int read_full(int fd, unsigned char *p, size_t n)
-{
-    while (n) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return -ENODATA;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* The dump is a pipeline: this thread copies pages out of the process and checksums them into
  * one of SLOTS buffers while a writer thread writes the previous ones and starts their
  * write-back at once (sync_file_range), so the disk works all along instead of at the final
@@ -294,7 +265,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->mu);
         long e = 0;
         if (!failed) {
-            e = write_all(w->fd, w->bufs + slot * IO_BUF, w->len[slot]);
+            e = fdio_write_all(w->fd, w->bufs + slot * IO_BUF, w->len[slot]);
             if (!e && w->off >= 0)
                 sync_file_range(w->fd, w->off, (off_t)w->len[slot], SYNC_FILE_RANGE_WRITE);
             w->off += (off_t)w->len[slot];
@@ -485,7 +456,7 @@ long blcr_lzp_unpack(int in_fd, int out_fd, uint64_t raw_total, uint64_t *frame)
             break;
         }
         if (got < (ssize_t)sizeof h) {
-            int e = read_full(in_fd, h + got, sizeof h - (size_t)got);
+            int e = fdio_read_full(in_fd, h + got, sizeof h - (size_t)got);
             if (e) {
                 err = e == -ENODATA ? -ENODATA : e;
                 break;
@@ -502,14 +473,14 @@ long blcr_lzp_unpack(int in_fd, int out_fd, uint64_t raw_total, uint64_t *frame)
             err = -EBADMSG;
             break;
         }
-        err = read_full(in_fd, raw ? out : in, payload);
+        err = fdio_read_full(in_fd, raw ? out : in, payload);
         if (err)
             break;
         if (!raw && lzp_decompress(in, payload, out, LZP_FRAME) != (long)raw_len) {
             err = -EBADMSG;
             break;
         }
-        err = write_all(out_fd, out, raw_len);
+        err = fdio_write_all(out_fd, out, raw_len);
         if (err)
             break;
         done += raw_len;

@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fdio.h"
 #include "lzpack.h"
 #include "pagemap.h"
 
@@ -389,21 +390,6 @@ static int kv_str(struct buf *b, const char *k, const char *v) { return key(b, k
 static int kv_raw(struct buf *b, const char *k, const char *v) { return key(b, k) < 0 ? -1 : puts_(b, v); }
 
 /* -- raw I/O ---------------------------------------------------------------------------------- */
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n > (1UL << 30) ? (1UL << 30) : n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* The whole of a (/proc) file into b (replacing its content); -1 with the error recorded. */
 static int read_file(const char *path, struct buf *b)
@@ -1390,7 +1376,7 @@ static int store(struct page_writer *w, const unsigned char *p, size_t n)
         done += take;
         w->pos += take;
     }
-    int e = write_all(w->fd, p, n);
+    int e = fdio_write_all(w->fd, p, n);
     if (e < 0)
         return fail_errno("writing pages.img", -e);
     if (w->writeback && w->pos - w->synced >= WRITEBACK) {
@@ -1506,7 +1492,7 @@ static int write_whole(int dirfd, const char *name, const void *p, size_t n)
     int fd = open_out(dirfd, name);
     if (fd < 0)
         return -1;
-    int e = write_all(fd, p, n);
+    int e = fdio_write_all(fd, p, n);
     close_out(fd);
     return e < 0 ? fail("writing %s: %s", name, errname(-e)) : 0;
 }
@@ -1764,7 +1750,7 @@ static void reply(int conn, const char *json)
         n = sizeof line - 2;
     memcpy(line, json, n);
     line[n++] = '\n';
-    (void)write_all(conn, line, n);
+    (void)fdio_write_all(conn, line, n);
 }
 
 static void progress(int conn, const char *msg)
@@ -1786,7 +1772,7 @@ static void finish_restart_program(void)
     if (munmap((void *)R.area, R.area_len) < 0) {
         char msg[96];
         int n = snprintf(msg, sizeof msg, "mtcp: unmapping the restart program: %s\n", errname(errno));
-        (void)write_all(2, msg, (size_t)n);
+        (void)fdio_write_all(2, msg, (size_t)n);
     }
     if (R.exe_fd >= 0) { /* /proc/PID/exe: the program's again, now that the restarter is gone */
         R.mm_map[11] = (uint64_t)R.auxv;
@@ -1816,10 +1802,10 @@ static void back_from_restart(void)
     if (make_socket() < 0) {
         char msg[700];
         int n = snprintf(msg, sizeof msg, "mtcp: process %d restored, but %s\n", K.pid, K.err);
-        (void)write_all(2, msg, (size_t)n);
+        (void)fdio_write_all(2, msg, (size_t)n);
     }
     if (r.area_len) { /* opal-restart waits for this word: the process runs */
-        (void)write_all((int)r.err_fd, "OK", 2);
+        (void)fdio_write_all((int)r.err_fd, "OK", 2);
         close((int)r.err_fd);
         if (r.stop)
             kill(K.pid, SIGSTOP);
@@ -1911,7 +1897,7 @@ static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *cod
         if (rep.rc == 0)
             rep.rc = write_json(P, dirfd);
         memcpy(rep.err, K.err, sizeof rep.err);
-        int e = write_all(p[1], &rep, sizeof rep);
+        int e = fdio_write_all(p[1], &rep, sizeof rep);
         for (;;)
             syscall(SYS_exit_group, rep.rc == 0 && e == 0 ? 0 : 1);
     }
