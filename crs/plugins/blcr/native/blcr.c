@@ -327,15 +327,12 @@ long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long 
                 break;
             }
             for (size_t done = 0; done < n;) { /* along chunk boundaries of the output */
-                uint64_t idx = *pos / chunk, in_chunk = *pos % chunk;
-                size_t take = n - done;
-                if (take > chunk - in_chunk)
-                    take = chunk - in_chunk;
-                if ((long)idx >= ncrcs) {
+                if ((long)(*pos / chunk) >= ncrcs) {
                     err = -ENOSPC;
                     break;
                 }
-                crcs[idx] = crc32c(in_chunk ? crcs[idx] : 0, buf + done, take);
+                size_t take = crc32c_chunk_step(&crcs[*pos / chunk], *pos, chunk, buf + done,
+                                                n - done);
                 done += take;
                 *pos += take;
             }

@@ -1362,17 +1362,13 @@ struct page_writer {
 static int store(struct page_writer *w, const unsigned char *p, size_t n)
 {
     for (size_t done = 0; done < n;) {
-        uint64_t idx = w->pos / CHUNK, in = w->pos % CHUNK;
-        size_t take = n - done;
-        if (take > CHUNK - in)
-            take = CHUNK - in;
-        if (in == 0) {
+        if (w->pos % CHUNK == 0) {
             uint32_t z = 0;
             if (put(w->crcs, &z, 4) < 0)
                 return -1;
         }
-        uint32_t *c = (uint32_t *)w->crcs->p + idx;
-        *c = crc32c(in ? *c : 0, p + done, take);
+        size_t take = crc32c_chunk_step((uint32_t *)w->crcs->p + w->pos / CHUNK, w->pos, CHUNK,
+                                        p + done, n - done);
         done += take;
         w->pos += take;
     }

@@ -237,10 +237,7 @@ struct check {
 static void check_bytes(struct check *k, const unsigned char *p, u64 n)
 {
     while (n) {
-        u64 in = k->pos % k->chunk, take = k->chunk - in;
-        if (take > n)
-            take = n;
-        k->crc = crc32c(in ? k->crc : 0, p, take);
+        u64 take = crc32c_chunk_step(&k->crc, k->pos, k->chunk, p, n);
         k->pos += take;
         p += take;
         n -= take;
