@@ -15,6 +15,7 @@
 #include "fdio.h"
 #include "lzpack.h"
 #include "pagemap.h"
+#include "stub.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -573,18 +574,8 @@ struct blcr_stub_plan {
 static void stub_fail(int fd, const char *what, int err)
 {
     char msg[160];
-    size_t n = strlen(what);
-    if (n > 120)
-        n = 120;
-    memcpy(msg, what, n);
-    int e = err, len = (int)n;
-    msg[len++] = ':';
-    char digits[12];
-    int d = 0;
-    do { digits[d++] = (char)('0' + e % 10); e /= 10; } while (e && d < 11);
-    while (d)
-        msg[len++] = digits[--d];
-    (void)!write(fd, msg, (size_t)len);
+    size_t n = stub_failure(msg, what, 120, err);
+    (void)!write(fd, msg, n);
     _exit(127);
 }
 
@@ -643,13 +634,9 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
     if (p->session == 2 && setpgid(0, 0) < 0)
         stub_fail(errfd, "setpgid", errno);
     umask((mode_t)p->umask);
-    for (int sig = 1; sig <= 64; sig++) {
-        const uint64_t *a = p->sigactions + 4 * (sig - 1);
-        if (sig == SIGKILL || sig == SIGSTOP)
-            continue;
-        if (syscall(SYS_rt_sigaction, sig, a, NULL, 8) < 0 && sig < 32)
-            stub_fail(errfd, "rt_sigaction", errno);
-    }
+    long r = stub_set_sigactions(p->sigactions);
+    if (r < 0)
+        stub_fail(errfd, "rt_sigaction", (int)-r);
     if (!p->exec_path) {
         void *code = mmap((void *)p->code_addr, p->code_len, PROT_READ | PROT_WRITE | PROT_EXEC,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);

@@ -29,6 +29,7 @@
 
 #include "crc32c.h"
 #include "lzpack.h"
+#include "stub.h"
 
 #define PAGE 4096UL
 #define STACK_SIZE (256UL << 10)
@@ -123,21 +124,7 @@ struct resume {
 
 /* -- system calls, and the few library functions the compiler may call ---------------------- */
 
-static long sys6(long n, long a, long b, long c, long d, long e, long f)
-{
-    register long r10 __asm__("r10") = d;
-    register long r8 __asm__("r8") = e;
-    register long r9 __asm__("r9") = f;
-    long ret;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
-#define sys(n, ...) sys_n(n, __VA_ARGS__, 0, 0, 0, 0, 0, 0)
-#define sys_n(n, a, b, c, d, e, f, ...) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), \
-                                             (long)(e), (long)(f))
+#define sys stub_syscall /* sys(NR, args...), as everywhere in this program */
 
 void *memcpy(void *d, const void *s, size_t n)
 {
@@ -165,32 +152,11 @@ void *memset(void *d, int c, size_t n)
 static const struct plan *P;
 static i64 err_fd = -1;
 
-static size_t slen(const char *s)
-{
-    size_t n = 0;
-    while (s[n])
-        n++;
-    return n;
-}
-
 /* "what:errno" to the error pipe (opal-restart names the errno), then exit. */
 static void __attribute__((noreturn)) die(const char *what, long err)
 {
     char msg[256];
-    size_t n = slen(what);
-    if (n > 200)
-        n = 200;
-    memcpy(msg, what, n);
-    msg[n++] = ':';
-    char digits[24];
-    int d = 0;
-    unsigned long e = (unsigned long)(err < 0 ? -err : err);
-    do {
-        digits[d++] = (char)('0' + e % 10);
-        e /= 10;
-    } while (e);
-    while (d)
-        msg[n++] = digits[--d];
+    size_t n = stub_failure(msg, what, 200, err);
     if (err_fd >= 0)
         sys(NR_write, err_fd, msg, n);
     for (;;)
@@ -519,14 +485,8 @@ static void process_state(struct resume *r)
     mm[12] = P->auxv_len | (0xffffffffULL << 32);
     must(sys(NR_prctl, PR_SET_MM, PR_SET_MM_MAP, mm, sizeof r->mm_map, 0), "prctl(PR_SET_MM_MAP)");
     sys(NR_personality, P->personality);
-    const u64 *sa = (const void *)((const char *)P + P->sigactions);
-    for (int sig = 1; sig <= 64; sig++, sa += 4) {
-        if (sig == 9 || sig == 19)
-            continue;
-        long r = sys(NR_rt_sigaction, sig, sa, 0, 8);
-        if (r < 0 && sig < 32)
-            die("restoring signal actions (rt_sigaction)", r);
-    }
+    must(stub_set_sigactions((const void *)((const char *)P + P->sigactions)),
+         "restoring signal actions (rt_sigaction)");
     const i64 *it = (const void *)((const char *)P + P->itimers);
     for (int w = 0; w < 3; w++, it += 4)
         if (it[2] || it[3])
