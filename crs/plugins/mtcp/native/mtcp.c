@@ -60,6 +60,7 @@
 #include "fdio.h"
 #include "lzpack.h"
 #include "pagemap.h"
+#include "resume.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define PAGE 4096UL
@@ -150,19 +151,8 @@ static struct {
     char err[600];
 } K = {.listen_fd = -1};
 
-/* Filled by the restart program (native/restart.c) in a restored process: its own memory, which
- * it cannot unmap while it runs, the descriptors it leaves to us, and how many threads must be back
- * in our code before that memory may go. All zero but the magic in a process that runs as it was
- * started, or that the ptrace restorer rebuilt. */
-#define RESUME_MAGIC 0x4d5553527063746dULL /* "mtcpRSUM", as restart.c checks */
-static struct mtcp_resume {
-    uint64_t magic, area, area_len;
-    int64_t exe_fd, err_fd, expect, stop;
-    int32_t back, pad;
-    /* struct prctl_mm_map as the program set it, and the auxv it points to: set again with the
-     * executable once the program's own file is no longer mapped (the kernel insists) */
-    uint64_t mm_map[13], auxv[64];
-} R = {.magic = RESUME_MAGIC};
+/* The resume record (resume.h), filled by the restart program in a restored process. */
+static struct mtcp_resume R = {.magic = RESUME_MAGIC};
 
 /* descriptors of the kernel itself, never part of the image */
 static int own_fds[16];

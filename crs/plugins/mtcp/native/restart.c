@@ -16,7 +16,7 @@
  * signal handler gets its own mask back from its signal frame when it returns from the handler.
  *
  * The program cannot unmap itself while it runs, so it leaves that to the restored kernel: it
- * fills the kernel's resume record (struct mtcp_resume in mtcp.c, at the address image.json
+ * fills the kernel's resume record (struct mtcp_resume in resume.h, at the address image.json
  * gives) with its area, the descriptors to close and the number of threads to wait for; the
  * restored manager thread waits until every thread is back in the kernel's code, unmaps the
  * area, and tells opal-restart on the error pipe that the process runs ("OK").
@@ -31,11 +31,12 @@
 #include "lzpack.h"
 #include "stub.h"
 
+#include "resume.h"
+
 #define PAGE 4096UL
 #define STACK_SIZE (256UL << 10)
 #define THREAD_STACK (64UL << 10)
 #define PLAN_MAGIC 0x3150527372637970ULL   /* "pycrsRP1" (restart.py) */
-#define RESUME_MAGIC 0x4d5553527063746dULL /* "mtcpRSUM" (struct mtcp_resume in mtcp.c) */
 #define TOP 0x7ffffffff000UL
 #define THREAD_FLAGS (0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000) /* VM FS FILES SIGHAND THREAD SYSVSEM */
 #define CLONE_CHILD_CLEARTID 0x00200000
@@ -112,14 +113,6 @@ struct plan_thread {
     i64 nice, has_nice;
     u64 rbx, rbp, r12, r13, r14, r15, rsp, rip; /* the capture point */
     u64 xstate, xstate_len;                     /* offset in the plan (64-byte aligned) */
-};
-
-/* the kernel's record in the restored memory (struct mtcp_resume in mtcp.c) */
-struct resume {
-    u64 magic, area, area_len;
-    i64 exe_fd, err_fd, expect, stop;
-    int32_t back, pad;
-    u64 mm_map[13], auxv[64];
 };
 
 /* -- system calls, and the few library functions the compiler may call ---------------------- */
@@ -473,7 +466,7 @@ static void protect_memory(void)
 
 /* mm fields and auxv; the executable is left to the restored kernel (kept in r for it), as the
  * kernel will not swap it while this program's file is mapped */
-static void process_state(struct resume *r)
+static void process_state(struct mtcp_resume *r)
 {
     u64 *mm = r->mm_map; /* struct prctl_mm_map: 11 fields, auxv, auxv_size and exe_fd */
     for (int i = 0; i < 11; i++)
@@ -595,7 +588,7 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
     }
     protect_memory();
     /* the kernel's record: what the restored manager finishes for us */
-    struct resume *r = (struct resume *)P->resume;
+    struct mtcp_resume *r = (struct mtcp_resume *)P->resume;
     if (!P->resume || r->magic != RESUME_MAGIC)
         die("the image has no mtcp resume record where image.json says", EPROTO);
     process_state(r);
