@@ -1,96 +1,40 @@
-/* mtcp: the in-process checkpoint kernel of pycrs.
- *
- * A plain shared library, with no Python in it: preloaded into any dynamically linked program
- * (LD_PRELOAD) or loaded by ctypes into a Python process. Its constructor starts a manager thread
- * (every signal blocked in it) that serves requests on a private Unix socket,
- * <control dir>/mtcp-<PID>.sock, one JSON line per request, JSON-line events in reply.
- *
- * A checkpoint: the manager signals every other thread (tgkill, MTCP_SIGNAL); each saves what
- * only it can read about itself (XSAVE state, fs/gs bases, signal mask, alternate stack, tid
- * address, robust list, rseq area, name), records a capture point (callee-saved registers, stack
- * pointer, return address) and waits on a futex. The manager records its own capture point, then
- * writes the image in the format of the blcr component (image.json, pages.img with a CRC-32C per
- * MiB in pages.crc, data files per descriptor or shared memory object), and releases the threads.
- *
- * A restored thread starts at its capture point with 1 as the capture's result (0 the first
- * time), waits for the manager, and returns from the signal handler: sigreturn puts back the
- * context the signal interrupted, FPU state included, from the signal frame restored with the
- * stack. The restored manager makes its socket again and releases the threads.
- *
- * While threads are held the manager calls no libc function that can take a lock another thread
- * may hold (no malloc, no stdio): raw system calls, buffers of its own from mmap, left out of the
- * image. Errors name the step and the errno. x86-64 Linux only.
- */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+/* mtcp kernel: start-up and life cycle. The constructor checks for XSAVE, takes the kernel's
+ * signal, makes the control socket and starts the manager thread; a forked child has no kernel;
+ * the two functions the library exports say whether it serves. Also the kernel's state, its
+ * record of errors and the descriptors it holds itself. The whole picture is in kernel.h. */
+#include "kernel.h"
+
 #include <cpuid.h>
 #include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <linux/futex.h>
 #include <nmmintrin.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
-#include <sys/un.h>
 #include <sys/user.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "crc32c.h"
-#include "fdio.h"
-#include "lzpack.h"
 #include "pagemap.h"
-#include "resume.h"
+#include "../resume.h"
 
-#define EXPORT __attribute__((visibility("default")))
-#define PAGE 4096UL
-#define CHUNK (1UL << 20)
-#define MAX_THREADS 4096
-#define XSTATE_MAX (16 * 1024)
-#define FORMAT "pycrs-process-image 1"
 #define STOP_TIMEOUT_MS 10000
 #define ARCH_GET_FS 0x1003
 #define ARCH_GET_GS 0x1004
 #define KCMP_FILE 0
 #define RSEQ_SIG 0x53053053
 
-/* The compressor's buffers: a frame, its compressed form behind a header, the workspace. */
-#define CODEC_OUT ((LZP_FRAME + LZP_FRAME / 64 + 2 * PAGE) & ~(PAGE - 1))
-#define CODEC_LEN (LZP_FRAME + CODEC_OUT + LZP_WORKSPACE)
-
 /* glibc 2.35+: where this thread's rseq area is, relative to the thread pointer */
 extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
 
-/* -- capture points ------------------------------------------------------------------------- */
-
-struct ctx {
-    uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
-};
-
-/* setjmp-like: records the callee-saved registers, the stack pointer after the return and the
- * return address; returns 0. A restored thread starts at that return address with rax = 1. */
-int mtcp_capture(struct ctx *c) __attribute__((returns_twice));
 __asm__(".text\n"
         ".globl mtcp_capture\n"
         ".hidden mtcp_capture\n"
@@ -110,61 +54,30 @@ __asm__(".text\n"
         "  ret\n"
         ".size mtcp_capture, .-mtcp_capture\n");
 
-/* What a thread records about itself at its capture point. */
-struct slot {
-    int tid;
-    int parked; /* 1 once captured; 2: gone (ended before it stopped) */
-    struct ctx ctx;
-    uint64_t fs_base, gs_base, cs, ss, fs, gs;
-    uint64_t sigmask, tid_address, robust_head, robust_len;
-    uint64_t rseq_ptr, rseq_size;
-    uint64_t alt_sp, alt_size;
-    int alt_flags, nice;
-    char comm[17];
-    uint64_t affinity[16];
-    int ncpus_words;
-    unsigned char *xstate; /* 64-byte aligned, xstate_size bytes */
-};
-
-/* -- kernel state ----------------------------------------------------------------------------- */
-
-static struct {
-    int pid;
-    int sig;
-    int listen_fd;
-    int manager_tid;
-    int ready;
-    char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    uint64_t xmask;
-    uint32_t xsize;
-    /* a checkpoint in progress */
-    volatile int active;
-    int go;     /* futex: 0 while threads are held */
-    int parked; /* futex: count of captured threads */
-    struct slot *slots;
-    int nslots;
-    struct slot manager;
-    unsigned char *pool;
-    size_t pool_len;
-    unsigned char *codec; /* the compressor's buffers (CODEC_LEN) */
-    int restarts;
-    char err[600];
-} K = {.listen_fd = -1};
+struct mtcp_kernel mtcp = {.listen_fd = -1};
 
 /* The resume record (resume.h), filled by the restart program in a restored process. */
 static struct mtcp_resume R = {.magic = RESUME_MAGIC};
+
+void mtcp_resume_thread_back(void)
+{
+    __atomic_add_fetch(&R.back, 1, __ATOMIC_ACQ_REL);
+    sys_futex(&R.back, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+uint64_t mtcp_resume_address(void) { return (uint64_t)&R; }
 
 /* descriptors of the kernel itself, never part of the image */
 static int own_fds[16];
 static int n_own;
 
-static void own_add(int fd)
+void mtcp_own_add(int fd)
 {
     if (fd >= 0 && n_own < 16)
         own_fds[n_own++] = fd;
 }
 
-static void own_del(int fd)
+void mtcp_own_del(int fd)
 {
     for (int i = 0; i < n_own; i++)
         if (own_fds[i] == fd) {
@@ -173,7 +86,7 @@ static void own_del(int fd)
         }
 }
 
-static int is_own(int fd)
+int mtcp_is_own(int fd)
 {
     for (int i = 0; i < n_own; i++)
         if (own_fds[i] == fd)
@@ -181,65 +94,38 @@ static int is_own(int fd)
     return 0;
 }
 
+void mtcp_own_forget(void) { n_own = 0; }
+
 /* Descriptors a request leaves out of the image: the process makes them again itself after a
  * restore (an MPI rank's launcher connection); the restored process runs without them. */
-static int omit_fds[64], n_omit;
-static int is_omitted(int fd)
+static int is_omitted(const struct request *q, int fd)
 {
-    for (int i = 0; i < n_omit; i++)
-        if (omit_fds[i] == fd)
+    for (int i = 0; i < q->n_omit; i++)
+        if (q->omit_fds[i] == fd)
             return 1;
     return 0;
 }
 
-static long sys_futex(int *addr, int op, int val, const struct timespec *ts)
+int mtcp_fail(const char *fmt, ...)
 {
-    return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
-}
-
-static int gettid_(void) { return (int)syscall(SYS_gettid); }
-
-static const char *errname(int e)
-{
-    const char *d = strerrordesc_np(e);
-    return d ? d : "unknown error";
-}
-
-/* Record the failure (the first one wins); always returns -1. */
-static int fail(const char *fmt, ...)
-{
-    if (K.err[0])
+    if (mtcp.err[0])
         return -1;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(K.err, sizeof K.err, fmt, ap);
+    vsnprintf(mtcp.err, sizeof mtcp.err, fmt, ap);
     va_end(ap);
     return -1;
 }
 
-static int fail_errno(const char *step, int e)
+int mtcp_fail_errno(const char *step, int e)
 {
-    return fail("%s: %s", step, errname(e));
+    return mtcp_fail("%s: %s", step, errname(e));
 }
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* -- buffers of the kernel's own (mmap, left out of the image) ------------------------------- */
-
-struct buf {
-    char *p;
-    size_t len, cap;
-};
 
 #define MAX_BUFS 16
 static struct buf *bufs[MAX_BUFS];
 
-static int buf_reserve(struct buf *b, size_t more)
+int mtcp_buf_reserve(struct buf *b, size_t more)
 {
     if (b->len + more <= b->cap)
         return 0;
@@ -249,7 +135,7 @@ static int buf_reserve(struct buf *b, size_t more)
     void *p = b->p ? mremap(b->p, b->cap, cap, MREMAP_MAYMOVE)
                    : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
-        return fail_errno("allocating a buffer", errno);
+        return mtcp_fail_errno("allocating a buffer", errno);
     if (!b->p) {
         for (int i = 0; i < MAX_BUFS; i++)
             if (!bufs[i]) {
@@ -262,7 +148,7 @@ static int buf_reserve(struct buf *b, size_t more)
     return 0;
 }
 
-static void buf_free(struct buf *b)
+void mtcp_buf_free(struct buf *b)
 {
     if (b->p)
         munmap(b->p, b->cap);
@@ -273,9 +159,26 @@ static void buf_free(struct buf *b)
     b->len = b->cap = 0;
 }
 
-static int put(struct buf *b, const void *s, size_t n)
+int mtcp_buf_range(int i, uint64_t *lo, uint64_t *hi)
 {
-    if (buf_reserve(b, n + 1) < 0)
+    for (int j = 0; j < MAX_BUFS; j++)
+        if (bufs[j] && bufs[j]->p && i-- == 0) {
+            *lo = (uint64_t)bufs[j]->p;
+            *hi = *lo + bufs[j]->cap;
+            return 1;
+        }
+    return 0;
+}
+
+void mtcp_bufs_forget(void)
+{
+    for (int i = 0; i < MAX_BUFS; i++)
+        bufs[i] = NULL;
+}
+
+int mtcp_put(struct buf *b, const void *s, size_t n)
+{
+    if (mtcp_buf_reserve(b, n + 1) < 0)
         return -1;
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -283,9 +186,9 @@ static int put(struct buf *b, const void *s, size_t n)
     return 0;
 }
 
-static int puts_(struct buf *b, const char *s) { return put(b, s, strlen(s)); }
+int mtcp_puts(struct buf *b, const char *s) { return mtcp_put(b, s, strlen(s)); }
 
-static int put_i64(struct buf *b, int64_t v)
+int mtcp_put_i64(struct buf *b, int64_t v)
 {
     char t[24];
     int n = 0;
@@ -299,10 +202,10 @@ static int put_i64(struct buf *b, int64_t v)
     char o[24];
     for (int i = 0; i < n; i++)
         o[i] = t[n - 1 - i];
-    return put(b, o, (size_t)n);
+    return mtcp_put(b, o, (size_t)n);
 }
 
-static int put_u64(struct buf *b, uint64_t u)
+int mtcp_put_u64(struct buf *b, uint64_t u)
 {
     char t[24], o[24];
     int n = 0;
@@ -312,13 +215,13 @@ static int put_u64(struct buf *b, uint64_t u)
     } while (u);
     for (int i = 0; i < n; i++)
         o[i] = t[n - 1 - i];
-    return put(b, o, (size_t)n);
+    return mtcp_put(b, o, (size_t)n);
 }
 
-static int put_hex(struct buf *b, const void *data, size_t n)
+int mtcp_put_hex(struct buf *b, const void *data, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
-    if (buf_reserve(b, 2 * n + 1) < 0)
+    if (mtcp_buf_reserve(b, 2 * n + 1) < 0)
         return -1;
     const unsigned char *p = data;
     for (size_t i = 0; i < n; i++) {
@@ -330,10 +233,10 @@ static int put_hex(struct buf *b, const void *data, size_t n)
 }
 
 /* A JSON string of n bytes (UTF-8 passed through, control characters escaped). */
-static int put_str(struct buf *b, const char *s, size_t n)
+int mtcp_put_str(struct buf *b, const char *s, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
-    if (buf_reserve(b, 6 * n + 3) < 0)
+    if (mtcp_buf_reserve(b, 6 * n + 3) < 0)
         return -1;
     b->p[b->len++] = '"';
     for (size_t i = 0; i < n; i++) {
@@ -355,41 +258,56 @@ static int put_str(struct buf *b, const char *s, size_t n)
     return 0;
 }
 
-static int put_cstr(struct buf *b, const char *s) { return put_str(b, s, strlen(s)); }
+int mtcp_put_cstr(struct buf *b, const char *s) { return mtcp_put_str(b, s, strlen(s)); }
 
 /* "key": */
-static int key(struct buf *b, const char *k)
+int mtcp_key(struct buf *b, const char *k)
 {
-    if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[' && puts_(b, ",") < 0)
+    if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[' && mtcp_puts(b, ",") < 0)
         return -1;
-    if (put_cstr(b, k) < 0)
+    if (mtcp_put_cstr(b, k) < 0)
         return -1;
-    return puts_(b, ":");
+    return mtcp_puts(b, ":");
 }
 
-static int sep(struct buf *b)
+int mtcp_sep(struct buf *b)
 {
     if (b->len && b->p[b->len - 1] != '{' && b->p[b->len - 1] != '[')
-        return puts_(b, ",");
+        return mtcp_puts(b, ",");
     return 0;
 }
 
-static int kv_i64(struct buf *b, const char *k, int64_t v) { return key(b, k) < 0 ? -1 : put_i64(b, v); }
-static int kv_u64(struct buf *b, const char *k, uint64_t v) { return key(b, k) < 0 ? -1 : put_u64(b, v); }
-static int kv_str(struct buf *b, const char *k, const char *v) { return key(b, k) < 0 ? -1 : put_cstr(b, v); }
-static int kv_raw(struct buf *b, const char *k, const char *v) { return key(b, k) < 0 ? -1 : puts_(b, v); }
+int mtcp_kv_i64(struct buf *b, const char *k, int64_t v)
+{
+    return mtcp_key(b, k) < 0 ? -1 : mtcp_put_i64(b, v);
+}
+
+int mtcp_kv_u64(struct buf *b, const char *k, uint64_t v)
+{
+    return mtcp_key(b, k) < 0 ? -1 : mtcp_put_u64(b, v);
+}
+
+int mtcp_kv_str(struct buf *b, const char *k, const char *v)
+{
+    return mtcp_key(b, k) < 0 ? -1 : mtcp_put_cstr(b, v);
+}
+
+int mtcp_kv_raw(struct buf *b, const char *k, const char *v)
+{
+    return mtcp_key(b, k) < 0 ? -1 : mtcp_puts(b, v);
+}
 
 /* -- raw I/O ---------------------------------------------------------------------------------- */
 
 /* The whole of a (/proc) file into b (replacing its content); -1 with the error recorded. */
-static int read_file(const char *path, struct buf *b)
+int mtcp_read_file(const char *path, struct buf *b)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail("reading %s: %s", path, errname(errno));
+        return mtcp_fail("reading %s: %s", path, errname(errno));
     b->len = 0;
     for (;;) {
-        if (buf_reserve(b, 65536) < 0) {
+        if (mtcp_buf_reserve(b, 65536) < 0) {
             close(fd);
             return -1;
         }
@@ -399,7 +317,7 @@ static int read_file(const char *path, struct buf *b)
         if (n < 0) {
             int e = errno;
             close(fd);
-            return fail("reading %s: %s", path, errname(e));
+            return mtcp_fail("reading %s: %s", path, errname(e));
         }
         if (n == 0)
             break;
@@ -410,21 +328,21 @@ static int read_file(const char *path, struct buf *b)
     return 0;
 }
 
-static int readlink_(const char *path, char *out, size_t cap)
+int mtcp_readlink(const char *path, char *out, size_t cap)
 {
     ssize_t n = readlink(path, out, cap - 1);
     if (n < 0)
-        return fail("reading link %s: %s", path, errname(errno));
+        return mtcp_fail("reading link %s: %s", path, errname(errno));
     out[n] = 0;
     return (int)n;
 }
 
 /* Numbers in a directory of /proc (tasks, descriptors) into out; returns the count or -1. */
-static int list_numbers(const char *path, int *out, int max)
+int mtcp_list_numbers(const char *path, int *out, int max)
 {
     int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
-        return fail("listing %s: %s", path, errname(errno));
+        return mtcp_fail("listing %s: %s", path, errname(errno));
     char d[8192];
     int n = 0;
     for (;;) {
@@ -432,7 +350,7 @@ static int list_numbers(const char *path, int *out, int max)
         if (got < 0) {
             int e = errno;
             close(dfd);
-            return fail("listing %s: %s", path, errname(e));
+            return mtcp_fail("listing %s: %s", path, errname(e));
         }
         if (got == 0)
             break;
@@ -465,11 +383,11 @@ static int list_numbers(const char *path, int *out, int max)
 static void xsave_here(unsigned char *area)
 {
     memset(area + 512, 0, 64); /* the XSAVE header: XSAVE writes XSTATE_BV only */
-    uint32_t lo = (uint32_t)K.xmask, hi = (uint32_t)(K.xmask >> 32);
+    uint32_t lo = (uint32_t)mtcp.xmask, hi = (uint32_t)(mtcp.xmask >> 32);
     __asm__ volatile("xsave64 (%0)" : : "r"(area), "a"(lo), "d"(hi) : "memory");
 }
 
-static void record_self(struct slot *s)
+void mtcp_record_self(struct slot *s)
 {
     uint64_t v = 0;
     syscall(SYS_arch_prctl, ARCH_GET_FS, &s->fs_base);
@@ -517,44 +435,43 @@ static void record_self(struct slot *s)
     s->nice = pr >= 0 ? 20 - (int)pr : 0;
     long n = syscall(SYS_sched_getaffinity, 0, sizeof s->affinity, s->affinity);
     s->ncpus_words = n > 0 ? (int)(n / 8) : 0;
+    xsave_here(s->xstate);
 }
 
 static void wait_go(void)
 {
-    while (__atomic_load_n(&K.go, __ATOMIC_ACQUIRE) == 0)
-        sys_futex(&K.go, FUTEX_WAIT_PRIVATE, 0, NULL);
+    while (__atomic_load_n(&mtcp.go, __ATOMIC_ACQUIRE) == 0)
+        sys_futex(&mtcp.go, FUTEX_WAIT_PRIVATE, 0, NULL);
 }
 
-static void on_signal(int sig, siginfo_t *si, void *uc)
+void mtcp_on_signal(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
     (void)uc;
     int saved = errno;
-    if (!K.active || si->si_code != SI_TKILL || si->si_pid != K.pid) {
+    if (!mtcp.active || si->si_code != SI_TKILL || si->si_pid != mtcp.pid) {
         errno = saved;
         return; /* not ours, or late: nothing to do */
     }
     int tid = gettid_();
     struct slot *s = NULL;
-    for (int i = 0; i < K.nslots; i++)
-        if (K.slots[i].tid == tid && K.slots[i].parked == 0) {
-            s = &K.slots[i];
+    for (int i = 0; i < mtcp.nslots; i++)
+        if (mtcp.slots[i].tid == tid && mtcp.slots[i].parked == 0) {
+            s = &mtcp.slots[i];
             break;
         }
     if (!s) {
         errno = saved;
         return;
     }
-    record_self(s);
-    xsave_here(s->xstate);
+    mtcp_record_self(s);
     if (mtcp_capture(&s->ctx) == 0) {
         __atomic_store_n(&s->parked, 1, __ATOMIC_RELEASE);
-        __atomic_add_fetch(&K.parked, 1, __ATOMIC_ACQ_REL);
-        sys_futex(&K.parked, FUTEX_WAKE_PRIVATE, 1, NULL);
+        __atomic_add_fetch(&mtcp.parked, 1, __ATOMIC_ACQ_REL);
+        sys_futex(&mtcp.parked, FUTEX_WAKE_PRIVATE, 1, NULL);
     } else {
         /* restored: off the restart program's code and stack from here on */
-        __atomic_add_fetch(&R.back, 1, __ATOMIC_ACQ_REL);
-        sys_futex(&R.back, FUTEX_WAKE_PRIVATE, 1, NULL);
+        mtcp_resume_thread_back();
     }
     /* first time: held until the image is written; restored: until the manager is back */
     wait_go();
@@ -576,9 +493,9 @@ static void sigblk_of(int tid, char *out, size_t n)
     struct buf b = {0};
     snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
     out[0] = 0;
-    char saved[sizeof K.err];
-    memcpy(saved, K.err, sizeof saved);
-    if (read_file(path, &b) == 0) {
+    char saved[sizeof mtcp.err];
+    memcpy(saved, mtcp.err, sizeof saved);
+    if (mtcp_read_file(path, &b) == 0) {
         char *l = strstr(b.p, "SigBlk:");
         if (l) {
             l += 7;
@@ -592,55 +509,55 @@ static void sigblk_of(int tid, char *out, size_t n)
             out[i] = 0;
         }
     }
-    memcpy(K.err, saved, sizeof saved);
-    buf_free(&b);
+    memcpy(mtcp.err, saved, sizeof saved);
+    mtcp_buf_free(&b);
 }
 
-static void release_threads(void)
+void mtcp_release_threads(void)
 {
-    __atomic_store_n(&K.go, 1, __ATOMIC_RELEASE);
-    sys_futex(&K.go, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
-    K.active = 0;
+    __atomic_store_n(&mtcp.go, 1, __ATOMIC_RELEASE);
+    sys_futex(&mtcp.go, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+    mtcp.active = 0;
 }
 
-static int stop_threads(void)
+int mtcp_stop_threads(void)
 {
     int tids[MAX_THREADS];
     double deadline = now() + STOP_TIMEOUT_MS / 1000.0;
     for (;;) {
-        int n = list_numbers("/proc/self/task", tids, MAX_THREADS);
+        int n = mtcp_list_numbers("/proc/self/task", tids, MAX_THREADS);
         if (n < 0)
             return -1;
         int fresh = 0;
         for (int i = 0; i < n; i++) {
-            int tid = tids[i], known = tid == K.manager_tid;
-            for (int j = 0; j < K.nslots && !known; j++)
-                known = K.slots[j].tid == tid;
+            int tid = tids[i], known = tid == mtcp.manager_tid;
+            for (int j = 0; j < mtcp.nslots && !known; j++)
+                known = mtcp.slots[j].tid == tid;
             if (known)
                 continue;
-            if (K.nslots >= MAX_THREADS)
-                return fail("more than %d threads", MAX_THREADS);
-            struct slot *s = &K.slots[K.nslots];
+            if (mtcp.nslots >= MAX_THREADS)
+                return mtcp_fail("more than %d threads", MAX_THREADS);
+            struct slot *s = &mtcp.slots[mtcp.nslots];
             memset(s, 0, sizeof *s);
             s->tid = tid;
-            s->xstate = K.pool + (size_t)K.nslots * XSTATE_MAX;
-            K.nslots++;
+            s->xstate = mtcp.pool + (size_t)mtcp.nslots * XSTATE_MAX;
+            mtcp.nslots++;
             fresh++;
-            if (syscall(SYS_tgkill, K.pid, tid, K.sig) < 0) {
+            if (syscall(SYS_tgkill, mtcp.pid, tid, mtcp.sig) < 0) {
                 if (errno == ESRCH) {
                     s->parked = 2;
                     continue;
                 }
-                return fail("signalling thread %d (tgkill): %s", tid, errname(errno));
+                return mtcp_fail("signalling thread %d (tgkill): %s", tid, errname(errno));
             }
         }
         if (!fresh && n > 0)
             return 0; /* every thread there is is held: none can start another */
         /* wait until every signalled thread is held (or gone) */
         for (;;) {
-            int want = 0, got = __atomic_load_n(&K.parked, __ATOMIC_ACQUIRE);
-            for (int j = 0; j < K.nslots; j++) {
-                struct slot *s = &K.slots[j];
+            int want = 0, got = __atomic_load_n(&mtcp.parked, __ATOMIC_ACQUIRE);
+            for (int j = 0; j < mtcp.nslots; j++) {
+                struct slot *s = &mtcp.slots[j];
                 if (__atomic_load_n(&s->parked, __ATOMIC_ACQUIRE) == 0 && !thread_alive(s->tid))
                     s->parked = 2;
                 want += s->parked != 2;
@@ -648,24 +565,24 @@ static int stop_threads(void)
             if (got >= want)
                 break;
             if (now() > deadline) {
-                for (int j = 0; j < K.nslots; j++)
-                    if (__atomic_load_n(&K.slots[j].parked, __ATOMIC_ACQUIRE) == 0) {
+                for (int j = 0; j < mtcp.nslots; j++)
+                    if (__atomic_load_n(&mtcp.slots[j].parked, __ATOMIC_ACQUIRE) == 0) {
                         char blk[40];
-                        sigblk_of(K.slots[j].tid, blk, sizeof blk);
-                        return fail("thread %d did not stop within %d s (blocked signals %s; "
-                                    "the kernel uses signal %d)", K.slots[j].tid,
-                                    STOP_TIMEOUT_MS / 1000, blk[0] ? blk : "?", K.sig);
+                        sigblk_of(mtcp.slots[j].tid, blk, sizeof blk);
+                        return mtcp_fail("thread %d did not stop within %d s (blocked signals %s; "
+                                         "the kernel uses signal %d)", mtcp.slots[j].tid,
+                                         STOP_TIMEOUT_MS / 1000, blk[0] ? blk : "?", mtcp.sig);
                     }
             }
             struct timespec ts = {0, 20 * 1000 * 1000};
-            sys_futex(&K.parked, FUTEX_WAIT_PRIVATE, got, &ts);
+            sys_futex(&mtcp.parked, FUTEX_WAIT_PRIVATE, got, &ts);
         }
     }
 }
 
 /* -- the image: process-wide state ------------------------------------------------------------ */
 
-static int put_thread(struct buf *b, struct slot *s)
+int mtcp_put_thread(struct buf *b, struct slot *s)
 {
     struct user_regs_struct r;
     memset(&r, 0, sizeof r);
@@ -686,38 +603,40 @@ static int put_thread(struct buf *b, struct slot *s)
     r.gs_base = s->gs_base;
     r.fs = s->fs;
     r.gs = s->gs;
-    if (sep(b) < 0 || puts_(b, "{") < 0 || kv_i64(b, "tid", s->tid) < 0 || key(b, "regs") < 0 ||
-        puts_(b, "\"") < 0 || put_hex(b, &r, sizeof r) < 0 || puts_(b, "\"") < 0 ||
-        key(b, "xstate") < 0 || puts_(b, "\"") < 0 || put_hex(b, s->xstate, K.xsize) < 0 ||
-        puts_(b, "\"") < 0 || kv_u64(b, "sigmask", s->sigmask) < 0 ||
-        kv_raw(b, "pending", "[]") < 0 || key(b, "altstack") < 0 || puts_(b, "[") < 0 ||
-        put_u64(b, s->alt_sp) < 0 || puts_(b, ",") < 0 || put_i64(b, s->alt_flags) < 0 ||
-        puts_(b, ",") < 0 || put_u64(b, s->alt_size) < 0 || puts_(b, "]") < 0 ||
-        kv_u64(b, "tid_address", s->tid_address) < 0 || key(b, "robust_list") < 0 ||
-        puts_(b, "[") < 0 || put_u64(b, s->robust_head) < 0 || puts_(b, ",") < 0 ||
-        put_u64(b, s->robust_len) < 0 || puts_(b, "]") < 0 || key(b, "rseq") < 0)
+    if (mtcp_sep(b) < 0 || mtcp_puts(b, "{") < 0 || mtcp_kv_i64(b, "tid", s->tid) < 0 ||
+        mtcp_key(b, "regs") < 0 || mtcp_puts(b, "\"") < 0 || mtcp_put_hex(b, &r, sizeof r) < 0 ||
+        mtcp_puts(b, "\"") < 0 || mtcp_key(b, "xstate") < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_put_hex(b, s->xstate, mtcp.xsize) < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_kv_u64(b, "sigmask", s->sigmask) < 0 || mtcp_kv_raw(b, "pending", "[]") < 0 ||
+        mtcp_key(b, "altstack") < 0 || mtcp_puts(b, "[") < 0 || mtcp_put_u64(b, s->alt_sp) < 0 ||
+        mtcp_puts(b, ",") < 0 || mtcp_put_i64(b, s->alt_flags) < 0 || mtcp_puts(b, ",") < 0 ||
+        mtcp_put_u64(b, s->alt_size) < 0 || mtcp_puts(b, "]") < 0 ||
+        mtcp_kv_u64(b, "tid_address", s->tid_address) < 0 || mtcp_key(b, "robust_list") < 0 ||
+        mtcp_puts(b, "[") < 0 || mtcp_put_u64(b, s->robust_head) < 0 || mtcp_puts(b, ",") < 0 ||
+        mtcp_put_u64(b, s->robust_len) < 0 || mtcp_puts(b, "]") < 0 || mtcp_key(b, "rseq") < 0)
         return -1;
     if (s->rseq_ptr) {
-        if (puts_(b, "[") < 0 || put_u64(b, s->rseq_ptr) < 0 || puts_(b, ",") < 0 ||
-            put_u64(b, s->rseq_size) < 0 || puts_(b, ",") < 0 || put_u64(b, RSEQ_SIG) < 0 ||
-            puts_(b, "]") < 0)
+        if (mtcp_puts(b, "[") < 0 || mtcp_put_u64(b, s->rseq_ptr) < 0 || mtcp_puts(b, ",") < 0 ||
+            mtcp_put_u64(b, s->rseq_size) < 0 || mtcp_puts(b, ",") < 0 ||
+            mtcp_put_u64(b, RSEQ_SIG) < 0 || mtcp_puts(b, "]") < 0)
             return -1;
-    } else if (puts_(b, "null") < 0) {
+    } else if (mtcp_puts(b, "null") < 0) {
         return -1;
     }
-    if (key(b, "comm") < 0 || puts_(b, "\"") < 0 || put_hex(b, s->comm, strlen(s->comm)) < 0 ||
-        puts_(b, "\"") < 0 || key(b, "affinity") < 0 || puts_(b, "[") < 0)
+    if (mtcp_key(b, "comm") < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_put_hex(b, s->comm, strlen(s->comm)) < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_key(b, "affinity") < 0 || mtcp_puts(b, "[") < 0)
         return -1;
     for (int w = 0; w < s->ncpus_words; w++)
         for (int bit = 0; bit < 64; bit++)
             if (s->affinity[w] >> bit & 1)
-                if (sep(b) < 0 || put_u64(b, (uint64_t)(w * 64 + bit)) < 0)
+                if (mtcp_sep(b) < 0 || mtcp_put_u64(b, (uint64_t)(w * 64 + bit)) < 0)
                     return -1;
-    return puts_(b, "]") < 0 || kv_i64(b, "nice", s->nice) < 0 ? -1 : puts_(b, "}");
+    return mtcp_puts(b, "]") < 0 || mtcp_kv_i64(b, "nice", s->nice) < 0 ? -1 : mtcp_puts(b, "}");
 }
 
 /* Field n (from 1, as in proc(5)) of /proc/self/stat */
-static int64_t stat_field(const char *stat, int n)
+int64_t mtcp_stat_field(const char *stat, int n)
 {
     const char *p = strrchr(stat, ')');
     if (!p)
@@ -732,43 +651,43 @@ static int64_t stat_field(const char *stat, int n)
     return strtoll(p, NULL, 10);
 }
 
-static int put_process(struct buf *b, struct buf *tmp)
+int mtcp_put_signals(struct buf *b, struct buf *tmp)
 {
     /* signal actions, as the kernel holds them */
-    if (key(b, "sigactions") < 0 || puts_(b, "[") < 0)
+    if (mtcp_key(b, "sigactions") < 0 || mtcp_puts(b, "[") < 0)
         return -1;
     for (int sig = 1; sig <= 64; sig++) {
         uint64_t a[4] = {0, 0, 0, 0};
         if (sig != SIGKILL && sig != SIGSTOP && syscall(SYS_rt_sigaction, sig, NULL, a, 8) < 0)
-            return fail_errno("reading signal actions (rt_sigaction)", errno);
-        if (sep(b) < 0 || puts_(b, "[") < 0)
+            return mtcp_fail_errno("reading signal actions (rt_sigaction)", errno);
+        if (mtcp_sep(b) < 0 || mtcp_puts(b, "[") < 0)
             return -1;
         for (int i = 0; i < 4; i++)
-            if ((i && puts_(b, ",") < 0) || put_u64(b, a[i]) < 0)
+            if ((i && mtcp_puts(b, ",") < 0) || mtcp_put_u64(b, a[i]) < 0)
                 return -1;
-        if (puts_(b, "]") < 0)
+        if (mtcp_puts(b, "]") < 0)
             return -1;
     }
-    if (puts_(b, "]") < 0 || key(b, "itimers") < 0 || puts_(b, "[") < 0)
+    if (mtcp_puts(b, "]") < 0 || mtcp_key(b, "itimers") < 0 || mtcp_puts(b, "[") < 0)
         return -1;
     for (int w = 0; w < 3; w++) {
         struct itimerval it;
         if (getitimer(w, &it) < 0)
-            return fail_errno("reading interval timers (getitimer)", errno);
+            return mtcp_fail_errno("reading interval timers (getitimer)", errno);
         int64_t v[4] = {it.it_interval.tv_sec, it.it_interval.tv_usec, it.it_value.tv_sec,
                         it.it_value.tv_usec};
-        if (sep(b) < 0 || puts_(b, "[") < 0)
+        if (mtcp_sep(b) < 0 || mtcp_puts(b, "[") < 0)
             return -1;
         for (int i = 0; i < 4; i++)
-            if ((i && puts_(b, ",") < 0) || put_i64(b, v[i]) < 0)
+            if ((i && mtcp_puts(b, ",") < 0) || mtcp_put_i64(b, v[i]) < 0)
                 return -1;
-        if (puts_(b, "]") < 0)
+        if (mtcp_puts(b, "]") < 0)
             return -1;
     }
     /* POSIX timers, from /proc/self/timers */
-    if (puts_(b, "]") < 0 || key(b, "posix_timers") < 0 || puts_(b, "[") < 0)
+    if (mtcp_puts(b, "]") < 0 || mtcp_key(b, "posix_timers") < 0 || mtcp_puts(b, "[") < 0)
         return -1;
-    if (read_file("/proc/self/timers", tmp) < 0)
+    if (mtcp_read_file("/proc/self/timers", tmp) < 0)
         return -1;
     for (char *l = tmp->p; l && *l;) {
         if (strncmp(l, "ID: ", 4) != 0) {
@@ -802,91 +721,88 @@ static int put_process(struct buf *b, struct buf *tmp)
         }
         struct itimerspec its;
         if (syscall(SYS_timer_gettime, (int)id, &its) < 0)
-            return fail("reading POSIX timer %ld (timer_gettime): %s", id, errname(errno));
-        if (sep(b) < 0 || puts_(b, "{") < 0 || kv_i64(b, "id", id) < 0 ||
-            kv_i64(b, "signo", signo) < 0 || kv_u64(b, "value", value) < 0 ||
-            kv_str(b, "notify", notify) < 0 || kv_i64(b, "target", target) < 0 ||
-            kv_i64(b, "clockid", clockid) < 0 || key(b, "interval") < 0 || puts_(b, "[") < 0 ||
-            put_i64(b, its.it_interval.tv_sec) < 0 || puts_(b, ",") < 0 ||
-            put_i64(b, its.it_interval.tv_nsec) < 0 || puts_(b, "]") < 0 ||
-            key(b, "remaining") < 0 || puts_(b, "[") < 0 || put_i64(b, its.it_value.tv_sec) < 0 ||
-            puts_(b, ",") < 0 || put_i64(b, its.it_value.tv_nsec) < 0 || puts_(b, "]}") < 0)
+            return mtcp_fail("reading POSIX timer %ld (timer_gettime): %s", id, errname(errno));
+        if (mtcp_sep(b) < 0 || mtcp_puts(b, "{") < 0 || mtcp_kv_i64(b, "id", id) < 0 ||
+            mtcp_kv_i64(b, "signo", signo) < 0 || mtcp_kv_u64(b, "value", value) < 0 ||
+            mtcp_kv_str(b, "notify", notify) < 0 || mtcp_kv_i64(b, "target", target) < 0 ||
+            mtcp_kv_i64(b, "clockid", clockid) < 0 || mtcp_key(b, "interval") < 0 ||
+            mtcp_puts(b, "[") < 0 || mtcp_put_i64(b, its.it_interval.tv_sec) < 0 ||
+            mtcp_puts(b, ",") < 0 || mtcp_put_i64(b, its.it_interval.tv_nsec) < 0 ||
+            mtcp_puts(b, "]") < 0 || mtcp_key(b, "remaining") < 0 || mtcp_puts(b, "[") < 0 ||
+            mtcp_put_i64(b, its.it_value.tv_sec) < 0 || mtcp_puts(b, ",") < 0 ||
+            mtcp_put_i64(b, its.it_value.tv_nsec) < 0 || mtcp_puts(b, "]}") < 0)
             return -1;
     }
-    if (puts_(b, "]") < 0 || kv_u64(b, "brk", (uint64_t)syscall(SYS_brk, 0)) < 0 ||
-        kv_i64(b, "personality", personality(0xffffffff)) < 0 ||
-        kv_raw(b, "shared_pending", "[]") < 0)
+    return mtcp_puts(b, "]");
+}
+
+int mtcp_put_process(struct buf *b, struct buf *tmp)
+{
+    if (mtcp_put_signals(b, tmp) < 0)
+        return -1;
+    if (mtcp_kv_u64(b, "brk", (uint64_t)syscall(SYS_brk, 0)) < 0 ||
+        mtcp_kv_i64(b, "personality", personality(0xffffffff)) < 0 ||
+        mtcp_kv_raw(b, "shared_pending", "[]") < 0)
         return -1;
     /* umask */
-    if (read_file("/proc/self/status", tmp) < 0)
+    if (mtcp_read_file("/proc/self/status", tmp) < 0)
         return -1;
     char *um = strstr(tmp->p, "Umask:");
-    if (kv_i64(b, "umask", um ? strtol(um + 6, NULL, 8) : 022) < 0 || key(b, "rlimits") < 0 ||
-        puts_(b, "[") < 0)
+    if (mtcp_kv_i64(b, "umask", um ? strtol(um + 6, NULL, 8) : 022) < 0 ||
+        mtcp_key(b, "rlimits") < 0 || mtcp_puts(b, "[") < 0)
         return -1;
     for (int r = 0; r < RLIM_NLIMITS; r++) {
         struct rlimit rl;
         if (prlimit(0, r, NULL, &rl) < 0)
-            return fail_errno("reading resource limits (prlimit)", errno);
-        if (sep(b) < 0 || puts_(b, "[") < 0 || put_i64(b, r) < 0 || puts_(b, ",") < 0 ||
-            put_i64(b, rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur) < 0 ||
-            puts_(b, ",") < 0 ||
-            put_i64(b, rl.rlim_max == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_max) < 0 ||
-            puts_(b, "]") < 0)
+            return mtcp_fail_errno("reading resource limits (prlimit)", errno);
+        if (mtcp_sep(b) < 0 || mtcp_puts(b, "[") < 0 || mtcp_put_i64(b, r) < 0 ||
+            mtcp_puts(b, ",") < 0 ||
+            mtcp_put_i64(b, rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur) < 0 ||
+            mtcp_puts(b, ",") < 0 ||
+            mtcp_put_i64(b, rl.rlim_max == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_max) < 0 ||
+            mtcp_puts(b, "]") < 0)
             return -1;
     }
     char path[PATH_MAX];
-    int n = readlink_("/proc/self/cwd", path, sizeof path);
+    int n = mtcp_readlink("/proc/self/cwd", path, sizeof path);
     if (n < 0)
         return -1;
     if (n > 10 && !strcmp(path + n - 10, " (deleted)"))
-        return fail("the process works in a deleted directory (%s)", path);
-    if (puts_(b, "]") < 0 || kv_str(b, "cwd", path) < 0)
+        return mtcp_fail("the process works in a deleted directory (%s)", path);
+    if (mtcp_puts(b, "]") < 0 || mtcp_kv_str(b, "cwd", path) < 0)
         return -1;
-    if (readlink_("/proc/self/exe", path, sizeof path) < 0 || kv_str(b, "exe", path) < 0)
+    if (mtcp_readlink("/proc/self/exe", path, sizeof path) < 0 || mtcp_kv_str(b, "exe", path) < 0)
         return -1;
-    if (read_file("/proc/self/cmdline", tmp) < 0 || key(b, "argv") < 0 || puts_(b, "[") < 0)
+    if (mtcp_read_file("/proc/self/cmdline", tmp) < 0 || mtcp_key(b, "argv") < 0 ||
+        mtcp_puts(b, "[") < 0)
         return -1;
     for (size_t i = 0; i < tmp->len;) {
         size_t l = strnlen(tmp->p + i, tmp->len - i);
-        if (sep(b) < 0 || put_str(b, tmp->p + i, l) < 0)
+        if (mtcp_sep(b) < 0 || mtcp_put_str(b, tmp->p + i, l) < 0)
             return -1;
         i += l + 1;
     }
-    if (puts_(b, "]") < 0 || kv_raw(b, "stopped", "false") < 0)
+    if (mtcp_puts(b, "]") < 0 || mtcp_kv_raw(b, "stopped", "false") < 0)
         return -1;
-    if (read_file("/proc/self/stat", tmp) < 0)
+    if (mtcp_read_file("/proc/self/stat", tmp) < 0)
         return -1;
     static const struct { const char *name; int field; } mm[] = {
         {"start_code", 26}, {"end_code", 27}, {"start_stack", 28}, {"start_data", 45},
         {"end_data", 46}, {"start_brk", 47}, {"arg_start", 48}, {"arg_end", 49},
         {"env_start", 50}, {"env_end", 51}};
-    if (key(b, "mm") < 0 || puts_(b, "{") < 0)
+    if (mtcp_key(b, "mm") < 0 || mtcp_puts(b, "{") < 0)
         return -1;
     for (size_t i = 0; i < sizeof mm / sizeof mm[0]; i++)
-        if (kv_i64(b, mm[i].name, stat_field(tmp->p, mm[i].field)) < 0)
+        if (mtcp_kv_i64(b, mm[i].name, mtcp_stat_field(tmp->p, mm[i].field)) < 0)
             return -1;
-    if (puts_(b, "}") < 0 || kv_i64(b, "pgid", stat_field(tmp->p, 5)) < 0 ||
-        kv_i64(b, "sid", stat_field(tmp->p, 6)) < 0)
+    if (mtcp_puts(b, "}") < 0 || mtcp_kv_i64(b, "pgid", mtcp_stat_field(tmp->p, 5)) < 0 ||
+        mtcp_kv_i64(b, "sid", mtcp_stat_field(tmp->p, 6)) < 0)
         return -1;
-    if (read_file("/proc/self/auxv", tmp) < 0 || key(b, "auxv") < 0 || puts_(b, "\"") < 0 ||
-        put_hex(b, tmp->p, tmp->len) < 0 || puts_(b, "\"") < 0)
+    if (mtcp_read_file("/proc/self/auxv", tmp) < 0 || mtcp_key(b, "auxv") < 0 ||
+        mtcp_puts(b, "\"") < 0 || mtcp_put_hex(b, tmp->p, tmp->len) < 0 || mtcp_puts(b, "\"") < 0)
         return -1;
-    return kv_u64(b, "mtcp_resume", (uint64_t)&R);
+    return mtcp_kv_u64(b, "mtcp_resume", mtcp_resume_address());
 }
-
-/* -- descriptors ------------------------------------------------------------------------------ */
-
-enum { FD_DUP, FD_FILE, FD_DIR, FD_DEVICE, FD_PIPE, FD_STDIO, FD_TERMINAL, FD_LISTEN };
-
-struct fdrec {
-    int fd, flags, cloexec, kind, of, stype;
-    int64_t pos, size;
-    uint64_t ino;
-    size_t link; /* offset of the link text in the links buffer */
-    size_t path; /* offset of the path (listening socket: its address) */
-    size_t pathlen;
-};
 
 static int is_tty_major(unsigned m) { return m == 4 || m == 5 || (m >= 136 && m <= 143); }
 
@@ -899,161 +815,118 @@ static int unread_pipe_data(int fd, struct buf *out, int *capacity)
 {
     int cap = fcntl(fd, F_GETPIPE_SZ);
     if (cap < 0)
-        return fail("descriptor %d: pipe size (F_GETPIPE_SZ): %s", fd, errname(errno));
+        return mtcp_fail("descriptor %d: pipe size (F_GETPIPE_SZ): %s", fd, errname(errno));
     *capacity = cap;
     int p[2];
     if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
-        return fail_errno("a pipe for copying buffered pipe data", errno);
-    own_add(p[0]);
-    own_add(p[1]);
+        return mtcp_fail_errno("a pipe for copying buffered pipe data", errno);
+    mtcp_own_add(p[0]);
+    mtcp_own_add(p[1]);
     int rc = 0;
     if (fcntl(p[1], F_SETPIPE_SZ, cap) < 0) {
-        rc = fail("descriptor %d: sizing the copy pipe: %s", fd, errname(errno));
+        rc = mtcp_fail("descriptor %d: sizing the copy pipe: %s", fd, errname(errno));
     } else {
         ssize_t t = tee(fd, p[1], (size_t)cap, SPLICE_F_NONBLOCK);
         if (t < 0 && errno != EAGAIN)
-            rc = fail("descriptor %d: copying buffered pipe data (tee): %s", fd, errname(errno));
-        else if (t > 0 && buf_reserve(out, (size_t)t) == 0) {
+            rc = mtcp_fail("descriptor %d: copying buffered pipe data (tee): %s", fd,
+                           errname(errno));
+        else if (t > 0 && mtcp_buf_reserve(out, (size_t)t) == 0) {
             ssize_t got = read(p[0], out->p, (size_t)t);
             out->len = got > 0 ? (size_t)got : 0;
         }
     }
     close(p[0]);
     close(p[1]);
-    own_del(p[0]);
-    own_del(p[1]);
+    mtcp_own_del(p[0]);
+    mtcp_own_del(p[1]);
     return rc;
 }
 
-static int put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf *tmp)
+int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links)
 {
-    int fds[65536 / 4];
-    int n = list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
-    if (n < 0)
-        return -1;
-    recs->len = links->len = 0;
-    if (buf_reserve(recs, (size_t)n * sizeof(struct fdrec)) < 0)
-        return -1;
-    struct fdrec *r = (struct fdrec *)recs->p;
-    int m = 0;
-    char path[PATH_MAX + 32], link[PATH_MAX];
-    for (int i = 0; i < n; i++) {
-        int fd = fds[i];
-        if (is_own(fd) || is_omitted(fd))
-            continue;
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t ll = readlink(path, link, sizeof link - 1);
-        if (ll < 0) {
-            if (errno == ENOENT)
-                continue;
-            return fail("descriptor %d: reading its link: %s", fd, errname(errno));
-        }
-        link[ll] = 0;
-        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
-        if (read_file(path, tmp) < 0)
-            return -1;
-        char *fl = strstr(tmp->p, "flags:"), *po = strstr(tmp->p, "pos:");
-        int flags = fl ? (int)strtol(fl + 6, NULL, 8) : fcntl(fd, F_GETFL);
-        struct fdrec *e = &r[m];
-        memset(e, 0, sizeof *e);
-        e->fd = fd;
-        e->flags = flags & ~O_CLOEXEC;
-        e->cloexec = (flags & O_CLOEXEC) != 0;
-        e->pos = po ? strtoll(po + 4, NULL, 10) : 0;
-        e->link = links->len;
-        e->of = -1;
-        if (put(links, link, (size_t)ll + 1) < 0)
-            return -1;
-        /* the same open file as an earlier descriptor: a dup */
-        for (int j = 0; j < m; j++)
-            if (r[j].kind != FD_DUP && !strcmp(links->p + r[j].link, link) &&
-                syscall(SYS_kcmp, K.pid, K.pid, KCMP_FILE, r[j].fd, fd) == 0) {
-                e->kind = FD_DUP;
-                e->of = r[j].fd;
-                break;
-            }
-        m++;
-        if (e->kind == FD_DUP && e->of >= 0)
-            continue;
-        e->path = e->link;
-        e->pathlen = (size_t)ll;
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-            return fail("descriptor %d (%s): fstat: %s", fd, link, errname(errno));
-        if (!strncmp(link, "pipe:[", 6)) {
-            e->kind = FD_PIPE;
-            e->ino = st.st_ino;
-            continue;
-        }
-        if (!strncmp(link, "socket:[", 8)) {
-            int dom = 0, acc = 0, type = 0;
-            socklen_t sl = sizeof dom;
-            getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl);
-            sl = sizeof acc;
-            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl);
-            sl = sizeof type;
-            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl);
-            if (dom == AF_UNIX && acc) {
-                struct sockaddr_un sa;
-                socklen_t al = sizeof sa;
-                if (getsockname(fd, (struct sockaddr *)&sa, &al) < 0)
-                    return fail("descriptor %d: getsockname: %s", fd, errname(errno));
-                size_t plen = al > offsetof(struct sockaddr_un, sun_path)
-                                  ? al - offsetof(struct sockaddr_un, sun_path) : 0;
-                if (plen && sa.sun_path[0])
-                    plen = strnlen(sa.sun_path, plen);
-                if (!plen)
-                    return fail("descriptor %d is an unnamed listening socket", fd);
-                e->kind = FD_LISTEN;
-                e->stype = type;
-                e->path = links->len;
-                e->pathlen = plen;
-                if (put(links, sa.sun_path, plen) < 0)
-                    return -1;
-                continue;
-            }
-            if (fd <= 2) {
-                e->kind = FD_STDIO;
-                continue;
-            }
-            return fail("descriptor %d is a %s socket (%s), which mtcp cannot restore yet", fd,
-                        dom == AF_UNIX ? "Unix" : dom == AF_INET ? "IPv4" : dom == AF_INET6 ? "IPv6"
-                                                                                       : "network",
-                        link);
-        }
-        if (link[0] != '/')
-            return fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
-        if (!strncmp(link, "/memfd:", 7))
-            return fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
-        if (S_ISREG(st.st_mode)) {
-            if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0)
-                return fail("descriptor %d is a deleted file (%s), which mtcp cannot restore yet",
-                            fd, link);
-            e->kind = FD_FILE;
-            e->size = st.st_size;
-            continue;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            e->kind = FD_DIR;
-            continue;
-        }
-        if (S_ISCHR(st.st_mode)) {
-            unsigned ma = major(st.st_rdev), mi = minor(st.st_rdev);
-            if (is_tty_major(ma) && strcmp(link, "/dev/ptmx") && strcmp(link, "/dev/pts/ptmx")) {
-                e->kind = fd <= 2 ? FD_STDIO : FD_TERMINAL;
-                continue;
-            }
-            if (plain_device(ma, mi)) {
-                e->kind = FD_DEVICE;
-                continue;
-            }
-        }
-        if (S_ISFIFO(st.st_mode))
-            return fail("descriptor %d is a FIFO (%s), which mtcp cannot restore yet", fd, link);
-        return fail("descriptor %d is %s, a device or special file that mtcp cannot restore", fd,
-                    link);
+    int fd = e->fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return mtcp_fail("descriptor %d (%s): fstat: %s", fd, link, errname(errno));
+    if (!strncmp(link, "pipe:[", 6)) {
+        e->kind = FD_PIPE;
+        e->ino = st.st_ino;
+        return 0;
     }
-    /* pipes: whole when both ends are here; at 0-2 a pipe to elsewhere is the restarter's */
+    if (!strncmp(link, "socket:[", 8)) {
+        int dom = 0, acc = 0, type = 0;
+        socklen_t sl = sizeof dom;
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl);
+        sl = sizeof acc;
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl);
+        sl = sizeof type;
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl);
+        if (dom == AF_UNIX && acc) {
+            struct sockaddr_un sa;
+            socklen_t al = sizeof sa;
+            if (getsockname(fd, (struct sockaddr *)&sa, &al) < 0)
+                return mtcp_fail("descriptor %d: getsockname: %s", fd, errname(errno));
+            size_t plen = al > offsetof(struct sockaddr_un, sun_path)
+                              ? al - offsetof(struct sockaddr_un, sun_path) : 0;
+            if (plen && sa.sun_path[0])
+                plen = strnlen(sa.sun_path, plen);
+            if (!plen)
+                return mtcp_fail("descriptor %d is an unnamed listening socket", fd);
+            e->kind = FD_LISTEN;
+            e->stype = type;
+            e->path = links->len;
+            e->pathlen = plen;
+            if (mtcp_put(links, sa.sun_path, plen) < 0)
+                return -1;
+            return 0;
+        }
+        if (fd <= 2) {
+            e->kind = FD_STDIO;
+            return 0;
+        }
+        return mtcp_fail("descriptor %d is a %s socket (%s), which mtcp cannot restore yet", fd,
+                         dom == AF_UNIX    ? "Unix"
+                         : dom == AF_INET  ? "IPv4"
+                         : dom == AF_INET6 ? "IPv6"
+                                           : "network",
+                         link);
+    }
+    if (link[0] != '/')
+        return mtcp_fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
+    if (!strncmp(link, "/memfd:", 7))
+        return mtcp_fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
+    if (S_ISREG(st.st_mode)) {
+        if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0)
+            return mtcp_fail("descriptor %d is a deleted file (%s), which mtcp cannot restore yet",
+                             fd, link);
+        e->kind = FD_FILE;
+        e->size = st.st_size;
+        return 0;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        e->kind = FD_DIR;
+        return 0;
+    }
+    if (S_ISCHR(st.st_mode)) {
+        unsigned ma = major(st.st_rdev), mi = minor(st.st_rdev);
+        if (is_tty_major(ma) && strcmp(link, "/dev/ptmx") && strcmp(link, "/dev/pts/ptmx")) {
+            e->kind = fd <= 2 ? FD_STDIO : FD_TERMINAL;
+            return 0;
+        }
+        if (plain_device(ma, mi)) {
+            e->kind = FD_DEVICE;
+            return 0;
+        }
+    }
+    if (S_ISFIFO(st.st_mode))
+        return mtcp_fail("descriptor %d is a FIFO (%s), which mtcp cannot restore yet", fd, link);
+    return mtcp_fail("descriptor %d is %s, a device or special file that mtcp cannot restore", fd,
+                     link);
+}
+
+/* Pipes: whole when both ends are here; at 0-2 a pipe to elsewhere is the restarter's. */
+int mtcp_fd_pipes(struct fdrec *r, int m, const struct buf *links)
+{
     for (int i = 0; i < m; i++) {
         if (r[i].kind != FD_PIPE)
             continue;
@@ -1067,88 +940,143 @@ static int put_fds(struct buf *b, struct buf *recs, struct buf *links, struct bu
             r[i].kind = FD_STDIO;
             continue;
         }
-        return fail("descriptor %d is a pipe (%s) to another process, which mtcp cannot restore "
-                    "yet", r[i].fd, links->p + r[i].link);
+        return mtcp_fail("descriptor %d is a pipe (%s) to another process, which mtcp cannot "
+                         "restore yet", r[i].fd, links->p + r[i].link);
     }
+    return 0;
+}
+
+/* The unread content of a pipe (fd, its read end) and its capacity, in its record. */
+int mtcp_put_pipe_data(struct buf *b, int fd, struct buf *tmp)
+{
+    int cap = 65536;
+    tmp->len = 0;
+    if (unread_pipe_data(fd, tmp, &cap) < 0)
+        return -1;
+    if (mtcp_key(b, "data_bytes") < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_put_hex(b, tmp->p, tmp->len) < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_kv_i64(b, "capacity", cap) < 0)
+        return -1;
+    return 0;
+}
+
+int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf *tmp,
+                 const struct request *q)
+{
+    int fds[65536 / 4];
+    int n = mtcp_list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
+    if (n < 0)
+        return -1;
+    recs->len = links->len = 0;
+    if (mtcp_buf_reserve(recs, (size_t)n * sizeof(struct fdrec)) < 0)
+        return -1;
+    struct fdrec *r = (struct fdrec *)recs->p;
+    int m = 0;
+    char path[PATH_MAX + 32], link[PATH_MAX];
+    for (int i = 0; i < n; i++) {
+        int fd = fds[i];
+        if (mtcp_is_own(fd) || is_omitted(q, fd))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t ll = readlink(path, link, sizeof link - 1);
+        if (ll < 0) {
+            if (errno == ENOENT)
+                continue;
+            return mtcp_fail("descriptor %d: reading its link: %s", fd, errname(errno));
+        }
+        link[ll] = 0;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        if (mtcp_read_file(path, tmp) < 0)
+            return -1;
+        char *fl = strstr(tmp->p, "flags:"), *po = strstr(tmp->p, "pos:");
+        int flags = fl ? (int)strtol(fl + 6, NULL, 8) : fcntl(fd, F_GETFL);
+        struct fdrec *e = &r[m];
+        memset(e, 0, sizeof *e);
+        e->fd = fd;
+        e->flags = flags & ~O_CLOEXEC;
+        e->cloexec = (flags & O_CLOEXEC) != 0;
+        e->pos = po ? strtoll(po + 4, NULL, 10) : 0;
+        e->link = links->len;
+        e->of = -1;
+        if (mtcp_put(links, link, (size_t)ll + 1) < 0)
+            return -1;
+        /* the same open file as an earlier descriptor: a dup */
+        for (int j = 0; j < m; j++)
+            if (r[j].kind != FD_DUP && !strcmp(links->p + r[j].link, link) &&
+                syscall(SYS_kcmp, mtcp.pid, mtcp.pid, KCMP_FILE, r[j].fd, fd) == 0) {
+                e->kind = FD_DUP;
+                e->of = r[j].fd;
+                break;
+            }
+        m++;
+        if (e->kind == FD_DUP && e->of >= 0)
+            continue;
+        e->path = e->link;
+        e->pathlen = (size_t)ll;
+        if (mtcp_fd_kind(e, link, (size_t)ll, links) < 0)
+            return -1;
+    }
+    if (mtcp_fd_pipes(r, m, links) < 0)
+        return -1;
     recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
                                   "unix-listen"};
-    int first_reader[64];
     uint64_t reader_ino[64];
     int nreaders = 0;
-    if (key(b, "fds") < 0 || puts_(b, "[") < 0)
+    if (mtcp_key(b, "fds") < 0 || mtcp_puts(b, "[") < 0)
         return -1;
     for (int i = 0; i < m; i++) {
         struct fdrec *e = &r[i];
-        if (sep(b) < 0 || puts_(b, "{") < 0 || kv_i64(b, "fd", e->fd) < 0 ||
-            kv_i64(b, "flags", e->flags) < 0 ||
-            kv_raw(b, "cloexec", e->cloexec ? "true" : "false") < 0 || kv_i64(b, "pos", e->pos) < 0 ||
-            kv_str(b, "kind", names[e->kind]) < 0)
+        if (mtcp_sep(b) < 0 || mtcp_puts(b, "{") < 0 || mtcp_kv_i64(b, "fd", e->fd) < 0 ||
+            mtcp_kv_i64(b, "flags", e->flags) < 0 ||
+            mtcp_kv_raw(b, "cloexec", e->cloexec ? "true" : "false") < 0 ||
+            mtcp_kv_i64(b, "pos", e->pos) < 0 || mtcp_kv_str(b, "kind", names[e->kind]) < 0)
             return -1;
         switch (e->kind) {
         case FD_DUP:
-            if (kv_i64(b, "of", e->of) < 0)
+            if (mtcp_kv_i64(b, "of", e->of) < 0)
                 return -1;
             break;
         case FD_FILE:
-            if (kv_i64(b, "size", e->size) < 0)
+            if (mtcp_kv_i64(b, "size", e->size) < 0)
                 return -1;
             /* fall through */
         case FD_DIR:
         case FD_DEVICE:
         case FD_TERMINAL:
         case FD_STDIO:
-            if (key(b, "path") < 0 || put_str(b, links->p + e->path, e->pathlen) < 0)
+            if (mtcp_key(b, "path") < 0 || mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
                 return -1;
             break;
         case FD_LISTEN:
-            if (kv_i64(b, "type", e->stype) < 0 || key(b, "path") < 0 ||
-                put_str(b, links->p + e->path, e->pathlen) < 0)
+            if (mtcp_kv_i64(b, "type", e->stype) < 0 || mtcp_key(b, "path") < 0 ||
+                mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
                 return -1;
             break;
         case FD_PIPE: {
-            if (kv_u64(b, "ino", e->ino) < 0)
+            if (mtcp_kv_u64(b, "ino", e->ino) < 0)
                 return -1;
             int seen = 0;
             for (int k = 0; k < nreaders; k++)
                 seen |= reader_ino[k] == e->ino;
             if ((e->flags & O_ACCMODE) == O_RDONLY && !seen && nreaders < 64) {
-                reader_ino[nreaders] = e->ino;
-                first_reader[nreaders++] = e->fd;
-                int cap = 65536;
-                tmp->len = 0;
-                if (unread_pipe_data(e->fd, tmp, &cap) < 0)
-                    return -1;
-                if (key(b, "data_bytes") < 0 || puts_(b, "\"") < 0 ||
-                    put_hex(b, tmp->p, tmp->len) < 0 || puts_(b, "\"") < 0 ||
-                    kv_i64(b, "capacity", cap) < 0)
+                reader_ino[nreaders++] = e->ino;
+                if (mtcp_put_pipe_data(b, e->fd, tmp) < 0)
                     return -1;
             }
             break;
         }
         }
-        if (puts_(b, "}") < 0)
+        if (mtcp_puts(b, "}") < 0)
             return -1;
     }
-    (void)first_reader;
-    return puts_(b, "]");
+    return mtcp_puts(b, "]");
 }
 
-/* -- memory ----------------------------------------------------------------------------------- */
-
-struct vma {
-    uint64_t start, end, offset, inode;
-    char perms[5];
-    const char *path; /* into the smaps buffer, NUL-terminated there */
-    const char *flags; /* "rd wr ..." */
-    int kind;
-};
-
-enum { K_ANON, K_FILE, K_SHARED_FILE, K_SHMEM, K_VDSO, K_SKIP, K_VVAR, K_ANON_COPY };
 static const char *kind_names[] = {"anon", "file", "shared-file", "shmem", "vdso", "skip", "vvar",
                                    "anon-copy"};
 
-static int has_flag(const char *flags, const char *f)
+int mtcp_has_flag(const char *flags, const char *f)
 {
     size_t n = strlen(f);
     for (const char *p = flags; p && *p;) {
@@ -1162,7 +1090,7 @@ static int has_flag(const char *flags, const char *f)
     return 0;
 }
 
-static int ends_with(const char *s, const char *t)
+int mtcp_ends_with(const char *s, const char *t)
 {
     size_t a = strlen(s), b = strlen(t);
     return a >= b && !strcmp(s + a - b, t);
@@ -1179,20 +1107,20 @@ static int classify(struct vma *v)
     static const struct { const char *f, *what; } special[] = {
         {"io", "a device's I/O memory"}, {"pf", "raw device pages"}, {"ht", "hugetlbfs pages"}};
     for (int i = 0; i < 3; i++)
-        if (has_flag(v->flags, special[i].f))
-            return fail("mapping %#lx-%#lx (%s) holds %s, which cannot be restored",
-                        (unsigned long)v->start, (unsigned long)v->end, p[0] ? p : "anonymous",
-                        special[i].what);
+        if (mtcp_has_flag(v->flags, special[i].f))
+            return mtcp_fail("mapping %#lx-%#lx (%s) holds %s, which cannot be restored",
+                             (unsigned long)v->start, (unsigned long)v->end, p[0] ? p : "anonymous",
+                             special[i].what);
     if (p[0] != '/') {
         if (shared)
             return v->kind = K_SHMEM;
         if (p[0] == '[' && strcmp(p, "[heap]") && strcmp(p, "[stack]") && strncmp(p, "[anon:", 6) &&
             strncmp(p, "[anon_shmem:", 12))
-            return fail("mapping %#lx-%#lx is %s, which cannot be restored", (unsigned long)v->start,
-                        (unsigned long)v->end, p);
+            return mtcp_fail("mapping %#lx-%#lx is %s, which cannot be restored", (unsigned long)v->start,
+                             (unsigned long)v->end, p);
         return v->kind = K_ANON;
     }
-    int deleted = ends_with(p, " (deleted)");
+    int deleted = mtcp_ends_with(p, " (deleted)");
     if (shared)
         return v->kind = (deleted || !strncmp(p, "/memfd:", 7) || !strncmp(p, "/SYSV", 5))
                              ? K_SHMEM : K_SHARED_FILE;
@@ -1233,7 +1161,7 @@ static int parse_smaps(struct buf *sm, struct buf *out)
                     q++;
                 v.path = q;
                 v.flags = "";
-                if (put(out, &v, sizeof v) < 0)
+                if (mtcp_put(out, &v, sizeof v) < 0)
                     return -1;
                 cur = (struct vma *)(out->p + out->len - sizeof v);
             }
@@ -1248,41 +1176,35 @@ static int parse_smaps(struct buf *sm, struct buf *out)
 static long put_run(void *runs, uint64_t addr, uint64_t pages)
 {
     uint64_t pair[2] = {addr, pages};
-    return put(runs, pair, sizeof pair) < 0 ? -ENOMEM : 0;
+    return mtcp_put(runs, pair, sizeof pair) < 0 ? -ENOMEM : 0;
 }
 
 /* Runs (address, pages) of [start, end) the image must carry, appended to runs. */
 static int scan_pages(int pagemap, uint64_t start, uint64_t end, int private_file, struct buf *runs)
 {
     long r = pagemap_runs(pagemap, start, end, private_file, put_run, runs);
-    return r < 0 ? fail_errno("reading /proc/self/pagemap", (int)-r) : 0;
+    return r < 0 ? mtcp_fail_errno("reading /proc/self/pagemap", (int)-r) : 0;
 }
 
 /* The kernel's own memory: subtracted from the mappings the image records. */
 static int own_range(uint64_t *lo, uint64_t *hi, int i)
 {
     int k = 0;
-    if (K.pool) {
+    if (mtcp.pool) {
         if (k++ == i) {
-            *lo = (uint64_t)K.pool;
-            *hi = *lo + K.pool_len;
+            *lo = (uint64_t)mtcp.pool;
+            *hi = *lo + mtcp.pool_len;
             return 1;
         }
     }
-    if (K.codec) {
+    if (mtcp.codec) {
         if (k++ == i) {
-            *lo = (uint64_t)K.codec;
+            *lo = (uint64_t)mtcp.codec;
             *hi = *lo + CODEC_LEN;
             return 1;
         }
     }
-    for (int j = 0; j < MAX_BUFS; j++)
-        if (bufs[j] && bufs[j]->p && k++ == i) {
-            *lo = (uint64_t)bufs[j]->p;
-            *hi = *lo + bufs[j]->cap;
-            return 1;
-        }
-    return 0;
+    return mtcp_buf_range(i - k, lo, hi); /* the buffers come after those */
 }
 
 /* Cut the kernel's own ranges out of the mapping list (a mapping may have merged with one). */
@@ -1308,7 +1230,7 @@ static int subtract_own(struct buf *vb)
             } else {
                 v->start = v->end = 0; /* dropped */
             }
-            if (has_tail && put(vb, &tail, sizeof tail) < 0)
+            if (has_tail && mtcp_put(vb, &tail, sizeof tail) < 0)
                 return -1;
             vb = vb; /* the buffer may have moved: reload */
         }
@@ -1334,27 +1256,13 @@ static int subtract_own(struct buf *vb)
  * little left, as the blcr dumper does. */
 #define WRITEBACK (8UL << 20)
 
-struct page_writer {
-    int fd, mem_fd;
-    uint64_t pos;    /* bytes of pages.img written, as stored */
-    uint64_t raw;    /* bytes of the page stream (what an uncompressed pages.img holds) */
-    uint64_t synced; /* write-back started below this offset */
-    int writeback;   /* 0 once the file system said it cannot */
-    struct buf *crcs; /* uint32 per CHUNK of pages.img as stored */
-    unsigned char *bounce;
-    int level; /* lzpack level; 0: uncompressed */
-    unsigned char *frame, *packed; /* the frame being filled; its compressed form */
-    size_t fill;
-    void *ws;
-};
-
 /* Bytes as they go into pages.img: their CRCs, the write, the write-back. */
-static int store(struct page_writer *w, const unsigned char *p, size_t n)
+int mtcp_store(struct page_writer *w, const unsigned char *p, size_t n)
 {
     for (size_t done = 0; done < n;) {
         if (w->pos % CHUNK == 0) {
             uint32_t z = 0;
-            if (put(w->crcs, &z, 4) < 0)
+            if (mtcp_put(w->crcs, &z, 4) < 0)
                 return -1;
         }
         size_t take = crc32c_chunk_step((uint32_t *)w->crcs->p + w->pos / CHUNK, w->pos, CHUNK,
@@ -1364,12 +1272,13 @@ static int store(struct page_writer *w, const unsigned char *p, size_t n)
     }
     int e = fdio_write_all(w->fd, p, n);
     if (e < 0)
-        return fail_errno("writing pages.img", -e);
+        return mtcp_fail_errno("writing pages.img", -e);
     if (w->writeback && w->pos - w->synced >= WRITEBACK) {
         if (sync_file_range(w->fd, (off_t)w->synced, (off_t)(w->pos - w->synced),
                             SYNC_FILE_RANGE_WRITE) < 0) {
             if (errno != EINVAL && errno != ENOSYS && errno != ESPIPE)
-                return fail_errno("starting the write-back of pages.img (sync_file_range)", errno);
+                return mtcp_fail_errno("starting the write-back of pages.img (sync_file_range)",
+                                       errno);
             w->writeback = 0; /* not here: the fsync at commit does it all */
         }
         w->synced = w->pos;
@@ -1385,16 +1294,16 @@ static int store_frame(struct page_writer *w, const unsigned char *p, size_t n)
     lzp_put_le32(w->packed, (uint32_t)n);
     lzp_put_le32(w->packed + 4, c ? (uint32_t)c : LZP_STORED_RAW | (uint32_t)n);
     if (c)
-        return store(w, w->packed, LZP_FRAME_HEADER + c);
-    return store(w, w->packed, LZP_FRAME_HEADER) < 0 ? -1 : store(w, p, n);
+        return mtcp_store(w, w->packed, LZP_FRAME_HEADER + c);
+    return mtcp_store(w, w->packed, LZP_FRAME_HEADER) < 0 ? -1 : mtcp_store(w, p, n);
 }
 
 /* Bytes of the page stream, p stable for the call. */
-static int emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
+int mtcp_emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
 {
     w->raw += n;
     if (!w->level)
-        return store(w, p, n);
+        return mtcp_store(w, p, n);
     while (n) {
         if (w->fill == 0 && n >= LZP_FRAME) { /* a whole frame in place: no copy */
             if (store_frame(w, p, LZP_FRAME) < 0)
@@ -1417,19 +1326,33 @@ static int emit_pages(struct page_writer *w, const unsigned char *p, size_t n)
     return 0;
 }
 
+/* The frame being filled, when there is one. */
+int mtcp_flush_frame(struct page_writer *w)
+{
+    if (!w->fill)
+        return 0;
+    size_t n = w->fill;
+    w->fill = 0;
+    return store_frame(w, w->frame, n);
+}
+
+/* Carve the compressor's buffers (CODEC_LEN bytes at codec) for w. */
+void mtcp_codec_attach(struct page_writer *w, unsigned char *codec)
+{
+    w->frame = codec;
+    w->packed = codec + LZP_FRAME;
+    w->ws = codec + LZP_FRAME + CODEC_OUT;
+}
+
 static int finish_pages(struct page_writer *w)
 {
-    if (w->fill) {
-        size_t n = w->fill;
-        w->fill = 0;
-        if (store_frame(w, w->frame, n) < 0)
-            return -1;
-    }
+    if (mtcp_flush_frame(w) < 0)
+        return -1;
     if (w->writeback && w->pos > w->synced &&
         sync_file_range(w->fd, (off_t)w->synced, (off_t)(w->pos - w->synced),
                         SYNC_FILE_RANGE_WRITE) < 0 &&
         errno != EINVAL && errno != ENOSYS && errno != ESPIPE)
-        return fail_errno("starting the write-back of pages.img (sync_file_range)", errno);
+        return mtcp_fail_errno("starting the write-back of pages.img (sync_file_range)", errno);
     return 0;
 }
 
@@ -1439,7 +1362,7 @@ static int finish_pages(struct page_writer *w)
 static int dump_run(struct page_writer *w, uint64_t addr, uint64_t len, int readable, int volatile_)
 {
     if (readable && !volatile_)
-        return emit_pages(w, (const unsigned char *)addr, len);
+        return mtcp_emit_pages(w, (const unsigned char *)addr, len);
     for (uint64_t done = 0; done < len;) {
         size_t n = len - done > (8UL << 20) ? (8UL << 20) : len - done;
         ssize_t got = n;
@@ -1448,56 +1371,45 @@ static int dump_run(struct page_writer *w, uint64_t addr, uint64_t len, int read
         else
             got = pread(w->mem_fd, w->bounce, n, (off_t)(addr + done));
         if (got != (ssize_t)n)
-            return fail("reading unreadable memory at %#lx through /proc/self/mem: %s",
-                        (unsigned long)(addr + done), got < 0 ? errname(errno) : "short read");
-        if (emit_pages(w, w->bounce, n) < 0)
+            return mtcp_fail("reading unreadable memory at %#lx through /proc/self/mem: %s",
+                             (unsigned long)(addr + done), got < 0 ? errname(errno) : "short read");
+        if (mtcp_emit_pages(w, w->bounce, n) < 0)
             return -1;
         done += n;
     }
     return 0;
 }
 
-static int open_out(int dirfd, const char *name)
+int mtcp_open_out(int dirfd, const char *name)
 {
     int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return fail("creating %s in the image directory: %s", name, errname(errno));
-    own_add(fd);
+        return mtcp_fail("creating %s in the image directory: %s", name, errname(errno));
+    mtcp_own_add(fd);
     return fd;
 }
 
-static void close_out(int fd)
+void mtcp_close_out(int fd)
 {
-    own_del(fd);
+    mtcp_own_del(fd);
     close(fd);
 }
 
 /* A new file of the image holding n bytes at p. */
-static int write_whole(int dirfd, const char *name, const void *p, size_t n)
+int mtcp_write_whole(int dirfd, const char *name, const void *p, size_t n)
 {
-    int fd = open_out(dirfd, name);
+    int fd = mtcp_open_out(dirfd, name);
     if (fd < 0)
         return -1;
     int e = fdio_write_all(fd, p, n);
-    close_out(fd);
-    return e < 0 ? fail("writing %s: %s", name, errname(-e)) : 0;
+    mtcp_close_out(fd);
+    return e < 0 ? mtcp_fail("writing %s: %s", name, errname(-e)) : 0;
 }
 
-/* Everything a checkpoint records while threads are held, and what writing the pages needs
- * afterwards (in this process, or in a forked child from its copy of the memory). */
-struct plan {
-    struct buf img, tmp, recs, links, sm, vb, runs, crcs, idx;
-    int nvmas;
-    uint64_t pages;
-};
-
-/* The vmas records and the shared memory objects (whose content a fork would share, not copy:
- * written now); the runs of pages to write, in plan. */
-static int put_memory(struct plan *P, int dirfd, int forked)
+int mtcp_scan_memory(struct plan *P, int forked)
 {
-    struct buf *b = &P->img, *sm = &P->sm, *vb = &P->vb, *runs = &P->runs;
-    uint64_t *total_pages = &P->pages;
-    if (read_file("/proc/self/smaps", sm) < 0)
+    struct buf *sm = &P->sm, *vb = &P->vb, *runs = &P->runs;
+    if (mtcp_read_file("/proc/self/smaps", sm) < 0)
         return -1;
     if (parse_smaps(sm, vb) < 0)
         return -1;
@@ -1506,14 +1418,14 @@ static int put_memory(struct plan *P, int dirfd, int forked)
         return -1;
     int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     if (pagemap < 0)
-        return fail_errno("opening /proc/self/pagemap", errno);
-    own_add(pagemap);
+        return mtcp_fail_errno("opening /proc/self/pagemap", errno);
+    mtcp_own_add(pagemap);
     runs->len = 0;
     /* first pass: classify, and collect every mapping's runs (in runs, after a count per vma) */
     size_t *first = NULL;
     int rc = 0;
     P->nvmas = n;
-    if (buf_reserve(&P->idx, (size_t)(n + 1) * sizeof(size_t)) < 0)
+    if (mtcp_buf_reserve(&P->idx, (size_t)(n + 1) * sizeof(size_t)) < 0)
         rc = -1;
     first = (size_t *)P->idx.p;
     for (int i = 0; i < n && rc == 0; i++) {
@@ -1525,39 +1437,48 @@ static int put_memory(struct plan *P, int dirfd, int forked)
         first[i] = runs->len / 16;
         if (v->kind == K_ANON_COPY) {
             uint64_t pair[2] = {v->start, (v->end - v->start) / PAGE};
-            if (put(runs, pair, sizeof pair) < 0)
+            if (mtcp_put(runs, pair, sizeof pair) < 0)
                 rc = -1;
         } else if (v->kind == K_ANON || v->kind == K_FILE) {
             if (scan_pages(pagemap, v->start, v->end, v->kind == K_FILE, runs) < 0)
                 rc = -1;
         }
-        int unforked = has_flag(v->flags, "dc") ? 1 : has_flag(v->flags, "wf") ? 2 : 0;
+        int unforked = mtcp_has_flag(v->flags, "dc") ? 1 : mtcp_has_flag(v->flags, "wf") ? 2 : 0;
         if (rc == 0 && forked && unforked && runs->len / 16 > first[i])
-            rc = fail("mapping %#lx-%#lx (%s) is %s a fork (%s), so a forked checkpoint cannot "
-                      "save it; checkpoint without crs_mtcp_forked", (unsigned long)v->start,
-                      (unsigned long)v->end, v->path[0] ? v->path : "anonymous",
-                      unforked == 1 ? "left out of" : "wiped in",
-                      unforked == 1 ? "MADV_DONTFORK" : "MADV_WIPEONFORK");
+            rc = mtcp_fail("mapping %#lx-%#lx (%s) is %s a fork (%s), so a forked checkpoint "
+                           "cannot save it; checkpoint without crs_mtcp_forked",
+                           (unsigned long)v->start, (unsigned long)v->end,
+                           v->path[0] ? v->path : "anonymous",
+                           unforked == 1 ? "left out of" : "wiped in",
+                           unforked == 1 ? "MADV_DONTFORK" : "MADV_WIPEONFORK");
     }
     first[n] = runs->len / 16;
     close(pagemap);
-    own_del(pagemap);
-    if (rc < 0)
-        return -1;
+    mtcp_own_del(pagemap);
+    return rc < 0 ? -1 : 0;
+}
+
+int mtcp_put_vmas(struct plan *P, int dirfd)
+{
+    struct buf *b = &P->img, *vb = &P->vb, *runs = &P->runs;
+    uint64_t *total_pages = &P->pages;
+    const size_t *first = (const size_t *)P->idx.p;
+    int n = P->nvmas, rc = 0;
     /* the records */
-    if (key(b, "vmas") < 0 || puts_(b, "[") < 0)
+    if (mtcp_key(b, "vmas") < 0 || mtcp_puts(b, "[") < 0)
         rc = -1;
     *total_pages = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         struct vma *v = (struct vma *)vb->p + i;
         int prot = (v->perms[0] == 'r' ? 1 : 0) | (v->perms[1] == 'w' ? 2 : 0) |
                    (v->perms[2] == 'x' ? 4 : 0);
-        if (sep(b) < 0 || puts_(b, "{") < 0 || kv_u64(b, "start", v->start) < 0 ||
-            kv_u64(b, "end", v->end) < 0 || kv_i64(b, "prot", prot) < 0 ||
-            kv_raw(b, "shared", v->perms[3] == 's' ? "true" : "false") < 0 ||
-            kv_str(b, "kind", kind_names[v->kind]) < 0 || kv_str(b, "path", v->path) < 0 ||
-            kv_u64(b, "offset", v->offset) < 0 || kv_u64(b, "inode", v->inode) < 0 ||
-            key(b, "flags") < 0 || puts_(b, "[") < 0) {
+        if (mtcp_sep(b) < 0 || mtcp_puts(b, "{") < 0 || mtcp_kv_u64(b, "start", v->start) < 0 ||
+            mtcp_kv_u64(b, "end", v->end) < 0 || mtcp_kv_i64(b, "prot", prot) < 0 ||
+            mtcp_kv_raw(b, "shared", v->perms[3] == 's' ? "true" : "false") < 0 ||
+            mtcp_kv_str(b, "kind", kind_names[v->kind]) < 0 ||
+            mtcp_kv_str(b, "path", v->path) < 0 || mtcp_kv_u64(b, "offset", v->offset) < 0 ||
+            mtcp_kv_u64(b, "inode", v->inode) < 0 || mtcp_key(b, "flags") < 0 ||
+            mtcp_puts(b, "[") < 0) {
             rc = -1;
             break;
         }
@@ -1568,50 +1489,51 @@ static int put_memory(struct plan *P, int dirfd, int forked)
             const char *q = p;
             while (*q && *q != ' ')
                 q++;
-            if (q > p && (sep(b) < 0 || put_str(b, p, (size_t)(q - p)) < 0))
+            if (q > p && (mtcp_sep(b) < 0 || mtcp_put_str(b, p, (size_t)(q - p)) < 0))
                 rc = -1;
             p = q;
         }
-        if (rc < 0 || puts_(b, "]") < 0) {
+        if (rc < 0 || mtcp_puts(b, "]") < 0) {
             rc = -1;
             break;
         }
         if (v->kind == K_FILE || v->kind == K_SHARED_FILE) {
             struct stat st;
             if (stat(v->path, &st) < 0) {
-                rc = fail("mapped file %s: %s", v->path, errname(errno));
+                rc = mtcp_fail("mapped file %s: %s", v->path, errname(errno));
                 break;
             }
-            if (key(b, "file_id") < 0 || puts_(b, "[") < 0 || put_u64(b, st.st_dev) < 0 ||
-                puts_(b, ",") < 0 || put_u64(b, st.st_ino) < 0 || puts_(b, ",") < 0 ||
-                put_i64(b, st.st_size) < 0 || puts_(b, ",") < 0 ||
-                put_i64(b, (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec) < 0 ||
-                puts_(b, "]") < 0 ||
-                kv_raw(b, "may_write", has_flag(v->flags, "mw") ? "true" : "false") < 0) {
+            if (mtcp_key(b, "file_id") < 0 || mtcp_puts(b, "[") < 0 ||
+                mtcp_put_u64(b, st.st_dev) < 0 || mtcp_puts(b, ",") < 0 ||
+                mtcp_put_u64(b, st.st_ino) < 0 || mtcp_puts(b, ",") < 0 ||
+                mtcp_put_i64(b, st.st_size) < 0 || mtcp_puts(b, ",") < 0 ||
+                mtcp_put_i64(b, (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec) < 0 ||
+                mtcp_puts(b, "]") < 0 ||
+                mtcp_kv_raw(b, "may_write", mtcp_has_flag(v->flags, "mw") ? "true" : "false") < 0) {
                 rc = -1;
                 break;
             }
         }
-        if (key(b, "runs") < 0 || puts_(b, "[") < 0) {
+        if (mtcp_key(b, "runs") < 0 || mtcp_puts(b, "[") < 0) {
             rc = -1;
             break;
         }
         for (size_t k = first[i]; k < first[i + 1]; k++) {
             uint64_t *pr = (uint64_t *)runs->p + 2 * k;
             *total_pages += pr[1];
-            if (sep(b) < 0 || puts_(b, "[") < 0 || put_u64(b, pr[0]) < 0 || puts_(b, ",") < 0 ||
-                put_u64(b, pr[1]) < 0 || puts_(b, "]") < 0) {
+            if (mtcp_sep(b) < 0 || mtcp_puts(b, "[") < 0 || mtcp_put_u64(b, pr[0]) < 0 ||
+                mtcp_puts(b, ",") < 0 || mtcp_put_u64(b, pr[1]) < 0 || mtcp_puts(b, "]") < 0) {
                 rc = -1;
                 break;
             }
         }
-        if (rc == 0 && puts_(b, "]}") < 0)
+        if (rc == 0 && mtcp_puts(b, "]}") < 0)
             rc = -1;
     }
-    if (rc == 0 && puts_(b, "]") < 0)
+    if (rc == 0 && mtcp_puts(b, "]") < 0)
         rc = -1;
     /* shared memory objects: their content from the mappings */
-    if (rc == 0 && (key(b, "shmem") < 0 || puts_(b, "{") < 0))
+    if (rc == 0 && (mtcp_key(b, "shmem") < 0 || mtcp_puts(b, "{") < 0))
         rc = -1;
     for (int i = 0; i < n && rc == 0; i++) {
         struct vma *v = (struct vma *)vb->p + i;
@@ -1619,12 +1541,13 @@ static int put_memory(struct plan *P, int dirfd, int forked)
             continue;
         int seen = 0;
         for (int j = 0; j < i; j++)
-            seen |= ((struct vma *)vb->p)[j].kind == K_SHMEM && ((struct vma *)vb->p)[j].inode == v->inode;
+            seen |= ((struct vma *)vb->p)[j].kind == K_SHMEM &&
+                ((struct vma *)vb->p)[j].inode == v->inode;
         if (seen)
             continue;
         char name[64];
         snprintf(name, sizeof name, "shm-%lu.data", (unsigned long)v->inode);
-        int fd = open_out(dirfd, name);
+        int fd = mtcp_open_out(dirfd, name);
         if (fd < 0) {
             rc = -1;
             break;
@@ -1639,46 +1562,43 @@ static int put_memory(struct plan *P, int dirfd, int forked)
                 size = u->offset + len;
             if (u->perms[0] == 'r') {
                 if (pwrite(fd, (void *)u->start, len, (off_t)u->offset) != (ssize_t)len)
-                    rc = fail_errno("writing shared memory content", errno ? errno : EIO);
+                    rc = mtcp_fail_errno("writing shared memory content", errno ? errno : EIO);
             } else {
-                rc = fail("shared mapping %#lx-%#lx is not readable; mtcp cannot save it yet",
-                          (unsigned long)u->start, (unsigned long)u->end);
+                rc = mtcp_fail("shared mapping %#lx-%#lx is not readable; mtcp cannot save it yet",
+                               (unsigned long)u->start, (unsigned long)u->end);
             }
         }
-        close_out(fd);
+        mtcp_close_out(fd);
         char nm[PATH_MAX];
         const char *p = v->path;
         if (!strncmp(p, "/memfd:", 7))
             p += 7;
         snprintf(nm, sizeof nm, "%s", p);
-        if (ends_with(nm, " (deleted)"))
+        if (mtcp_ends_with(nm, " (deleted)"))
             nm[strlen(nm) - 10] = 0;
         char ino[32];
         snprintf(ino, sizeof ino, "%lu", (unsigned long)v->inode);
-        if (rc == 0 && (key(b, ino) < 0 || puts_(b, "{") < 0 || kv_str(b, "data", name) < 0 ||
-                        kv_u64(b, "size", size) < 0 || kv_str(b, "name", nm) < 0 ||
-                        puts_(b, "}") < 0))
+        if (rc == 0 && (mtcp_key(b, ino) < 0 || mtcp_puts(b, "{") < 0 ||
+                        mtcp_kv_str(b, "data", name) < 0 || mtcp_kv_u64(b, "size", size) < 0 ||
+                        mtcp_kv_str(b, "name", nm) < 0 || mtcp_puts(b, "}") < 0))
             rc = -1;
     }
-    if (rc == 0 && puts_(b, "}") < 0)
+    if (rc == 0 && mtcp_puts(b, "}") < 0)
         rc = -1;
     return rc;
 }
 
 /* pages.img and pages.crc from the runs of the plan, read from this process's memory. */
-static int write_pages(struct plan *P, int dirfd, int level, unsigned char *codec,
-                       uint64_t *stored)
+int mtcp_write_pages(struct plan *P, int dirfd, int level, unsigned char *codec,
+                     uint64_t *stored)
 {
     int rc = 0, n = P->nvmas;
     const size_t *first = (const size_t *)P->idx.p;
     struct page_writer w = {.fd = -1, .mem_fd = -1, .crcs = &P->crcs, .writeback = 1,
                             .level = level};
-    if (level) {
-        w.frame = codec;
-        w.packed = codec + LZP_FRAME;
-        w.ws = codec + LZP_FRAME + CODEC_OUT;
-    }
-    w.fd = open_out(dirfd, "pages.img");
+    if (level)
+        mtcp_codec_attach(&w, codec);
+    w.fd = mtcp_open_out(dirfd, "pages.img");
     if (w.fd < 0)
         rc = -1;
     P->crcs.len = 0;
@@ -1688,18 +1608,19 @@ static int write_pages(struct plan *P, int dirfd, int level, unsigned char *code
         if (!readable && first[i + 1] > first[i] && w.mem_fd < 0) {
             w.mem_fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
             if (w.mem_fd < 0) {
-                rc = fail_errno("opening /proc/self/mem", errno);
+                rc = mtcp_fail_errno("opening /proc/self/mem", errno);
                 break;
             }
-            own_add(w.mem_fd);
+            mtcp_own_add(w.mem_fd);
         }
-        uint64_t here = (uint64_t)&here, kdata = (uint64_t)&K;
-        int volatile_ = (v->start <= here && here < v->end) || (v->start <= kdata && kdata < v->end);
+        uint64_t here = (uint64_t)&here, kdata = (uint64_t)&mtcp;
+        int volatile_ = (v->start <= here && here < v->end) ||
+            (v->start <= kdata && kdata < v->end);
         if ((!readable || volatile_) && !w.bounce && first[i + 1] > first[i]) {
             w.bounce = mmap(NULL, 8UL << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (w.bounce == MAP_FAILED) {
                 w.bounce = NULL;
-                rc = fail_errno("allocating a buffer", errno);
+                rc = mtcp_fail_errno("allocating a buffer", errno);
                 break;
             }
         }
@@ -1711,9 +1632,9 @@ static int write_pages(struct plan *P, int dirfd, int level, unsigned char *code
     if (rc == 0)
         rc = finish_pages(&w);
     if (w.fd >= 0)
-        close_out(w.fd);
+        mtcp_close_out(w.fd);
     if (w.mem_fd >= 0) {
-        own_del(w.mem_fd);
+        mtcp_own_del(w.mem_fd);
         close(w.mem_fd);
     }
     if (w.bounce)
@@ -1721,7 +1642,7 @@ static int write_pages(struct plan *P, int dirfd, int level, unsigned char *code
     if (rc < 0)
         return -1;
     *stored = w.pos;
-    return write_whole(dirfd, "pages.crc", P->crcs.p, P->crcs.len);
+    return mtcp_write_whole(dirfd, "pages.crc", P->crcs.p, P->crcs.len);
 }
 
 /* -- one checkpoint --------------------------------------------------------------------------- */
@@ -1739,16 +1660,14 @@ static void reply(int conn, const char *json)
     (void)fdio_write_all(conn, line, n);
 }
 
-static void progress(int conn, const char *msg)
+void mtcp_progress(int conn, const char *msg)
 {
     struct buf b = {0};
-    if (puts_(&b, "{\"event\":\"progress\",\"message\":") == 0 && put_cstr(&b, msg) == 0 &&
-        puts_(&b, "}") == 0)
+    if (mtcp_puts(&b, "{\"event\":\"progress\",\"message\":") == 0 && mtcp_put_cstr(&b, msg) == 0 &&
+        mtcp_puts(&b, "}") == 0)
         reply(conn, b.p);
-    buf_free(&b);
+    mtcp_buf_free(&b);
 }
-
-static int make_socket(void);
 
 /* Restored by the restart program: once every thread is back here, its memory can go. */
 static void finish_restart_program(void)
@@ -1769,89 +1688,86 @@ static void finish_restart_program(void)
 }
 
 /* After a restore: this is the restored process. Everything the kernel had open is gone. */
-static void back_from_restart(void)
+void mtcp_back_from_restart(void)
 {
     struct mtcp_resume r = R;
     if (r.area_len)
         finish_restart_program();
     R = (struct mtcp_resume){.magic = RESUME_MAGIC}; /* the next image starts clean */
-    K.restarts++;
-    n_own = 0;
-    for (int i = 0; i < MAX_BUFS; i++)
-        bufs[i] = NULL; /* their memory was left out of the image */
-    K.pool = NULL;
-    K.codec = NULL;
-    K.slots = NULL;
-    K.nslots = 0;
-    K.listen_fd = -1;
-    K.err[0] = 0;
-    if (make_socket() < 0) {
+    mtcp.restarts++;
+    mtcp_own_forget();
+    mtcp_bufs_forget();
+    mtcp.pool = NULL;
+    mtcp.codec = NULL;
+    mtcp.slots = NULL;
+    mtcp.nslots = 0;
+    mtcp.listen_fd = -1;
+    mtcp.err[0] = 0;
+    if (mtcp_make_socket() < 0) {
         char msg[700];
-        int n = snprintf(msg, sizeof msg, "mtcp: process %d restored, but %s\n", K.pid, K.err);
+        int n = snprintf(msg, sizeof msg, "mtcp: process %d restored, but %s\n", mtcp.pid,
+                         mtcp.err);
         (void)fdio_write_all(2, msg, (size_t)n);
     }
     if (r.area_len) { /* opal-restart waits for this word: the process runs */
         (void)fdio_write_all((int)r.err_fd, "OK", 2);
         close((int)r.err_fd);
         if (r.stop)
-            kill(K.pid, SIGSTOP);
+            kill(mtcp.pid, SIGSTOP);
     }
-    release_threads();
+    mtcp_release_threads();
 }
 
-/* What a request asks for, and what its checkpoint measured. */
-struct request {
-    int forked, level;
-    double frozen, total;
-    uint64_t threads, raw, stored;
-};
-
-static void plan_free(struct plan *P)
+void mtcp_plan_free(struct plan *P)
 {
     struct buf *all[] = {&P->img, &P->tmp, &P->recs, &P->links, &P->sm, &P->vb, &P->runs,
                          &P->crcs, &P->idx};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        buf_free(all[i]);
+        mtcp_buf_free(all[i]);
 }
 
 /* image.json in P->img, and the shared memory objects; the pages are still to be written. */
-static int put_image(struct plan *P, int dirfd, const struct request *q)
+int mtcp_put_image(struct plan *P, int dirfd, const struct request *q)
 {
     struct buf *img = &P->img;
     int rc = 0;
-    if (puts_(img, "{") < 0 || kv_str(img, "format", FORMAT) < 0 ||
-        kv_i64(img, "pid", K.pid) < 0 || key(img, "threads") < 0 || puts_(img, "[") < 0)
+    if (mtcp_puts(img, "{") < 0 || mtcp_kv_str(img, "format", FORMAT) < 0 ||
+        mtcp_kv_i64(img, "pid", mtcp.pid) < 0 || mtcp_key(img, "threads") < 0 ||
+        mtcp_puts(img, "[") < 0)
         rc = -1;
-    for (int i = 0; i < K.nslots && rc == 0; i++)
-        if (K.slots[i].parked == 1 && put_thread(img, &K.slots[i]) < 0)
+    for (int i = 0; i < mtcp.nslots && rc == 0; i++)
+        if (mtcp.slots[i].parked == 1 && mtcp_put_thread(img, &mtcp.slots[i]) < 0)
             rc = -1;
-    if (rc == 0 && (put_thread(img, &K.manager) < 0 || puts_(img, "]") < 0))
+    if (rc == 0 && (mtcp_put_thread(img, &mtcp.manager) < 0 || mtcp_puts(img, "]") < 0))
         rc = -1;
     if (rc == 0)
-        rc = put_process(img, &P->tmp);
+        rc = mtcp_put_process(img, &P->tmp);
     if (rc == 0)
-        rc = put_fds(img, &P->recs, &P->links, &P->tmp);
+        rc = mtcp_put_fds(img, &P->recs, &P->links, &P->tmp, q);
     /* descriptor data files would be written here (none of the kinds kept so far has any) */
     if (rc == 0)
-        rc = put_memory(P, dirfd, q->forked);
+        rc = mtcp_scan_memory(P, q->forked);
+    if (rc == 0)
+        rc = mtcp_put_vmas(P, dirfd);
     if (rc == 0 && q->level &&
-        (kv_str(img, "pages_codec", "lzp1") < 0 || kv_u64(img, "pages_raw_bytes", P->pages * PAGE) < 0))
+        (mtcp_kv_str(img, "pages_codec", "lzp1") < 0 ||
+         mtcp_kv_u64(img, "pages_raw_bytes", P->pages * PAGE) < 0))
         rc = -1;
-    if (rc == 0 && puts_(img, "}") < 0)
+    if (rc == 0 && mtcp_puts(img, "}") < 0)
         rc = -1;
     return rc;
 }
 
-static int write_json(struct plan *P, int dirfd)
+int mtcp_write_json(struct plan *P, int dirfd)
 {
-    return write_whole(dirfd, "image.json", P->img.p, P->img.len);
+    return mtcp_write_whole(dirfd, "image.json", P->img.p, P->img.len);
 }
 
 /* What a forked writer tells the manager before it ends. */
 struct report {
     int32_t rc;
     uint64_t stored;
-    char err[sizeof K.err];
+    char err[sizeof mtcp.err];
 };
 
 /* The forked writer: a copy-on-write child made with a raw clone, exit signal 0 (so that the
@@ -1859,17 +1775,17 @@ struct report {
  * copy while the application runs again. It has only this thread, and the locks other threads
  * held stay held in it forever: it keeps to what the manager does while threads are held (raw
  * system calls, buffers of its own). Its PID, or -1; *report_fd reads its report. */
-static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *codec, int *report_fd)
+long mtcp_fork_writer(struct plan *P, int dirfd, int level, unsigned char *codec, int *report_fd)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
-        return fail_errno("a pipe for the image writer", errno);
-    own_add(p[0]);
-    own_add(p[1]);
+        return mtcp_fail_errno("a pipe for the image writer", errno);
+    mtcp_own_add(p[0]);
+    mtcp_own_add(p[1]);
     long pid = syscall(SYS_clone, 0UL, 0UL, NULL, NULL, 0UL);
     if (pid == 0) {
         /* an image of a process that is gone is of no use: end with it */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != K.pid)
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != mtcp.pid)
             syscall(SYS_exit_group, 1);
         /* the application's descriptors: held here, they would delay an EOF it waits for */
         const struct fdrec *r = (const struct fdrec *)P->recs.p;
@@ -1878,28 +1794,28 @@ static long fork_writer(struct plan *P, int dirfd, int level, unsigned char *cod
         close(p[0]);
         struct report rep;
         memset(&rep, 0, sizeof rep);
-        K.err[0] = 0;
-        rep.rc = write_pages(P, dirfd, level, codec, &rep.stored);
+        mtcp.err[0] = 0;
+        rep.rc = mtcp_write_pages(P, dirfd, level, codec, &rep.stored);
         if (rep.rc == 0)
-            rep.rc = write_json(P, dirfd);
-        memcpy(rep.err, K.err, sizeof rep.err);
+            rep.rc = mtcp_write_json(P, dirfd);
+        memcpy(rep.err, mtcp.err, sizeof rep.err);
         int e = fdio_write_all(p[1], &rep, sizeof rep);
         for (;;)
             syscall(SYS_exit_group, rep.rc == 0 && e == 0 ? 0 : 1);
     }
     int e = errno;
     close(p[1]);
-    own_del(p[1]);
+    mtcp_own_del(p[1]);
     if (pid < 0) {
         close(p[0]);
-        own_del(p[0]);
-        return fail("starting the image writer (clone): %s", errname(e));
+        mtcp_own_del(p[0]);
+        return mtcp_fail("starting the image writer (clone): %s", errname(e));
     }
     *report_fd = p[0];
     return pid;
 }
 
-static int wait_writer(long pid, int fd, uint64_t *stored)
+int mtcp_wait_writer(long pid, int fd, uint64_t *stored)
 {
     int st = 0, rc = 0;
     int reaped = 1;
@@ -1908,7 +1824,7 @@ static int wait_writer(long pid, int fd, uint64_t *stored)
             reaped = 0; /* an application's wait(__WALL) took it: its report still tells */
             break;
         } else if (errno != EINTR) {
-            rc = fail("waiting for the image writer (process %ld): %s", pid, errname(errno));
+            rc = mtcp_fail("waiting for the image writer (process %ld): %s", pid, errname(errno));
             break;
         }
     struct report rep;
@@ -1922,18 +1838,19 @@ static int wait_writer(long pid, int fd, uint64_t *stored)
         got += (size_t)n;
     }
     close(fd);
-    own_del(fd);
+    mtcp_own_del(fd);
     if (rc < 0)
         return -1;
     if (reaped && WIFSIGNALED(st))
-        return fail("the image writer (process %ld) was killed by signal %d (%s)", pid,
-                    WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+        return mtcp_fail("the image writer (process %ld) was killed by signal %d (%s)", pid,
+                         WTERMSIG(st),
+                         sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
     if (got != sizeof rep)
-        return fail("the image writer (process %ld) ended with status %d and no report", pid,
-                    reaped && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        return mtcp_fail("the image writer (process %ld) ended with status %d and no report", pid,
+                         reaped && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     if (rep.rc) {
         rep.err[sizeof rep.err - 1] = 0;
-        return fail("%s", rep.err[0] ? rep.err : "the image writer failed");
+        return mtcp_fail("%s", rep.err[0] ? rep.err : "the image writer failed");
     }
     *stored = rep.stored;
     return 0;
@@ -1944,35 +1861,35 @@ static int save(int dirfd, struct request *q, unsigned char *codec, long *writer
 {
     struct plan P;
     memset(&P, 0, sizeof P);
-    int rc = put_image(&P, dirfd, q);
+    int rc = mtcp_put_image(&P, dirfd, q);
     if (rc == 0 && q->forked) {
-        *writer = fork_writer(&P, dirfd, q->level, codec, report_fd);
+        *writer = mtcp_fork_writer(&P, dirfd, q->level, codec, report_fd);
         rc = *writer < 0 ? -1 : 0;
     } else if (rc == 0) {
-        rc = write_pages(&P, dirfd, q->level, codec, &q->stored);
+        rc = mtcp_write_pages(&P, dirfd, q->level, codec, &q->stored);
         if (rc == 0)
-            rc = write_json(&P, dirfd);
+            rc = mtcp_write_json(&P, dirfd);
     }
     q->raw = P.pages * PAGE;
-    plan_free(&P);
+    mtcp_plan_free(&P);
     return rc;
 }
 
-/* 0: written; -1: failed (K.err); 1: this is a restored process (the request is history). */
-static int checkpoint(int conn, const char *dir, struct request *q)
+/* 0: written; -1: failed (mtcp.err); 1: this is a restored process (the request is history). */
+int mtcp_checkpoint(int conn, const char *dir, struct request *q)
 {
-    K.err[0] = 0;
+    mtcp.err[0] = 0;
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
-        return fail("image directory %s: %s", dir, errname(errno));
-    own_add(dirfd);
+        return mtcp_fail("image directory %s: %s", dir, errname(errno));
+    mtcp_own_add(dirfd);
     struct sigaction cur;
-    if (sigaction(K.sig, NULL, &cur) < 0 || !(cur.sa_flags & SA_SIGINFO) ||
-        cur.sa_sigaction != on_signal) {
+    if (sigaction(mtcp.sig, NULL, &cur) < 0 || !(cur.sa_flags & SA_SIGINFO) ||
+        cur.sa_sigaction != mtcp_on_signal) {
         close(dirfd);
-        own_del(dirfd);
-        return fail("the handler of signal %d (used by the mtcp kernel) was replaced by the "
-                    "application", K.sig);
+        mtcp_own_del(dirfd);
+        return mtcp_fail("the handler of signal %d (used by the mtcp kernel) was replaced by the "
+                         "application", mtcp.sig);
     }
     /* the compressor's buffers before threads are held: nothing to fail once they are */
     unsigned char *codec = NULL;
@@ -1980,68 +1897,68 @@ static int checkpoint(int conn, const char *dir, struct request *q)
         codec = mmap(NULL, CODEC_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (codec == MAP_FAILED) {
             close(dirfd);
-            own_del(dirfd);
-            return fail_errno("allocating the compressor's buffers", errno);
+            mtcp_own_del(dirfd);
+            return mtcp_fail_errno("allocating the compressor's buffers", errno);
         }
-        K.codec = codec;
+        mtcp.codec = codec;
     }
     /* XSAVE areas (one per thread, the manager's last), then the slots */
-    K.pool_len = (size_t)(MAX_THREADS + 1) * XSTATE_MAX + (size_t)MAX_THREADS * sizeof(struct slot);
-    K.pool = mmap(NULL, K.pool_len, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (K.pool == MAP_FAILED) {
-        K.pool = NULL;
+    mtcp.pool_len =
+        (size_t)(MAX_THREADS + 1) * XSTATE_MAX + (size_t)MAX_THREADS * sizeof(struct slot);
+    mtcp.pool = mmap(NULL, mtcp.pool_len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mtcp.pool == MAP_FAILED) {
+        mtcp.pool = NULL;
         if (codec)
             munmap(codec, CODEC_LEN);
-        K.codec = NULL;
+        mtcp.codec = NULL;
         close(dirfd);
-        own_del(dirfd);
-        return fail_errno("allocating the thread table", errno);
+        mtcp_own_del(dirfd);
+        return mtcp_fail_errno("allocating the thread table", errno);
     }
-    K.slots = (struct slot *)(K.pool + (size_t)(MAX_THREADS + 1) * XSTATE_MAX);
-    K.nslots = 0;
-    K.parked = 0;
-    K.go = 0;
+    mtcp.slots = (struct slot *)(mtcp.pool + (size_t)(MAX_THREADS + 1) * XSTATE_MAX);
+    mtcp.nslots = 0;
+    mtcp.parked = 0;
+    mtcp.go = 0;
     long writer = 0;
     int report_fd = -1;
     double t0 = now();
-    __atomic_store_n(&K.active, 1, __ATOMIC_SEQ_CST);
-    int rc = stop_threads();
+    __atomic_store_n(&mtcp.active, 1, __ATOMIC_SEQ_CST);
+    int rc = mtcp_stop_threads();
     if (rc == 0) {
         char msg[64];
         int held = 0;
-        for (int i = 0; i < K.nslots; i++)
-            held += K.slots[i].parked == 1;
+        for (int i = 0; i < mtcp.nslots; i++)
+            held += mtcp.slots[i].parked == 1;
         q->threads = (uint64_t)held + 1;
         snprintf(msg, sizeof msg, "%d threads held", held + 1);
-        progress(conn, msg);
-        memset(&K.manager, 0, sizeof K.manager);
-        K.manager.tid = K.manager_tid;
-        K.manager.xstate = K.pool + (size_t)MAX_THREADS * XSTATE_MAX;
-        record_self(&K.manager);
-        xsave_here(K.manager.xstate);
-        if (mtcp_capture(&K.manager.ctx) != 0) {
-            back_from_restart();
+        mtcp_progress(conn, msg);
+        memset(&mtcp.manager, 0, sizeof mtcp.manager);
+        mtcp.manager.tid = mtcp.manager_tid;
+        mtcp.manager.xstate = mtcp.pool + (size_t)MAX_THREADS * XSTATE_MAX;
+        mtcp_record_self(&mtcp.manager);
+        if (mtcp_capture(&mtcp.manager.ctx) != 0) {
+            mtcp_back_from_restart();
             return 1;
         }
         rc = save(dirfd, q, codec, &writer, &report_fd);
     }
-    release_threads();
+    mtcp_release_threads();
     q->frozen = now() - t0;
-    munmap(K.pool, K.pool_len);
-    K.pool = NULL;
-    K.slots = NULL;
-    K.nslots = 0;
+    munmap(mtcp.pool, mtcp.pool_len);
+    mtcp.pool = NULL;
+    mtcp.slots = NULL;
+    mtcp.nslots = 0;
     if (rc == 0 && writer > 0) {
-        progress(conn, "threads released; a forked writer writes the image");
-        rc = wait_writer(writer, report_fd, &q->stored);
+        mtcp_progress(conn, "threads released; a forked writer writes the image");
+        rc = mtcp_wait_writer(writer, report_fd, &q->stored);
     }
     q->total = now() - t0;
     if (codec)
         munmap(codec, CODEC_LEN);
-    K.codec = NULL;
+    mtcp.codec = NULL;
     close(dirfd);
-    own_del(dirfd);
+    mtcp_own_del(dirfd);
     return rc;
 }
 
@@ -2153,22 +2070,22 @@ static int serve(int conn)
     }
     if (!strcmp(op, "ping")) {
         struct buf b = {0};
-        if (puts_(&b, "{\"event\":\"done\"") == 0 && kv_i64(&b, "pid", K.pid) == 0 &&
-            kv_i64(&b, "restarts", K.restarts) == 0 && kv_i64(&b, "signal", K.sig) == 0 &&
-            puts_(&b, "}") == 0)
+        if (mtcp_puts(&b, "{\"event\":\"done\"") == 0 && mtcp_kv_i64(&b, "pid", mtcp.pid) == 0 &&
+            mtcp_kv_i64(&b, "restarts", mtcp.restarts) == 0 &&
+            mtcp_kv_i64(&b, "signal", mtcp.sig) == 0 && mtcp_puts(&b, "}") == 0)
             reply(conn, b.p);
-        buf_free(&b);
+        mtcp_buf_free(&b);
         return 0;
     }
     if (strcmp(op, "checkpoint")) {
         struct buf b = {0};
-        if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0) {
+        if (mtcp_puts(&b, "{\"event\":\"error\",\"message\":") == 0) {
             char m[80];
             snprintf(m, sizeof m, "unknown request '%.40s'", op);
-            if (put_cstr(&b, m) == 0 && puts_(&b, "}") == 0)
+            if (mtcp_put_cstr(&b, m) == 0 && mtcp_puts(&b, "}") == 0)
                 reply(conn, b.p);
         }
-        buf_free(&b);
+        mtcp_buf_free(&b);
         return 0;
     }
     if (!json_string(line, "dir", dir, sizeof dir) || !dir[0]) {
@@ -2191,65 +2108,64 @@ static int serve(int conn)
         struct buf b = {0};
         char m[96];
         snprintf(m, sizeof m, "unknown compression '%.40s' (none, fast or strong)", comp);
-        if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0 && put_cstr(&b, m) == 0 &&
-            puts_(&b, "}") == 0)
+        if (mtcp_puts(&b, "{\"event\":\"error\",\"message\":") == 0 && mtcp_put_cstr(&b, m) == 0 &&
+            mtcp_puts(&b, "}") == 0)
             reply(conn, b.p);
-        buf_free(&b);
+        mtcp_buf_free(&b);
         return 0;
     }
     q.forked = json_flag(line, "forked");
     char omit[256] = "";
-    n_omit = 0;
     if (strstr(line, "\"omit\"") && !json_string(line, "omit", omit, sizeof omit)) {
         reply(conn, "{\"event\":\"error\",\"message\":\"omit must be a string\"}");
         return 0;
     }
-    for (char *p = omit, *end; *p && n_omit < 64; p = *end ? end + 1 : end) {
+    for (char *p = omit, *end; *p && q.n_omit < 64; p = *end ? end + 1 : end) {
         long fd = strtol(p, &end, 10);
         if (end == p || fd < 0 || (*end && *end != ',')) {
             reply(conn, "{\"event\":\"error\",\"message\":\"omit must list descriptor numbers\"}");
             return 0;
         }
-        omit_fds[n_omit++] = (int)fd;
+        q.omit_fds[q.n_omit++] = (int)fd;
     }
-    own_add(conn);
-    int rc = checkpoint(conn, dir, &q);
+    mtcp_own_add(conn);
+    int rc = mtcp_checkpoint(conn, dir, &q);
     if (rc == 1)
         return 1; /* restored: that connection belonged to the process before */
-    own_del(conn);
+    mtcp_own_del(conn);
     struct buf b = {0};
     if (rc == 0) {
         char fr[64], tt[64];
         snprintf(fr, sizeof fr, "%.6f", q.frozen);
         snprintf(tt, sizeof tt, "%.6f", q.total);
-        if (puts_(&b, "{\"event\":\"done\"") == 0 && kv_raw(&b, "frozen", fr) == 0 &&
-            kv_raw(&b, "total", tt) == 0 && kv_u64(&b, "threads", q.threads) == 0 &&
-            kv_i64(&b, "forked", q.forked) == 0 && kv_str(&b, "compress", comp) == 0 &&
-            kv_u64(&b, "raw_bytes", q.raw) == 0 && kv_u64(&b, "stored_bytes", q.stored) == 0 &&
-            puts_(&b, "}") == 0)
+        if (mtcp_puts(&b, "{\"event\":\"done\"") == 0 && mtcp_kv_raw(&b, "frozen", fr) == 0 &&
+            mtcp_kv_raw(&b, "total", tt) == 0 && mtcp_kv_u64(&b, "threads", q.threads) == 0 &&
+            mtcp_kv_i64(&b, "forked", q.forked) == 0 && mtcp_kv_str(&b, "compress", comp) == 0 &&
+            mtcp_kv_u64(&b, "raw_bytes", q.raw) == 0 &&
+            mtcp_kv_u64(&b, "stored_bytes", q.stored) == 0 && mtcp_puts(&b, "}") == 0)
             reply(conn, b.p);
-    } else if (puts_(&b, "{\"event\":\"error\",\"message\":") == 0 && put_cstr(&b, K.err) == 0 &&
-               puts_(&b, "}") == 0) {
+    } else if (mtcp_puts(&b, "{\"event\":\"error\",\"message\":") == 0 &&
+               mtcp_put_cstr(&b, mtcp.err) == 0 && mtcp_puts(&b, "}") == 0) {
         reply(conn, b.p);
     }
-    buf_free(&b);
+    mtcp_buf_free(&b);
     return 0;
 }
 
-static void *manager_main(void *arg)
+void *mtcp_manager_main(void *arg)
 {
     (void)arg;
-    K.manager_tid = gettid_();
+    mtcp.manager_tid = gettid_();
     prctl(PR_SET_NAME, "mtcp-manager", 0, 0, 0);
     for (;;) {
-        int lfd = K.listen_fd;
+        int lfd = mtcp.listen_fd;
         if (lfd < 0)
             return NULL;
         int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (conn < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (K.listen_fd != lfd)
+            if (mtcp.listen_fd != lfd)
                 continue; /* restored meanwhile: a new socket */
             return NULL;
         }
@@ -2270,85 +2186,86 @@ static int control_dir(char *out, size_t cap)
     else
         snprintf(out, cap, "/tmp/pycrs-%u", (unsigned)getuid());
     if (mkdir(out, 0700) < 0 && errno != EEXIST)
-        return fail("control directory %s: %s", out, errname(errno));
+        return mtcp_fail("control directory %s: %s", out, errname(errno));
     struct stat st;
     if (lstat(out, &st) < 0)
-        return fail("control directory %s: %s", out, errname(errno));
+        return mtcp_fail("control directory %s: %s", out, errname(errno));
     if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
-        return fail("control directory %s must be ours and private (mode 0700)", out);
+        return mtcp_fail("control directory %s must be ours and private (mode 0700)", out);
     return 0;
 }
 
-static int make_socket(void)
+int mtcp_make_socket(void)
 {
-    if (!K.sock_path[0]) {
+    if (!mtcp.sock_path[0]) {
         char dir[PATH_MAX];
         if (control_dir(dir, sizeof dir) < 0)
             return -1;
-        int n = snprintf(K.sock_path, sizeof K.sock_path, "%s/mtcp-%d.sock", dir, K.pid);
-        if (n < 0 || (size_t)n >= sizeof K.sock_path) {
-            K.sock_path[0] = 0;
-            return fail("control directory %s: path too long for a socket", dir);
+        int n = snprintf(mtcp.sock_path, sizeof mtcp.sock_path, "%s/mtcp-%d.sock", dir, mtcp.pid);
+        if (n < 0 || (size_t)n >= sizeof mtcp.sock_path) {
+            mtcp.sock_path[0] = 0;
+            return mtcp_fail("control directory %s: path too long for a socket", dir);
         }
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return fail_errno("socket", errno);
+        return mtcp_fail_errno("socket", errno);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, K.sock_path, sizeof sa.sun_path);
-    unlink(K.sock_path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(K.sock_path, 0600) < 0 ||
+    memcpy(sa.sun_path, mtcp.sock_path, sizeof sa.sun_path);
+    unlink(mtcp.sock_path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(mtcp.sock_path, 0600) < 0 ||
         listen(fd, 16) < 0) {
         int e = errno;
         close(fd);
-        return fail("control socket %s: %s", K.sock_path, errname(e));
+        return mtcp_fail("control socket %s: %s", mtcp.sock_path, errname(e));
     }
-    own_add(fd);
-    K.listen_fd = fd;
+    mtcp_own_add(fd);
+    mtcp.listen_fd = fd;
     return 0;
 }
 
 static void at_fork_child(void)
 {
     /* a forked child has no manager thread: no kernel (an exec'd program loads its own) */
-    if (K.listen_fd >= 0)
-        close(K.listen_fd);
-    K.listen_fd = -1;
-    K.ready = 0;
-    K.sock_path[0] = 0;
-    n_own = 0;
+    if (mtcp.listen_fd >= 0)
+        close(mtcp.listen_fd);
+    mtcp.listen_fd = -1;
+    mtcp.ready = 0;
+    mtcp.sock_path[0] = 0;
+    mtcp_own_forget();
 }
 
 __attribute__((constructor)) static void mtcp_init(void)
 {
     if (getenv("MTCP_DISABLE"))
         return;
-    K.pid = getpid();
-    K.sig = SIGRTMAX - 2;
+    mtcp.pid = getpid();
+    mtcp.sig = SIGRTMAX - 2;
     unsigned a, b, c, d;
     if (!__get_cpuid_count(0xd, 0, &a, &b, &c, &d) || b > XSTATE_MAX) {
         static const char m[] = "mtcp: no XSAVE support on this CPU; the kernel is off\n";
         (void)!write(2, m, sizeof m - 1);
         return;
     }
-    K.xsize = b;
+    mtcp.xsize = b;
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    K.xmask = ((uint64_t)hi << 32) | lo;
+    mtcp.xmask = ((uint64_t)hi << 32) | lo;
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_signal;
+    sa.sa_sigaction = mtcp_on_signal;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigfillset(&sa.sa_mask);
-    if (sigaction(K.sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL) {
+    if (sigaction(mtcp.sig, NULL, &old) == 0 && old.sa_handler != SIG_DFL) {
         char m[128];
-        int n = snprintf(m, sizeof m, "mtcp: signal %d is in use by the program; the kernel is off\n", K.sig);
+        int n = snprintf(m, sizeof m, "mtcp: signal %d is in use by the program; the kernel is off\n", mtcp.sig);
         (void)!write(2, m, (size_t)n);
         return;
     }
-    if (sigaction(K.sig, &sa, NULL) < 0 || make_socket() < 0) {
+    if (sigaction(mtcp.sig, &sa, NULL) < 0 || mtcp_make_socket() < 0) {
         char m[700];
-        int n = snprintf(m, sizeof m, "mtcp: kernel not started in process %d: %s\n", K.pid, K.err);
+        int n = snprintf(m, sizeof m, "mtcp: kernel not started in process %d: %s\n", mtcp.pid,
+                         mtcp.err);
         (void)!write(2, m, (size_t)n);
         return;
     }
@@ -2360,29 +2277,29 @@ __attribute__((constructor)) static void mtcp_init(void)
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 1UL << 20);
-    int e = pthread_create(&t, &at, manager_main, NULL);
+    int e = pthread_create(&t, &at, mtcp_manager_main, NULL);
     pthread_attr_destroy(&at);
     pthread_sigmask(SIG_SETMASK, &prev, NULL);
     if (e) {
         char m[160];
         int n = snprintf(m, sizeof m, "mtcp: kernel not started in process %d: manager thread: %s\n",
-                         K.pid, errname(e));
+                         mtcp.pid, errname(e));
         (void)!write(2, m, (size_t)n);
-        unlink(K.sock_path);
+        unlink(mtcp.sock_path);
         return;
     }
-    K.ready = 1;
+    mtcp.ready = 1;
     pthread_atfork(NULL, NULL, at_fork_child);
 }
 
 __attribute__((destructor)) static void mtcp_fini(void)
 {
-    if (K.ready && K.sock_path[0] && getpid() == K.pid)
-        unlink(K.sock_path);
+    if (mtcp.ready && mtcp.sock_path[0] && getpid() == mtcp.pid)
+        unlink(mtcp.sock_path);
 }
 
 /* For a program or Python (ctypes) to ask: 1 when the kernel serves requests here. */
-EXPORT int mtcp_kernel_ready(void) { return K.ready && K.listen_fd >= 0; }
+EXPORT int mtcp_kernel_ready(void) { return mtcp.ready && mtcp.listen_fd >= 0; }
 
 /* The socket the kernel serves requests on ("" when it does not). */
-EXPORT const char *mtcp_socket_path(void) { return K.ready ? K.sock_path : ""; }
+EXPORT const char *mtcp_socket_path(void) { return mtcp.ready ? mtcp.sock_path : ""; }
