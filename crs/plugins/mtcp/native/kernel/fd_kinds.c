@@ -45,6 +45,49 @@ static int unread_pipe_data(int fd, struct buf *out, int *capacity)
     return rc;
 }
 
+/* A socket: a listening Unix socket with a name (kept with its type and address), or at 0-2
+ * whatever the restarter provides. */
+static int socket_kind(struct fdrec *e, const char *link, struct buf *links)
+{
+    int fd = e->fd;
+    int dom = 0, acc = 0, type = 0;
+    socklen_t sl = sizeof dom;
+    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl);
+    sl = sizeof acc;
+    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl);
+    sl = sizeof type;
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl);
+    if (dom == AF_UNIX && acc) {
+        struct sockaddr_un sa;
+        socklen_t al = sizeof sa;
+        if (getsockname(fd, (struct sockaddr *)&sa, &al) < 0)
+            return mtcp_fail("descriptor %d: getsockname: %s", fd, errname(errno));
+        size_t plen = al > offsetof(struct sockaddr_un, sun_path)
+                          ? al - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (plen && sa.sun_path[0])
+            plen = strnlen(sa.sun_path, plen);
+        if (!plen)
+            return mtcp_fail("descriptor %d is an unnamed listening socket", fd);
+        e->kind = FD_LISTEN;
+        e->stype = type;
+        e->path = links->len;
+        e->pathlen = plen;
+        if (mtcp_put(links, sa.sun_path, plen) < 0)
+            return -1;
+        return 0;
+    }
+    if (fd <= 2) {
+        e->kind = FD_STDIO;
+        return 0;
+    }
+    return mtcp_fail("descriptor %d is a %s socket (%s), which mtcp cannot restore yet", fd,
+                     dom == AF_UNIX    ? "Unix"
+                     : dom == AF_INET  ? "IPv4"
+                     : dom == AF_INET6 ? "IPv6"
+                                       : "network",
+                     link);
+}
+
 int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links)
 {
     int fd = e->fd;
@@ -56,44 +99,8 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links
         e->ino = st.st_ino;
         return 0;
     }
-    if (!strncmp(link, "socket:[", 8)) {
-        int dom = 0, acc = 0, type = 0;
-        socklen_t sl = sizeof dom;
-        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl);
-        sl = sizeof acc;
-        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl);
-        sl = sizeof type;
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl);
-        if (dom == AF_UNIX && acc) {
-            struct sockaddr_un sa;
-            socklen_t al = sizeof sa;
-            if (getsockname(fd, (struct sockaddr *)&sa, &al) < 0)
-                return mtcp_fail("descriptor %d: getsockname: %s", fd, errname(errno));
-            size_t plen = al > offsetof(struct sockaddr_un, sun_path)
-                              ? al - offsetof(struct sockaddr_un, sun_path) : 0;
-            if (plen && sa.sun_path[0])
-                plen = strnlen(sa.sun_path, plen);
-            if (!plen)
-                return mtcp_fail("descriptor %d is an unnamed listening socket", fd);
-            e->kind = FD_LISTEN;
-            e->stype = type;
-            e->path = links->len;
-            e->pathlen = plen;
-            if (mtcp_put(links, sa.sun_path, plen) < 0)
-                return -1;
-            return 0;
-        }
-        if (fd <= 2) {
-            e->kind = FD_STDIO;
-            return 0;
-        }
-        return mtcp_fail("descriptor %d is a %s socket (%s), which mtcp cannot restore yet", fd,
-                         dom == AF_UNIX    ? "Unix"
-                         : dom == AF_INET  ? "IPv4"
-                         : dom == AF_INET6 ? "IPv6"
-                                           : "network",
-                         link);
-    }
+    if (!strncmp(link, "socket:[", 8))
+        return socket_kind(e, link, links);
     if (link[0] != '/')
         return mtcp_fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
     if (!strncmp(link, "/memfd:", 7))
