@@ -27,17 +27,6 @@
 
 struct mtcp_kernel mtcp = {.listen_fd = -1};
 
-/* The resume record (resume.h), filled by the restart program in a restored process. */
-static struct mtcp_resume R = {.magic = RESUME_MAGIC};
-
-void mtcp_resume_thread_back(void)
-{
-    __atomic_add_fetch(&R.back, 1, __ATOMIC_ACQ_REL);
-    sys_futex(&R.back, FUTEX_WAKE_PRIVATE, 1, NULL);
-}
-
-uint64_t mtcp_resume_address(void) { return (uint64_t)&R; }
-
 /* descriptors of the kernel itself, never part of the image */
 static int own_fds[16];
 static int n_own;
@@ -83,8 +72,6 @@ int mtcp_fail_errno(const char *step, int e)
     return mtcp_fail("%s: %s", step, errname(e));
 }
 
-/* -- one checkpoint --------------------------------------------------------------------------- */
-
 static void reply(int conn, const char *json)
 {
     if (conn < 0)
@@ -105,161 +92,6 @@ void mtcp_progress(int conn, const char *msg)
         mtcp_puts(&b, "}") == 0)
         reply(conn, b.p);
     mtcp_buf_free(&b);
-}
-
-/* Restored by the restart program: once every thread is back here, its memory can go. */
-static void finish_restart_program(void)
-{
-    for (int b; (b = __atomic_load_n(&R.back, __ATOMIC_ACQUIRE)) < R.expect;)
-        sys_futex(&R.back, FUTEX_WAIT_PRIVATE, b, NULL);
-    if (munmap((void *)R.area, R.area_len) < 0) {
-        char msg[96];
-        int n = snprintf(msg, sizeof msg, "mtcp: unmapping the restart program: %s\n", errname(errno));
-        (void)fdio_write_all(2, msg, (size_t)n);
-    }
-    if (R.exe_fd >= 0) { /* /proc/PID/exe: the program's again, now that the restarter is gone */
-        R.mm_map[11] = (uint64_t)R.auxv;
-        R.mm_map[12] = (R.mm_map[12] & 0xffffffffULL) | (uint64_t)(uint32_t)R.exe_fd << 32;
-        (void)prctl(PR_SET_MM, PR_SET_MM_MAP, R.mm_map, sizeof R.mm_map, 0); /* cosmetic */
-        close((int)R.exe_fd);
-    }
-}
-
-/* After a restore: this is the restored process. Everything the kernel had open is gone. */
-void mtcp_back_from_restart(void)
-{
-    struct mtcp_resume r = R;
-    if (r.area_len)
-        finish_restart_program();
-    R = (struct mtcp_resume){.magic = RESUME_MAGIC}; /* the next image starts clean */
-    mtcp.restarts++;
-    mtcp_own_forget();
-    mtcp_bufs_forget();
-    mtcp.pool = NULL;
-    mtcp.codec = NULL;
-    mtcp.slots = NULL;
-    mtcp.nslots = 0;
-    mtcp.listen_fd = -1;
-    mtcp.err[0] = 0;
-    if (mtcp_make_socket() < 0) {
-        char msg[700];
-        int n = snprintf(msg, sizeof msg, "mtcp: process %d restored, but %s\n", mtcp.pid,
-                         mtcp.err);
-        (void)fdio_write_all(2, msg, (size_t)n);
-    }
-    if (r.area_len) { /* opal-restart waits for this word: the process runs */
-        (void)fdio_write_all((int)r.err_fd, "OK", 2);
-        close((int)r.err_fd);
-        if (r.stop)
-            kill(mtcp.pid, SIGSTOP);
-    }
-    mtcp_release_threads();
-}
-
-/* While threads are held: the image, written here, or handed to a forked writer (*writer). */
-static int save(int dirfd, struct request *q, unsigned char *codec, long *writer, int *report_fd)
-{
-    struct plan P;
-    memset(&P, 0, sizeof P);
-    int rc = mtcp_put_image(&P, dirfd, q);
-    if (rc == 0 && q->forked) {
-        *writer = mtcp_fork_writer(&P, dirfd, q->level, codec, report_fd);
-        rc = *writer < 0 ? -1 : 0;
-    } else if (rc == 0) {
-        rc = mtcp_write_pages(&P, dirfd, q->level, codec, &q->stored);
-        if (rc == 0)
-            rc = mtcp_write_json(&P, dirfd);
-    }
-    q->raw = P.pages * PAGE;
-    mtcp_plan_free(&P);
-    return rc;
-}
-
-/* 0: written; -1: failed (mtcp.err); 1: this is a restored process (the request is history). */
-int mtcp_checkpoint(int conn, const char *dir, struct request *q)
-{
-    mtcp.err[0] = 0;
-    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dirfd < 0)
-        return mtcp_fail("image directory %s: %s", dir, errname(errno));
-    mtcp_own_add(dirfd);
-    struct sigaction cur;
-    if (sigaction(mtcp.sig, NULL, &cur) < 0 || !(cur.sa_flags & SA_SIGINFO) ||
-        cur.sa_sigaction != mtcp_on_signal) {
-        close(dirfd);
-        mtcp_own_del(dirfd);
-        return mtcp_fail("the handler of signal %d (used by the mtcp kernel) was replaced by the "
-                         "application", mtcp.sig);
-    }
-    /* the compressor's buffers before threads are held: nothing to fail once they are */
-    unsigned char *codec = NULL;
-    if (q->level) {
-        codec = mmap(NULL, CODEC_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (codec == MAP_FAILED) {
-            close(dirfd);
-            mtcp_own_del(dirfd);
-            return mtcp_fail_errno("allocating the compressor's buffers", errno);
-        }
-        mtcp.codec = codec;
-    }
-    /* XSAVE areas (one per thread, the manager's last), then the slots */
-    mtcp.pool_len =
-        (size_t)(MAX_THREADS + 1) * XSTATE_MAX + (size_t)MAX_THREADS * sizeof(struct slot);
-    mtcp.pool = mmap(NULL, mtcp.pool_len, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (mtcp.pool == MAP_FAILED) {
-        mtcp.pool = NULL;
-        if (codec)
-            munmap(codec, CODEC_LEN);
-        mtcp.codec = NULL;
-        close(dirfd);
-        mtcp_own_del(dirfd);
-        return mtcp_fail_errno("allocating the thread table", errno);
-    }
-    mtcp.slots = (struct slot *)(mtcp.pool + (size_t)(MAX_THREADS + 1) * XSTATE_MAX);
-    mtcp.nslots = 0;
-    mtcp.parked = 0;
-    mtcp.go = 0;
-    long writer = 0;
-    int report_fd = -1;
-    double t0 = now();
-    __atomic_store_n(&mtcp.active, 1, __ATOMIC_SEQ_CST);
-    int rc = mtcp_stop_threads();
-    if (rc == 0) {
-        char msg[64];
-        int held = 0;
-        for (int i = 0; i < mtcp.nslots; i++)
-            held += mtcp.slots[i].parked == 1;
-        q->threads = (uint64_t)held + 1;
-        snprintf(msg, sizeof msg, "%d threads held", held + 1);
-        mtcp_progress(conn, msg);
-        memset(&mtcp.manager, 0, sizeof mtcp.manager);
-        mtcp.manager.tid = mtcp.manager_tid;
-        mtcp.manager.xstate = mtcp.pool + (size_t)MAX_THREADS * XSTATE_MAX;
-        mtcp_record_self(&mtcp.manager);
-        if (mtcp_capture(&mtcp.manager.ctx) != 0) {
-            mtcp_back_from_restart();
-            return 1;
-        }
-        rc = save(dirfd, q, codec, &writer, &report_fd);
-    }
-    mtcp_release_threads();
-    q->frozen = now() - t0;
-    munmap(mtcp.pool, mtcp.pool_len);
-    mtcp.pool = NULL;
-    mtcp.slots = NULL;
-    mtcp.nslots = 0;
-    if (rc == 0 && writer > 0) {
-        mtcp_progress(conn, "threads released; a forked writer writes the image");
-        rc = mtcp_wait_writer(writer, report_fd, &q->stored);
-    }
-    q->total = now() - t0;
-    if (codec)
-        munmap(codec, CODEC_LEN);
-    mtcp.codec = NULL;
-    close(dirfd);
-    mtcp_own_del(dirfd);
-    return rc;
 }
 
 /* -- requests --------------------------------------------------------------------------------- */
