@@ -74,7 +74,7 @@ class BuildExt(build_ext):
 
 mtcp = Extension(
     "crs.plugins.mtcp.libmtcp",
-    sources=["crs/plugins/mtcp/native/kernel/buf.c", "crs/plugins/mtcp/native/kernel/checkpoint.c", "crs/plugins/mtcp/native/kernel/compress.c", "crs/plugins/mtcp/native/kernel/fd_kinds.c", "crs/plugins/mtcp/native/kernel/fds.c", "crs/plugins/mtcp/native/kernel/image.c", "crs/plugins/mtcp/native/kernel/kernel.c", "crs/plugins/mtcp/native/kernel/memory.c", "crs/plugins/mtcp/native/kernel/pages.c", "crs/plugins/mtcp/native/kernel/process.c", "crs/plugins/mtcp/native/kernel/procfs.c", "crs/plugins/mtcp/native/kernel/resume.c", "crs/plugins/mtcp/native/kernel/signals.c", "crs/plugins/mtcp/native/kernel/threads.c", "crs/plugins/mtcp/native/kernel/vmas.c", "crs/plugins/mtcp/native/kernel/writer.c"],
+    sources=["crs/plugins/mtcp/native/kernel/buf.c", "crs/plugins/mtcp/native/kernel/checkpoint.c", "crs/plugins/mtcp/native/kernel/compress.c", "crs/plugins/mtcp/native/kernel/control.c", "crs/plugins/mtcp/native/kernel/fd_kinds.c", "crs/plugins/mtcp/native/kernel/fds.c", "crs/plugins/mtcp/native/kernel/image.c", "crs/plugins/mtcp/native/kernel/kernel.c", "crs/plugins/mtcp/native/kernel/memory.c", "crs/plugins/mtcp/native/kernel/pages.c", "crs/plugins/mtcp/native/kernel/process.c", "crs/plugins/mtcp/native/kernel/procfs.c", "crs/plugins/mtcp/native/kernel/resume.c", "crs/plugins/mtcp/native/kernel/signals.c", "crs/plugins/mtcp/native/kernel/threads.c", "crs/plugins/mtcp/native/kernel/vmas.c", "crs/plugins/mtcp/native/kernel/writer.c"],
     include_dirs=["crs/native"],  # crc32c.h, shared with blcr
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"],
     extra_link_args=["-pthread"],
