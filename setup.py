@@ -31,7 +31,7 @@ def mpich_include() -> str:
 # The mtcp restart program: static, no libc, linked at the address it restores around (it must
 # not overlap the image it rebuilds; crs/plugins/mtcp/restart.py checks the same range).
 RESTART_PROGRAM = "pycrs-mtcp-restart"
-RESTART_SOURCE = "crs/plugins/mtcp/native/restart.c"
+RESTART_SOURCE = "crs/plugins/mtcp/native/restart/main.c"
 RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-protector",
                  "-fno-asynchronous-unwind-tables", "-fno-tree-loop-distribute-patterns",
                  "-msse4.2", "-Wall", "-Wextra", "-Icrs/native", "-Wl,-Ttext-segment=0x100000000000",

@@ -1,123 +1,9 @@
-/* pycrs-mtcp-restart: the restart program of the mtcp component.
- *
- * A static program with no libc, no ptrace and no Python, linked at a fixed address
- * (RESTART_AREA, 16 TiB) that a process image does not use. opal-restart prepares everything
- * that needs a real library (descriptors, the PID through clone3's set_tid, cwd, limits, the
- * session), writes a plan (crs/plugins/mtcp/restart.py: a flat array of 64-bit words) and execs
- * this program in the process being restored, with the plan's descriptor as its argument.
- *
- * The program then becomes the process in the image: it moves to a stack of its own, unmaps
- * everything outside its area (the stack, vDSO and vvar the kernel gave it), maps the vDSO and
- * every mapping of the image at its address, reads the pages straight into place (checking a
- * CRC-32C per MiB as it goes, or decompressing lzp1 frames), sets protections, mm fields, signal
- * actions and timers, then creates every thread with its TID and lets each one jump to the
- * capture point the kernel recorded for it (callee-saved registers, stack pointer, return
- * address, 1 as the capture's result), with every signal blocked: a thread held in the kernel's
- * signal handler gets its own mask back from its signal frame when it returns from the handler.
- *
- * The program cannot unmap itself while it runs, so it leaves that to the restored kernel: it
- * fills the kernel's resume record (struct mtcp_resume in resume.h, at the address image.json
- * gives) with its area, the descriptors to close and the number of threads to wait for; the
- * restored manager thread waits until every thread is back in the kernel's code, unmaps the
- * area, and tells opal-restart on the error pipe that the process runs ("OK").
- *
- * A failure before the threads are let go is written to the error pipe as "what:errno" and the
- * program exits 127. x86-64 Linux only.
- */
-#include <stddef.h>
-#include <stdint.h>
-
-#include "crc32c.h"
-#include "lzpack.h"
-#include "stub.h"
-
-#include "resume.h"
-
-#define PAGE 4096UL
-#define STACK_SIZE (256UL << 10)
-#define THREAD_STACK (64UL << 10)
-#define PLAN_MAGIC 0x3150527372637970ULL   /* "pycrsRP1" (restart.py) */
-#define TOP 0x7ffffffff000UL
-#define THREAD_FLAGS (0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000) /* VM FS FILES SIGHAND THREAD SYSVSEM */
-#define CLONE_CHILD_CLEARTID 0x00200000
-#define CLONE_CHILD_SETTID 0x01000000
-#define FUTEX_WAIT 0
-#define FUTEX_WAKE 1
-#define FUTEX_PRIVATE 128
-
-/* system call numbers and flags (x86-64), as in the kernel's uapi headers */
-enum {
-    NR_read = 0, NR_write = 1, NR_close = 3, NR_fstat = 5, NR_mmap = 9, NR_mprotect = 10,
-    NR_munmap = 11, NR_rt_sigaction = 13, NR_pread64 = 17, NR_madvise = 28, NR_setitimer = 38,
-    NR_exit = 60, NR_prctl = 157, NR_arch_prctl = 158, NR_sched_setaffinity = 203,
-    NR_set_tid_address = 218, NR_timer_create = 222, NR_timer_settime = 223,
-    NR_exit_group = 231, NR_setpriority = 141, NR_personality = 135, NR_mlock = 149,
-    NR_sigaltstack = 131, NR_set_robust_list = 273, NR_rseq = 334, NR_clone3 = 435,
-    NR_futex = 202, NR_fcntl = 72, NR_nanosleep = 35,
-};
-#define PROT_RW 3
-#define MAP_PRIVATE 0x02
-#define MAP_ANONYMOUS 0x20
-#define MAP_FIXED 0x10
-#define MAP_FIXED_NOREPLACE 0x100000
-#define ARCH_SET_GS 0x1001
-#define ARCH_SET_FS 0x1002
-#define ARCH_MAP_VDSO_64 0x2003
-#define PR_SET_NAME 15
-#define PR_SET_MM 35
-#define PR_SET_MM_MAP 14
-#define PR_TIMER_CREATE_RESTORE_IDS 77
-#define SS_DISABLE 2
-#define EINTR 4
-#define EEXIST 17
-#define EINVAL 22
-#define EIO 5
-#define ENOMEM 12
-#define EPROTO 71
-#define EBADMSG 74
-
-typedef uint64_t u64;
-typedef int64_t i64;
-
-/* -- the plan (layout written by restart.py; every field is 64 bits) ------------------------ */
-
-struct plan {
-    u64 magic, size;
-    i64 pid, err_fd, pages_fd, codec; /* codec: 0 raw pages, 1 lzp1 frames */
-    u64 pages_size, chunk, ncrcs, crcs;       /* CRC-32C per chunk of pages.img, at offset crcs */
-    u64 vdso_base, resume, stop, personality;
-    u64 area, area_len, scratch, scratch_len;  /* our own area, and free room inside it */
-    i64 exe_fd;
-    u64 mm[11], auxv, auxv_len;
-    u64 nvmas, vmas, nruns, runs, sigactions, itimers, ntimers, timers, nthreads, threads;
-    u64 nclose, close;     /* descriptors of ours to close before the threads run */
-    u64 ncloexec, cloexec; /* the process's close-on-exec descriptors (our exec kept them) */
-};
-
-struct plan_vma {
-    u64 start, end, prot_load, prot, flags;
-    i64 fd;
-    u64 offset, nadvice, advice[4], lock;
-};
-
-struct plan_timer {
-    i64 id, clockid, signo, notify, target, value, interval[2], remaining[2];
-};
-
-struct plan_thread {
-    i64 tid;
-    u64 fs_base, gs_base, tid_address, robust_head, robust_len;
-    u64 alt_sp, alt_flags, alt_size, rseq_ptr, rseq_size, rseq_sig;
-    u64 comm[2];
-    u64 naffinity, affinity[16];
-    i64 nice, has_nice;
-    u64 rbx, rbp, r12, r13, r14, r15, rsp, rip; /* the capture point */
-    u64 xstate, xstate_len;                     /* offset in the plan (64-byte aligned) */
-};
-
-/* -- system calls, and the few library functions the compiler may call ---------------------- */
-
-#define sys stub_syscall /* sys(NR, args...), as everywhere in this program */
+/* pycrs-mtcp-restart: the entry point. _start moves to a stack of the program's own; the plan
+ * (its descriptor in argv[1]) is mapped at the start of the scratch room opal-restart reserved;
+ * everything outside the program's area goes; then the image's memory, its pages, its process
+ * state, its threads, in that order. A failure is reported as "what:errno" (stub.h) on the error
+ * pipe, and the program exits 127. The whole picture is in restart.h. */
+#include "restart.h"
 
 void *memcpy(void *d, const void *s, size_t n)
 {
@@ -142,11 +28,11 @@ void *memset(void *d, int c, size_t n)
     return d;
 }
 
-static const struct plan *P;
+const struct plan *rs_plan;
 static i64 err_fd = -1;
 
 /* "what:errno" to the error pipe (opal-restart names the errno), then exit. */
-static void __attribute__((noreturn)) die(const char *what, long err)
+void __attribute__((noreturn)) rs_die(const char *what, long err)
 {
     char msg[256];
     size_t n = stub_failure(msg, what, 200, err);
@@ -156,23 +42,14 @@ static void __attribute__((noreturn)) die(const char *what, long err)
         sys(NR_exit_group, 127);
 }
 
-static long must(long r, const char *what)
+long rs_must(long r, const char *what)
 {
     if (r < 0 && r > -4096)
-        die(what, r);
+        rs_die(what, r);
     return r;
 }
 
-/* clone3 for a thread: the child runs fn(arg) on the new stack and never returns (below). */
-long clone3_thread(void *args, size_t size, void (*fn)(const void *), const void *arg);
-
 /* -- pages ---------------------------------------------------------------------------------- */
-
-/* Where the next logical page bytes go: a cursor over the image's runs (address order). */
-struct cursor {
-    const u64 *runs; /* (address, pages) pairs */
-    u64 nruns, i, off;
-};
 
 static u64 cursor_room(struct cursor *c, unsigned char **at)
 {
@@ -186,15 +63,9 @@ static u64 cursor_room(struct cursor *c, unsigned char **at)
     return c->runs[2 * c->i + 1] * PAGE - c->off;
 }
 
-/* The CRC of the pages.img bytes seen so far, checked at every chunk boundary. */
-struct check {
-    const uint32_t *crcs;
-    u64 ncrcs, chunk, pos;
-    uint32_t crc;
-};
-
 static void check_bytes(struct check *k, const unsigned char *p, u64 n)
 {
+    const struct plan *P = rs_plan;
     while (n) {
         u64 take = crc32c_chunk_step(&k->crc, k->pos, k->chunk, p, n);
         k->pos += take;
@@ -203,21 +74,22 @@ static void check_bytes(struct check *k, const unsigned char *p, u64 n)
         if (k->pos % k->chunk == 0 || k->pos == P->pages_size) {
             u64 idx = (k->pos - 1) / k->chunk;
             if (idx >= k->ncrcs || k->crcs[idx] != k->crc)
-                die("pages.img does not match its CRC (the snapshot is corrupted)", EBADMSG);
+                rs_die("pages.img does not match its CRC (the snapshot is corrupted)", EBADMSG);
         }
     }
 }
 
 static void read_at(void *dst, u64 n, u64 off)
 {
+    const struct plan *P = rs_plan;
     unsigned char *p = dst;
     while (n) {
         long got = sys(NR_pread64, P->pages_fd, p, n > (1UL << 30) ? 1UL << 30 : n, off);
         if (got == -EINTR)
             continue;
-        must(got, "reading pages.img");
+        rs_must(got, "reading pages.img");
         if (got == 0)
-            die("pages.img is truncated", EIO);
+            rs_die("pages.img is truncated", EIO);
         p += got, n -= (u64)got, off += (u64)got;
     }
 }
@@ -265,8 +137,9 @@ static void checked(u64 addr, u64 n)
     futex_wake(&Q.produced);
 }
 
-static void load_raw(struct cursor *c, struct check *k, unsigned char *checker_stack)
+void rs_load_raw(struct cursor *c, struct check *k, unsigned char *checker_stack)
 {
+    const struct plan *P = rs_plan;
     Q.k = k;
     Q.tid = -1;
     u64 args[11] = {0};
@@ -274,7 +147,8 @@ static void load_raw(struct cursor *c, struct check *k, unsigned char *checker_s
     args[2] = (u64)&Q.tid; /* child_tid */
     args[5] = (u64)checker_stack;
     args[6] = THREAD_STACK;
-    must(clone3_thread(args, sizeof args, checker_main, 0), "starting the CRC checker (clone3)");
+    rs_must(rs_clone3_thread(args, sizeof args, checker_main, 0),
+            "starting the CRC checker (clone3)");
     unsigned char *at;
     u64 room, pos = 0;
     while ((room = cursor_room(c, &at))) {
@@ -282,7 +156,7 @@ static void load_raw(struct cursor *c, struct check *k, unsigned char *checker_s
         if (n > room)
             n = room;
         if (pos + n > P->pages_size)
-            die("pages.img is truncated", EIO);
+            rs_die("pages.img is truncated", EIO);
         read_at(at, n, pos);
         checked((u64)at, n);
         c->off += n;
@@ -292,7 +166,7 @@ static void load_raw(struct cursor *c, struct check *k, unsigned char *checker_s
     for (int32_t t; (t = __atomic_load_n(&Q.tid, __ATOMIC_ACQUIRE)) != 0;)
         sys(NR_futex, &Q.tid, FUTEX_WAIT, t, 0); /* the kernel's wake at exit is not private */
     if (pos != P->pages_size || k->pos != pos)
-        die("pages.img is longer than the image's mappings", EPROTO);
+        rs_die("pages.img is longer than the image's mappings", EPROTO);
 }
 
 /* Compressed pages (lzp1 frames, crs/native/lzpack.h): the file is read a CRC chunk at a time,
@@ -305,11 +179,12 @@ struct reader {
 
 static void take(struct reader *r, unsigned char *dst, u64 n)
 {
+    const struct plan *P = rs_plan;
     while (n) {
         if (r->at == r->len) {
             u64 left = P->pages_size - r->k->pos;
             if (!left)
-                die("pages.img is truncated", EIO);
+                rs_die("pages.img is truncated", EIO);
             r->len = left < P->chunk ? left : P->chunk;
             r->at = 0;
             read_at(r->chunk, r->len, r->k->pos);
@@ -321,8 +196,9 @@ static void take(struct reader *r, unsigned char *dst, u64 n)
     }
 }
 
-static void load_compressed(struct cursor *c, struct check *k, unsigned char *buffers)
+void rs_load_compressed(struct cursor *c, struct check *k, unsigned char *buffers)
 {
+    const struct plan *P = rs_plan;
     struct reader r = {buffers, buffers + LZP_FRAME, buffers + LZP_FRAME + lzp_bound(LZP_FRAME),
                        0, 0, k};
     unsigned char *at;
@@ -333,20 +209,20 @@ static void load_compressed(struct cursor *c, struct check *k, unsigned char *bu
         int raw;
         take(&r, head, sizeof head);
         if (lzp_frame_header(head, &raw_len, &payload, &raw) < 0)
-            die("pages.img: a malformed frame header (the snapshot is corrupted)", EBADMSG);
+            rs_die("pages.img: a malformed frame header (the snapshot is corrupted)", EBADMSG);
         take(&r, raw ? r.out : r.payload, payload);
         if (!raw && lzp_decompress(r.payload, payload, r.out, raw_len) != (long)raw_len)
-            die("pages.img: a frame does not decompress (the snapshot is corrupted)", EBADMSG);
+            rs_die("pages.img: a frame does not decompress (the snapshot is corrupted)", EBADMSG);
         for (u64 done = 0; done < raw_len;) {
             if (!(room = cursor_room(c, &at)))
-                die("pages.img holds more pages than the image's mappings", EPROTO);
+                rs_die("pages.img holds more pages than the image's mappings", EPROTO);
             u64 n = raw_len - done < room ? raw_len - done : room;
             memcpy(at, r.out + done, n);
             c->off += n, done += n;
         }
     }
     if (k->pos != P->pages_size || r.at != r.len)
-        die("pages.img is longer than the image's mappings", EPROTO);
+        rs_die("pages.img is longer than the image's mappings", EPROTO);
 }
 
 /* -- threads -------------------------------------------------------------------------------- */
@@ -370,8 +246,10 @@ __asm__(".text\n"
 
 /* clone3 for a thread: the child runs fn(arg) on the new stack and never returns. */
 __asm__(".text\n"
-        ".type clone3_thread,@function\n"
-        "clone3_thread:\n"
+        ".globl rs_clone3_thread\n"
+        ".hidden rs_clone3_thread\n"
+        ".type rs_clone3_thread,@function\n"
+        "rs_clone3_thread:\n"
         "  pushq %r12\n"
         "  pushq %r13\n"
         "  movq %rdx, %r12\n"
@@ -388,23 +266,24 @@ __asm__(".text\n"
         "  popq %r13\n"
         "  popq %r12\n"
         "  ret\n"
-        ".size clone3_thread, .-clone3_thread\n");
+        ".size rs_clone3_thread, .-rs_clone3_thread\n");
 
 /* Per-thread kernel state, then the jump. Runs in the thread itself. */
-static void __attribute__((noreturn)) become(const struct plan_thread *t)
+void __attribute__((noreturn)) rs_become(const struct plan_thread *t)
 {
-    must(sys(NR_arch_prctl, ARCH_SET_FS, t->fs_base), "setting a thread's fs base");
+    const struct plan *P = rs_plan;
+    rs_must(sys(NR_arch_prctl, ARCH_SET_FS, t->fs_base), "setting a thread's fs base");
     if (t->gs_base)
-        must(sys(NR_arch_prctl, ARCH_SET_GS, t->gs_base), "setting a thread's gs base");
+        rs_must(sys(NR_arch_prctl, ARCH_SET_GS, t->gs_base), "setting a thread's gs base");
     sys(NR_set_tid_address, t->tid_address);
     if (t->robust_head)
-        must(sys(NR_set_robust_list, t->robust_head, t->robust_len), "set_robust_list");
+        rs_must(sys(NR_set_robust_list, t->robust_head, t->robust_len), "set_robust_list");
     if (!(t->alt_flags & SS_DISABLE)) {
         u64 ss[3] = {t->alt_sp, t->alt_flags, t->alt_size}; /* stack_t: sp, int flags, size */
-        must(sys(NR_sigaltstack, ss, 0), "sigaltstack");
+        rs_must(sys(NR_sigaltstack, ss, 0), "sigaltstack");
     }
     if (t->rseq_ptr)
-        must(sys(NR_rseq, t->rseq_ptr, t->rseq_size, 0, t->rseq_sig), "rseq registration");
+        rs_must(sys(NR_rseq, t->rseq_ptr, t->rseq_size, 0, t->rseq_sig), "rseq registration");
     sys(NR_prctl, PR_SET_NAME, t->comm);
     if (t->naffinity) /* on the CPUs this machine has (restart.py intersects) */
         sys(NR_sched_setaffinity, 0, t->naffinity * 8, t->affinity);
@@ -417,9 +296,9 @@ static void __attribute__((noreturn)) become(const struct plan_thread *t)
     resume_jump(&t->rbx);
 }
 
-static void thread_main(const void *t) { become(t); }
+static void thread_main(const void *t) { rs_become(t); }
 
-static void start_thread(const struct plan_thread *t, unsigned char *stack)
+void rs_start_thread(const struct plan_thread *t, unsigned char *stack)
 {
     i64 tid = t->tid;
     u64 args[11] = {0};
@@ -428,27 +307,28 @@ static void start_thread(const struct plan_thread *t, unsigned char *stack)
     args[6] = THREAD_STACK; /* stack_size */
     args[8] = (u64)&tid;    /* set_tid */
     args[9] = 1;            /* set_tid_size */
-    long got = clone3_thread(args, sizeof args, thread_main, t);
+    long got = rs_clone3_thread(args, sizeof args, thread_main, t);
     /* the ID may still be the CRC checker's for a moment after it ended */
     for (int tries = 0; got == -EEXIST && tries < 1000; tries++) {
         u64 ts[2] = {0, 1000000};
         sys(NR_nanosleep, ts, 0);
-        got = clone3_thread(args, sizeof args, thread_main, t);
+        got = rs_clone3_thread(args, sizeof args, thread_main, t);
     }
     if (got != tid)
-        die("creating a thread with its thread ID (clone3)", got < 0 ? got : EEXIST);
+        rs_die("creating a thread with its thread ID (clone3)", got < 0 ? got : EEXIST);
 }
 
 /* -- process state -------------------------------------------------------------------------- */
 
-static void map_memory(void)
+void rs_map_memory(void)
 {
+    const struct plan *P = rs_plan;
     const struct plan_vma *v = (const void *)((const char *)P + P->vmas);
     for (u64 i = 0; i < P->nvmas; i++, v++) {
         long got = sys(NR_mmap, v->start, v->end - v->start, v->prot_load, v->flags | MAP_FIXED_NOREPLACE,
                        v->fd, v->offset);
         if (got != (long)v->start)
-            die("mapping a region of the image at its address", got < 0 ? got : EEXIST);
+            rs_die("mapping a region of the image at its address", got < 0 ? got : EEXIST);
         for (u64 a = 0; a < v->nadvice && a < 4; a++)
             sys(NR_madvise, v->start, v->end - v->start, v->advice[a]); /* advice only */
         if (v->lock)
@@ -456,38 +336,42 @@ static void map_memory(void)
     }
 }
 
-static void protect_memory(void)
+void rs_protect_memory(void)
 {
+    const struct plan *P = rs_plan;
     const struct plan_vma *v = (const void *)((const char *)P + P->vmas);
     for (u64 i = 0; i < P->nvmas; i++, v++)
         if (v->prot != v->prot_load)
-            must(sys(NR_mprotect, v->start, v->end - v->start, v->prot), "mprotect");
+            rs_must(sys(NR_mprotect, v->start, v->end - v->start, v->prot), "mprotect");
 }
 
 /* mm fields and auxv; the executable is left to the restored kernel (kept in r for it), as the
  * kernel will not swap it while this program's file is mapped */
-static void process_state(struct mtcp_resume *r)
+void rs_process_state(struct mtcp_resume *r)
 {
+    const struct plan *P = rs_plan;
     u64 *mm = r->mm_map; /* struct prctl_mm_map: 11 fields, auxv, auxv_size and exe_fd */
     for (int i = 0; i < 11; i++)
         mm[i] = P->mm[i];
     if (P->auxv_len > sizeof r->auxv)
-        die("the image's auxiliary vector is too long", EINVAL);
+        rs_die("the image's auxiliary vector is too long", EINVAL);
     memcpy(r->auxv, (const char *)P + P->auxv, P->auxv_len);
     mm[11] = (u64)r->auxv;
     mm[12] = P->auxv_len | (0xffffffffULL << 32);
-    must(sys(NR_prctl, PR_SET_MM, PR_SET_MM_MAP, mm, sizeof r->mm_map, 0), "prctl(PR_SET_MM_MAP)");
+    rs_must(sys(NR_prctl, PR_SET_MM, PR_SET_MM_MAP, mm, sizeof r->mm_map, 0),
+            "prctl(PR_SET_MM_MAP)");
     sys(NR_personality, P->personality);
-    must(stub_set_sigactions((const void *)((const char *)P + P->sigactions)),
-         "restoring signal actions (rt_sigaction)");
+    rs_must(stub_set_sigactions((const void *)((const char *)P + P->sigactions)),
+            "restoring signal actions (rt_sigaction)");
     const i64 *it = (const void *)((const char *)P + P->itimers);
     for (int w = 0; w < 3; w++, it += 4)
         if (it[2] || it[3])
-            must(sys(NR_setitimer, w, it, 0), "setitimer");
+            rs_must(sys(NR_setitimer, w, it, 0), "setitimer");
 }
 
-static void posix_timers(void)
+void rs_posix_timers(void)
 {
+    const struct plan *P = rs_plan;
     if (!P->ntimers)
         return;
     int by_id = sys(NR_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) == 0;
@@ -498,14 +382,14 @@ static void posix_timers(void)
         sev[1] = (u64)(uint32_t)t->signo | (u64)(uint32_t)t->notify << 32;
         sev[2] = t->notify == 4 ? (u64)(uint32_t)t->target : 0;
         int id = -1;
-        must(sys(NR_timer_create, t->clockid, sev, &id), "timer_create");
+        rs_must(sys(NR_timer_create, t->clockid, sev, &id), "timer_create");
         if (id != t->id)
-            die(by_id ? "a POSIX timer came back with another ID"
+            rs_die(by_id ? "a POSIX timer came back with another ID"
                       : "a POSIX timer came back with another ID (this kernel cannot choose timer IDs)",
                 EEXIST);
         if (t->remaining[0] || t->remaining[1]) {
             i64 spec[4] = {t->interval[0], t->interval[1], t->remaining[0], t->remaining[1]};
-            must(sys(NR_timer_settime, id, 0, spec, 0), "timer_settime");
+            rs_must(sys(NR_timer_settime, id, 0, spec, 0), "timer_settime");
         }
     }
     if (by_id)
@@ -551,53 +435,54 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
     long at = sys(NR_mmap, head.scratch, plan_len, 1 /* PROT_READ */, MAP_PRIVATE | MAP_FIXED_NOREPLACE,
                   plan_fd, 0);
     if (at != (long)head.scratch)
-        die("mapping the restore plan", at < 0 ? at : EEXIST);
-    P = (const struct plan *)at;
+        rs_die("mapping the restore plan", at < 0 ? at : EEXIST);
+    const struct plan *P = rs_plan = (const struct plan *)at;
     sys(NR_close, plan_fd);
     u64 stacks_len = (P->nthreads + 1) * THREAD_STACK;
     if (P->size != st[6] || P->scratch_len < plan_len + stacks_len + (4UL << 20))
-        die("the restore plan is inconsistent", EINVAL);
+        rs_die("the restore plan is inconsistent", EINVAL);
     unsigned char *stacks = (unsigned char *)at + plan_len;
     long got = sys(NR_mmap, stacks, stacks_len, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                    -1, 0);
     if (got != (long)stacks)
-        die("allocating thread stacks", got < 0 ? got : EEXIST);
+        rs_die("allocating thread stacks", got < 0 ? got : EEXIST);
 
     /* nothing of ours outside the area: the kernel's stack, vDSO and vvar go */
-    must(sys(NR_munmap, 0, P->area), "unmapping below the restart area");
-    must(sys(NR_munmap, P->area + P->area_len, TOP - P->area - P->area_len),
-         "unmapping above the restart area");
+    rs_must(sys(NR_munmap, 0, P->area), "unmapping below the restart area");
+    rs_must(sys(NR_munmap, P->area + P->area_len, TOP - P->area - P->area_len),
+            "unmapping above the restart area");
     if (P->vdso_base)
-        must(sys(NR_arch_prctl, ARCH_MAP_VDSO_64, P->vdso_base), "mapping the vDSO at its address");
+        rs_must(sys(NR_arch_prctl, ARCH_MAP_VDSO_64, P->vdso_base),
+                "mapping the vDSO at its address");
 
-    map_memory();
+    rs_map_memory();
     struct cursor c = {(const u64 *)((const char *)P + P->runs), P->nruns, 0, 0};
     struct check k = {(const uint32_t *)((const char *)P + P->crcs), P->ncrcs, P->chunk, 0, 0};
     if (P->codec == 0) {
-        load_raw(&c, &k, stacks + P->nthreads * THREAD_STACK);
+        rs_load_raw(&c, &k, stacks + P->nthreads * THREAD_STACK);
     } else {
         if (P->chunk != LZP_FRAME)
-            die("the restore plan is inconsistent", EINVAL);
+            rs_die("the restore plan is inconsistent", EINVAL);
         u64 len = (2 * LZP_FRAME + lzp_bound(LZP_FRAME) + PAGE - 1) & ~(PAGE - 1);
         unsigned char *buffers = stacks + stacks_len;
         got = sys(NR_mmap, buffers, len, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
                   -1, 0);
         if (got != (long)buffers)
-            die("allocating buffers", got < 0 ? got : EEXIST);
-        load_compressed(&c, &k, buffers);
+            rs_die("allocating buffers", got < 0 ? got : EEXIST);
+        rs_load_compressed(&c, &k, buffers);
     }
-    protect_memory();
+    rs_protect_memory();
     /* the kernel's record: what the restored manager finishes for us */
     struct mtcp_resume *r = (struct mtcp_resume *)P->resume;
     if (!P->resume || r->magic != RESUME_MAGIC)
-        die("the image has no mtcp resume record where image.json says", EPROTO);
-    process_state(r);
+        rs_die("the image has no mtcp resume record where image.json says", EPROTO);
+    rs_process_state(r);
     const i64 *cl = (const void *)((const char *)P + P->close);
     for (u64 i = 0; i < P->nclose; i++)
         sys(NR_close, cl[i]);
     const i64 *ce = (const void *)((const char *)P + P->cloexec);
     for (u64 i = 0; i < P->ncloexec; i++)
-        must(sys(NR_fcntl, ce[i], 2 /* F_SETFD */, 1 /* FD_CLOEXEC */), "setting close-on-exec");
+        rs_must(sys(NR_fcntl, ce[i], 2 /* F_SETFD */, 1 /* FD_CLOEXEC */), "setting close-on-exec");
     const struct plan_thread *t = (const void *)((const char *)P + P->threads);
     const struct plan_thread *me = 0;
     r->area = P->area;
@@ -612,12 +497,12 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
             me = &t[i];
             continue;
         }
-        start_thread(&t[i], stacks + i * THREAD_STACK);
+        rs_start_thread(&t[i], stacks + i * THREAD_STACK);
     }
-    posix_timers(); /* now that their target threads exist; signals stay blocked everywhere */
+    rs_posix_timers(); /* now that their target threads exist; signals stay blocked everywhere */
     if (!me)
-        die("the image has no main thread", EPROTO);
-    become(me);
+        rs_die("the image has no main thread", EPROTO);
+    rs_become(me);
 }
 
 /* entry: argc at the stack pointer; move to our own stack before the kernel's goes away */
