@@ -5,29 +5,6 @@
  * pipe, and the program exits 127. The whole picture is in restart.h. */
 #include "restart.h"
 
-void *memcpy(void *d, const void *s, size_t n)
-{
-    unsigned char *p = d;
-    const unsigned char *q = s;
-    while (n >= 8) {
-        u64 v;
-        __builtin_memcpy(&v, q, 8); /* one move: never a call */
-        __builtin_memcpy(p, &v, 8);
-        p += 8, q += 8, n -= 8;
-    }
-    while (n--)
-        *p++ = *q++;
-    return d;
-}
-
-void *memset(void *d, int c, size_t n)
-{
-    unsigned char *p = d;
-    while (n--)
-        *p++ = (unsigned char)c;
-    return d;
-}
-
 const struct plan *rs_plan;
 static i64 err_fd = -1;
 
