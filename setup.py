@@ -37,7 +37,7 @@ def mpich_include() -> str:
 # The mtcp restart program: static, no libc, linked at the address it restores around (it must
 # not overlap the image it rebuilds; crs/plugins/mtcp/restart.py checks the same range).
 RESTART_PROGRAM = "pycrs-mtcp-restart"
-RESTART_SOURCES = units("crs/plugins/mtcp/native/restart", "main libc pages threads")
+RESTART_SOURCES = units("crs/plugins/mtcp/native/restart", "main libc pages threads state")
 RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-protector",
                  "-fno-asynchronous-unwind-tables", "-fno-tree-loop-distribute-patterns",
                  "-msse4.2", "-Wall", "-Wextra", "-Icrs/native", "-Wl,-Ttext-segment=0x100000000000",
