@@ -1,45 +1,37 @@
-/* Native side of the blcr component: ptrace control of another process, system calls injected
- * into it, bulk page transfer with CRC-32C checksums, and the stub a restore starts from.
- *
- * Every function returns 0 (or a count) on success and -errno on failure; the Python side turns
- * that into an error that names the process and the step. x86-64 Linux only.
- */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <errno.h>
+/* blcr module: all of it, for now (blcr.h). */
+#include "blcr.h"
+
 #include <fcntl.h>
 #include <linux/elf.h>
 #include <linux/sched.h>
-#include "crc32c.h"
-#include "fdio.h"
-#include "lzpack.h"
-#include "pagemap.h"
-#include "stub.h"
 #include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define PAGE 4096UL
+#include "crc32c.h"
+#include "fdio.h"
+#include "lzpack.h"
+#include "pagemap.h"
+#include "stub.h"
+
 #define SYSCALL_STOP (SIGTRAP | 0x80)
 
 /* -- ptrace control ---------------------------------------------------------------------------- */
 
-static int wait_stop(int tid, int *status)
+int blcr_wait_stop(int tid, int *status)
 {
     for (;;) {
         int r = waitpid(tid, status, __WALL);
@@ -63,7 +55,7 @@ int blcr_seize(int tid)
     if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
         return -errno;
     for (;;) {
-        int st, r = wait_stop(tid, &st);
+        int st, r = blcr_wait_stop(tid, &st);
         if (r < 0)
             return r;
         if ((st >> 16) == PTRACE_EVENT_STOP) {
@@ -162,7 +154,7 @@ int blcr_inject(int tid, uint64_t insn, long nr, long a1, long a2, long a3, long
     while (stops < 2) {
         if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
             return -errno;
-        if ((err = wait_stop(tid, &st)) < 0)
+        if ((err = blcr_wait_stop(tid, &st)) < 0)
             return err;
         if (WSTOPSIG(st) == SYSCALL_STOP)
             stops++;
@@ -182,7 +174,7 @@ int blcr_inject(int tid, uint64_t insn, long nr, long a1, long a2, long a3, long
 int blcr_wait_new_thread(int tid)
 {
     int st;
-    return wait_stop(tid, &st);
+    return blcr_wait_stop(tid, &st);
 }
 
 long blcr_read_mem(int pid, uint64_t addr, void *buf, size_t len)
@@ -551,26 +543,6 @@ int blcr_signalfd(uint64_t mask, int flags)
 
 /* -- the restore stub ------------------------------------------------------------------------- */
 
-struct blcr_stub_plan {
-    int want_pid;               /* PID to take (0: any) */
-    int nmoves;
-    const int *moves;           /* (our fd, its fd, cloexec) triples */
-    int nepoll;
-    const int64_t *epoll;       /* (epoll fd, target fd, events, data) quads */
-    int cwd_fd;
-    int umask;
-    int nlimits;
-    const int64_t *limits;      /* (resource, soft, hard) triples */
-    const uint64_t *sigactions; /* 64 x (handler, flags, restorer, mask); handler 0 = default */
-    uint64_t code_addr;         /* where the stub puts its syscall page */
-    uint64_t code_len;
-    int err_fd;                 /* write end of the pipe for a failure in the child */
-    int new_pidns;              /* restore into a fresh PID namespace, under an init of ours */
-    int session;                /* 1: lead a new session, 2: lead a new process group */
-    const char *exec_path;      /* run this program in the stub instead of stopping for a tracer */
-    char *const *exec_argv;
-};
-
 static void stub_fail(int fd, const char *what, int err)
 {
     char msg[160];
@@ -783,7 +755,7 @@ static int spawn_stub(const struct blcr_stub_plan *plan, int *init)
             return -errno;
         if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) < 0)
             return -errno;
-        return (r = wait_stop((int)pid, &st)) < 0 ? r : (int)pid;
+        return (r = blcr_wait_stop((int)pid, &st)) < 0 ? r : (int)pid;
     }
     pid = clone_with_pid(&want, 0);
     if (pid < 0)
@@ -792,7 +764,7 @@ static int spawn_stub(const struct blcr_stub_plan *plan, int *init)
         stub_child(plan, !plan->exec_path);
     if (plan->exec_path)
         return (int)pid; /* it says how it went on the error pipe */
-    if ((r = wait_stop((int)pid, &st)) < 0)
+    if ((r = blcr_wait_stop((int)pid, &st)) < 0)
         return r;
     if (WSTOPSIG(st) != SIGSTOP) {
         kill((pid_t)pid, SIGKILL);

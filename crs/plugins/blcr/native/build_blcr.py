@@ -1,4 +1,5 @@
 """cffi build script for crs.plugins.blcr._native, run by the package build."""
+import os
 from pathlib import Path
 
 from cffi import FFI
@@ -64,10 +65,16 @@ ffibuilder.cdef(
                      int stop);
     """
 )
+HERE = Path(__file__).resolve().parent
+# the units of the module, one concern each (blcr.h says which holds what); relative to where the
+# build runs, as setuptools wants them
+UNITS = [os.path.relpath(HERE / f"{unit}.c") for unit in ["blcr"]]
+
 ffibuilder.set_source(
     "crs.plugins.blcr._native",
-    Path(__file__).with_name("blcr.c").read_text(),
-    include_dirs=[str(Path(__file__).resolve().parents[3] / "native")],  # crc32c.h, lzpack.h
+    '#include "blcr.h"',
+    sources=UNITS,
+    include_dirs=[str(HERE), str(HERE.parents[2] / "native")],  # blcr.h; crc32c.h, lzpack.h ...
     extra_compile_args=["-msse4.2", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 
