@@ -68,7 +68,7 @@ ffibuilder.cdef(
 HERE = Path(__file__).resolve().parent
 # the units of the module, one concern each (blcr.h says which holds what); relative to where the
 # build runs, as setuptools wants them
-UNITS = [os.path.relpath(HERE / f"{unit}.c") for unit in ["blcr", "stub", "fds", "codec", "dump", "memory", "regs"]]
+UNITS = [os.path.relpath(HERE / f"{unit}.c") for unit in ["ptrace", "stub", "fds", "codec", "dump", "memory", "regs"]]
 
 ffibuilder.set_source(
     "crs.plugins.blcr._native",

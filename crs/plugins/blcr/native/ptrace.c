@@ -1,35 +1,15 @@
-/* blcr module: all of it, for now (blcr.h). */
+/* blcr module: ptrace control of another process's threads. A thread is seized and brought to a
+ * stop (a signal on its way in is delivered first, as it would have been); a system call is run
+ * in a stopped thread by pointing it at a syscall instruction and letting it through the entry
+ * and exit stops; a thread that an injected clone made is waited for. */
 #include "blcr.h"
 
-#include <fcntl.h>
-#include <linux/elf.h>
-#include <linux/sched.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/ptrace.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
-#include <unistd.h>
-
-#include "crc32c.h"
-#include "fdio.h"
-#include "lzpack.h"
-#include "pagemap.h"
-#include "stub.h"
 
 #define SYSCALL_STOP (SIGTRAP | 0x80)
-
-/* -- ptrace control ---------------------------------------------------------------------------- */
 
 int blcr_wait_stop(int tid, int *status)
 {
