@@ -18,8 +18,9 @@
  *   stub.c     the restore stub: the child a restore starts from (descriptors, cwd, limits,
  *              signal actions, a new PID namespace), stopped for the tracer or exec'ing the
  *              mtcp restart program
- * Internal functions shared between units are declared BLCR_INTERNAL (hidden): the module exports
- * only what build_blcr.py declares.
+ * build_blcr.py hands this header to cffi as the module's API, less its preprocessor lines and
+ * the lines that start with BLCR_INTERNAL: the internal functions shared between units, one line
+ * each, hidden (the module exports only the API). Keep the rest to what cffi's cdef parses.
  */
 #ifndef PYCRS_BLCR_H
 #define PYCRS_BLCR_H
