@@ -1,5 +1,6 @@
 # The cffi extension modules cannot be declared in pyproject.toml alone; the mtcp kernel is a plain
 # shared library (no Python in it: it is preloaded into any program), built by a build_ext step.
+import glob
 import os
 import shlex
 import subprocess
@@ -40,8 +41,8 @@ RESTART_PROGRAM = "pycrs-mtcp-restart"
 RESTART_SOURCES = units("crs/plugins/mtcp/native/restart", "main libc pages threads state")
 RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-protector",
                  "-fno-asynchronous-unwind-tables", "-fno-tree-loop-distribute-patterns",
-                 "-msse4.2", "-Wall", "-Wextra", "-Icrs/native", "-Wl,-Ttext-segment=0x100000000000",
-                 "-Wl,-z,noexecstack", "-Wl,--build-id=none"]
+                 "-msse4.2", "-Wall", "-Wextra", "-Icrs/native",
+                 "-Wl,-Ttext-segment=0x100000000000", "-Wl,-z,noexecstack", "-Wl,--build-id=none"]
 
 
 class BuildExt(build_ext):
@@ -51,7 +52,7 @@ class BuildExt(build_ext):
         generated = os.path.join(self.build_temp, "crcp")
         os.makedirs(generated, exist_ok=True)
         subprocess.run([sys.executable, "snapc/crcp/generate.py",
-                        os.path.join(include, "mpi_proto.h"), "snapc/crcp/native/crcp.c",
+                        os.path.join(include, "mpi_proto.h"), CRCP_NATIVE,
                         os.path.join(generated, "crcp_wrappers.inc")], check=True)
         crcp.include_dirs[:] = [include, generated]
         super().run()
@@ -88,9 +89,13 @@ mtcp = Extension(
     extra_link_args=["-pthread"],
 )
 
+# The MPI layer: every *.c of its directory (generate.py reads them all for the MPI functions
+# they define), its headers as dependencies; the generated wrappers come from the build directory.
+CRCP_NATIVE = "snapc/crcp/native"
 crcp = Extension(
     "snapc.crcp.libcrcp",
-    sources=["snapc/crcp/native/crcp.c"],
+    sources=sorted(glob.glob(os.path.join(CRCP_NATIVE, "*.c"))),
+    depends=sorted(glob.glob(os.path.join(CRCP_NATIVE, "*.h"))),
     extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden", "-pthread"],
     extra_link_args=["-pthread"],
     libraries=["dl"],

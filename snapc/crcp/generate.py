@@ -2,7 +2,7 @@
 
 Read from MPICH's ``mpi_proto.h`` at build time, so that every function of the library the
 layer is built against is covered, not the ones somebody remembered. For each ``PMPI_X`` that
-crcp.c does not define itself:
+no unit of the layer (``native/*.c``) defines itself:
 
 * every call waits while a checkpoint holds the application (MPI is torn down then): a datatype
   query reaches no finalized MPI;
@@ -15,13 +15,15 @@ crcp.c does not define itself:
 * a nonblocking collective is counted and tracked; any other request it makes (persistent,
   one-sided, I/O, generalized) is recorded as one the layer cannot bring back.
 
-Usage: ``python generate.py MPI_PROTO_H CRCP_C OUTPUT``.
+Usage: ``python generate.py MPI_PROTO_H LAYER_SOURCES OUTPUT``, LAYER_SOURCES being the
+directory of the layer's C units (every ``*.c`` in it is read) or one C file.
 """
 from __future__ import annotations
 
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 HANDLES = {
     "Comm": ("a communicator", "MPI_COMM_NULL"),
@@ -60,8 +62,8 @@ class Function:
 def parse(header: str) -> list[Function]:
     text = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
     out = []
-    for m in re.finditer(r"(?m)^int\s+PMPI_(\w+)\s*\(([^;{]*?)\)\s*(?:MPICH_\w+(?:\([^)]*\))?\s*)*;",
-                         text):
+    prototype = r"(?m)^int\s+PMPI_(\w+)\s*\(([^;{]*?)\)\s*(?:MPICH_\w+(?:\([^)]*\))?\s*)*;"
+    for m in re.finditer(prototype, text):
         name, plist = m.group(1), " ".join(m.group(2).split())
         if "..." in plist:
             continue
@@ -79,6 +81,15 @@ def parse(header: str) -> list[Function]:
 
 def handwritten(source: str) -> set[str]:
     return set(re.findall(r"EXPORT int MPI_(\w+)\(", source))
+
+
+def layer_sources(path: str) -> str:
+    """The text of the layer's hand-written units: every ``*.c`` of a directory, or one file."""
+    where = Path(path)
+    files = sorted(where.glob("*.c")) if where.is_dir() else [where]
+    if not files:
+        raise SystemExit(f"generate.py: no C sources in {where}")
+    return "\n".join(f.read_text() for f in files)
 
 
 def out_handle(p: Param) -> str | None:
@@ -125,7 +136,8 @@ def wrapper(f: Function) -> str | None:
             f"    int ci = idx({c});",
             "    if (ci >= 0) coll_admit(ci);",
             f"    rc = {call(f.name, translated)};",
-            f"    if (ci >= 0) {{ if (rc) C[ci].completed++; else coll_track(ci, {r}, \"{shown}\"); }}",
+            f"    if (ci >= 0) {{ if (rc) C[ci].completed++; "
+            f"else coll_track(ci, {r}, \"{shown}\"); }}",
         ]
     else:
         frees = bool(FREES.search(f.name))
@@ -145,7 +157,8 @@ def wrapper(f: Function) -> str | None:
                              f"(long)*{name}, \"{shown}\");")
         for r in requests:
             lines.append(f"    if (!rc && *{r} != before_{r} && *{r} != MPI_REQUEST_NULL) "
-                         f"{{ int k_ = treq_new(RQ_REFUSED, -1, *{r}); T[k_].made_by = \"{shown}\"; }}")
+                         f"{{ int k_ = treq_new(RQ_REFUSED, -1, *{r}); "
+                         f"T[k_].made_by = \"{shown}\"; }}")
     lines += ["    leave();", "    return rc;", "}", ""]
     return "\n".join(lines)
 
@@ -163,9 +176,9 @@ def generate(header: str, source: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    header_path, source_path, output = argv
-    with open(header_path) as h, open(source_path) as s:
-        text = generate(h.read(), s.read())
+    header_path, sources, output = argv
+    with open(header_path) as h:
+        text = generate(h.read(), layer_sources(sources))
     with open(output, "w") as o:
         o.write(text)
 
