@@ -82,8 +82,8 @@ class BuildExt(build_ext):
 mtcp = Extension(
     "crs.plugins.mtcp.libmtcp",
     sources=units("crs/plugins/mtcp/native/kernel",
-                  "kernel control checkpoint threads process signals fds fd_kinds memory vmas image "
-                  "pages compress writer resume buf procfs"),
+                  "kernel control checkpoint threads process signals fds fd_kinds memory vmas "
+                  "image pages compress writer resume buf procfs"),
     include_dirs=["crs/native"],  # crc32c.h, lzpack.h, fdio.h, pagemap.h, shared with blcr
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"],
     extra_link_args=["-pthread"],
