@@ -1,8 +1,9 @@
 """The ``mtcp`` CRS component: an in-process, user-space checkpoint kernel (see component.py).
 
 The kernel is a plain shared library, ``libmtcp.so`` beside this file, built from
-``native/mtcp.c`` by the package build. A program gets it by preloading (``LD_PRELOAD``, which
-``pycrs run --mca crs mtcp PROGRAM`` sets), a Python process also by ``load()``.
+``native/kernel/`` by the package build (``kernel.h`` there is its map). A program gets it by
+preloading (``LD_PRELOAD``, which ``pycrs run --mca crs mtcp PROGRAM`` sets), a Python process
+also by ``load()``.
 """
 from __future__ import annotations
 
