@@ -46,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/crcp_overhead.py
 
 clean:
-	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so
+	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so crs/native/_imagecheck*.so

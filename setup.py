@@ -104,4 +104,5 @@ crcp = Extension(
 setup(cmdclass={"build_ext": BuildExt},
       ext_modules=[mtcp, crcp],
       cffi_modules=["crs/native/build_fsops.py:ffibuilder",
+                    "crs/native/build_imagecheck.py:ffibuilder",
                     "crs/plugins/blcr/native/build_blcr.py:ffibuilder"])

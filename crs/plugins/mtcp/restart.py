@@ -190,7 +190,7 @@ def build_plan(image: dict[str, Any], snap: LocalSnapshot, aux_of: dict[str, int
 
 
 def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False,
-            pid_namespace: bool = False) -> tuple[int, int]:
+            pid_namespace: bool = False, report: fds.Report | None = None) -> tuple[int, int]:
     """Rebuild the process of ``snap`` as our child with the restart program; (its PID here, the
     child to wait for). It runs (or is stopped, with ``stop``) when this returns."""
     program = restart_program_path()
@@ -199,7 +199,7 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
     image = read_image(snap)
     check_restorable(image, pid_namespace)
     vdso = check_image(image)
-    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files)
+    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files, report)
     try:
         if rebuilt.seals:
             raise RestoreError("the image has sealed memfds, which mtcp does not save")

@@ -73,8 +73,6 @@ long blcr_scan_pages(int pagemap_fd, uint64_t start, uint64_t end, int private_f
 uint32_t blcr_crc32c(const void *p, size_t n);
 long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long nruns,
                     uint64_t *pos, uint32_t *crcs, long ncrcs, uint64_t chunk);
-long blcr_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs, uint64_t chunk,
-                        uint64_t *bad_chunk);
 
 /* -- codec.c -------------------------------------------------------------------------------- */
 

@@ -144,33 +144,3 @@ long blcr_dump_runs(int pid, int mem_fd, int out_fd, const uint64_t *runs, long 
     return err;
 }
 
-/* Check the CRC-32C of every `chunk` bytes of the file `fd` (`size` bytes), reading it through
- * a mapping (no copy). Returns 0, or -EBADMSG with the failing chunk in *bad_chunk. Runs with
- * the GIL released, beside the stub reading the same file into the restored process. */
-long blcr_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs, uint64_t chunk,
-                        uint64_t *bad_chunk)
-{
-    if (size == 0)
-        return 0;
-    if ((long)((size + chunk - 1) / chunk) > ncrcs) {
-        *bad_chunk = (uint64_t)ncrcs;
-        return -EBADMSG;
-    }
-    unsigned char *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED)
-        return -errno;
-    madvise(m, size, MADV_SEQUENTIAL);
-    long err = 0;
-    for (uint64_t off = 0, i = 0; off < size; off += chunk, i++) {
-        uint64_t n = size - off < chunk ? size - off : chunk;
-        if (crc32c(0, m + off, n) != crcs[i]) {
-            *bad_chunk = i;
-            err = -EBADMSG;
-            break;
-        }
-        if (off >= 64 * chunk) /* done with it: do not let a big image crowd the page cache */
-            madvise(m + off - 64 * chunk, chunk, MADV_DONTNEED);
-    }
-    munmap(m, size);
-    return err;
-}
