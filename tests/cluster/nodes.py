@@ -92,13 +92,14 @@ def processes_in(ns: tuple[str, str, str]) -> list[int]:
     return out
 
 
-def _kill_all(ns: tuple[str, str, str], spare: int | None = None, timeout: float = 10.0) -> list[int]:
-    """SIGKILL every process in ``ns`` (except ``spare``) until none is left; returns what was
-    killed. Bounded: raises ClusterError after ``timeout`` seconds."""
+def _kill_all(ns: tuple[str, str, str], spare: set[int] = frozenset(),  # type: ignore[assignment]
+              timeout: float = 10.0) -> list[int]:
+    """SIGKILL every process in ``ns`` (except those in ``spare``) until none is left; returns
+    what was killed. Bounded: raises ClusterError after ``timeout`` seconds."""
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while True:
-        pids = [p for p in processes_in(ns) if p != spare]
+        pids = [p for p in processes_in(ns) if p not in spare]
         if not pids:
             return sorted(killed)
         for pid in pids:
@@ -148,11 +149,15 @@ class Node:
         """Every process running in this node, except its holder."""
         return [p for p in processes_in(self.ns) if p != self.pid]
 
+    def kill_jobs(self, timeout: float = 10.0) -> list[int]:
+        """SIGKILL every process in this node except its holder and the cluster's daemons."""
+        return _kill_all(self.ns, spare={self.pid, *self.cluster.daemons}, timeout=timeout)
+
     # -- failures -----------------------------------------------------------------------
     def kill(self, timeout: float = 10.0) -> list[int]:
         """SIGKILL every process in this node (the holder stays, so the node can be used
         again, as after a reboot). Returns the PIDs killed."""
-        return _kill_all(self.ns, spare=self.pid, timeout=timeout)
+        return _kill_all(self.ns, spare={self.pid}, timeout=timeout)
 
     def cut(self) -> None:
         """Pull the node's cable at the switch: its port goes down, packets to and from it
@@ -207,6 +212,8 @@ class Cluster:
         self.registry = REGISTRY / f"{self.id}.json"
         self.started = False
         self.timings: dict[str, float] = {}
+        #: Long-lived processes (daemons) that ``reset`` keeps; whoever starts one adds it.
+        self.daemons: set[int] = set()
 
     def __getitem__(self, name: str) -> Node:
         for node in self.all_nodes:
@@ -265,7 +272,6 @@ class Cluster:
             f"mount --bind {self.hosts_file} /etc/hosts",
             f"mount --bind {d / 'boot_id'} /proc/sys/kernel/random/boot_id",
             "mount -t tmpfs -o mode=1777,size=2g tmpfs /dev/shm",
-            f"mount --bind {d / 'local'} {self.local}",
         ]
         # A private /tmp in which the shared directories are bound back at their own paths.
         for shared in self.shared:
@@ -274,7 +280,10 @@ class Cluster:
             except ValueError:
                 continue
             script += [f"mkdir -p {d / 'tmp' / rel}", f"mount --bind {shared} {d / 'tmp' / rel}"]
-        script += [f"mount --rbind {d / 'tmp'} /tmp", "ip link set lo up", "echo ready",
+        script += [f"mount --rbind {d / 'tmp'} /tmp",
+                   # last, so that it is seen through the /tmp just made, if it is under /tmp
+                   f"mount --bind {d / 'local'} {self.local}",
+                   "ip link set lo up", "echo ready",
                    "exec sleep infinity"]
         node.proc = subprocess.Popen(
             ["unshare", "--net", "--uts", "--mount", "--propagation", "private", "--",
@@ -357,6 +366,15 @@ class Cluster:
         self.timings["stop"] = time.monotonic() - t0
         if errors:
             raise ClusterError("; ".join(errors))
+
+    def reset(self) -> None:
+        """Back to a healthy cluster after a test: every link up, every process a test left
+        in a node killed (the holders and ``daemons`` stay)."""
+        if self.switch is not None:
+            ports = [n.port for n in self.all_nodes if n.port]
+            self._ip_batch(self.switch.pid, [f"link set {p} up" for p in ports], "switch")
+        for node in self.all_nodes:
+            node.kill_jobs()
 
     def __enter__(self) -> "Cluster":
         return self.start()

@@ -164,7 +164,9 @@ class Slurm:
         finally:
             log.close()
         proc.name = name  # type: ignore[attr-defined]
+        proc.cmd = cmd  # type: ignore[attr-defined]
         self.procs.append((node, proc))
+        self.cluster.daemons.add(proc.pid)
 
     def _check_alive(self) -> None:
         for _, proc in self.procs:
@@ -232,6 +234,29 @@ class Slurm:
         if r.returncode:
             raise AssertionError(f"sbatch failed: {r.stderr}")
         return r.stdout.strip().split(";")[0]
+
+    def reset(self, timeout: float = 60) -> None:
+        """Back to an idle SLURM after a test: every job cancelled, every daemon that a test
+        killed (with its node) started again, every node idle."""
+        self.run(None, ["scancel", "--full", "--user", "root"], timeout=20)
+        for i, (node, proc) in enumerate(self.procs):
+            if proc.poll() is not None:
+                self.cluster.daemons.discard(proc.pid)
+                name, cmd = proc.name, proc.cmd  # type: ignore[attr-defined]
+                self._start(node, cmd, name)
+                self.procs[i] = self.procs.pop()
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.node_states()
+            if all(s == "idle" for s in states.values()):
+                return
+            down = [n for n, s in states.items() if s.startswith("down") or s.startswith("drain")]
+            if down:
+                self.run(None, ["scontrol", "update", f"NodeName={','.join(down)}", "State=RESUME"],
+                         timeout=20)
+            if time.monotonic() > deadline:
+                raise SlurmUnavailable(f"nodes not idle after a reset: {states}\n{self.logs()}")
+            time.sleep(0.5)
 
     # -- teardown -------------------------------------------------------------------------
     def stop(self, timeout: float = 10) -> None:
