@@ -145,6 +145,15 @@ class Node:
         kw.setdefault("text", True)
         return subprocess.Popen(self.argv(cmd, cwd), **kw)  # type: ignore[call-overload]
 
+    def host_path(self, path: str | os.PathLike[str]) -> Path:
+        """Where the host sees ``path`` of this node (its /tmp and local disk are its own)."""
+        p = Path(path)
+        if p == self.cluster.local or self.cluster.local in p.parents:
+            return self.dir / "local" / p.relative_to(self.cluster.local)
+        if Path("/tmp") in p.parents and not any(s == p or s in p.parents for s in self.cluster.shared):
+            return self.dir / "tmp" / p.relative_to("/tmp")
+        return p
+
     def pids(self) -> list[int]:
         """Every process running in this node, except its holder."""
         return [p for p in processes_in(self.ns) if p != self.pid]
@@ -389,6 +398,13 @@ class Cluster:
         path = self.root / f"hostfile-{'-'.join(n.name for n in nodes)}-{ppn}"
         path.write_text("".join(f"{n.name}:{ppn}\n" for n in nodes))
         return path
+
+    def hydra_env(self, ppn: int = 1, nodes: list[Node] | None = None) -> dict[str, str]:
+        """Environment that makes hydra launch over ``nodes`` with ``ppn`` slots each, without
+        any option on its command line (so it reaches the hydra behind any front-end, and
+        ``ompi-restart --hostfile`` still overrides the host file)."""
+        return {"HYDRA_LAUNCHER": "ssh", "HYDRA_LAUNCHER_EXEC": str(self.ssh),
+                "HYDRA_HOST_FILE": str(self.hostfile(ppn, nodes))}
 
     def hydra_args(self, ppn: int = 1, nodes: list[Node] | None = None) -> list[str]:
         """mpiexec (hydra) options that launch over ``nodes`` with ``ppn`` ranks each; add
