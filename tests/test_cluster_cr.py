@@ -241,12 +241,15 @@ def test_transparent_restart_on_a_fresh_node(cluster: Cluster, tmp_path: Path) -
                    "the checkpoint aborts in MPICH's rebuilt session: 'Assertion failed in file "
                    "src/mpid/common/genq/mpidu_genq_shmem_pool.c at line 154: slab_size >= "
                    "sizes.total_cells_size + sizes.free_queue_size' (MPI_Comm_create_from_group "
-                   "in crcp_resume)")
+                   "in crcp_resume); the job then ends with 255, or hangs")
 def test_transparent_restart_on_fewer_nodes(cluster: Cluster, tmp_path: Path) -> None:
     s = Session(cluster, tmp_path)
     reference = transparent_reference(s, 3)
     gdir = transparent_checkpoint(s, "blcr")
-    again = s.run(cluster["node1"], [tool("ompi-restart"), "--hostfile",
-                                     str(cluster.hostfile(2, cluster.nodes[:2])), str(gdir)])
+    try:
+        again = s.run(cluster["node1"], [tool("ompi-restart"), "--hostfile",
+                                         str(cluster.hostfile(2, cluster.nodes[:2])), str(gdir)], timeout=60)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"the restart hangs: {str(e.stderr)[:2000]}") from None
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout == reference
