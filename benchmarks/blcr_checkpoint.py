@@ -37,14 +37,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from common import (STEP_TIMEOUT, Results, StepError, cache_method, dd_write, error_lines, evict,
-                    filesystem_of, fmt, host_line, kill_group, make_workdir, pyplot, records,
-                    run, save_figure, step, tool, tree_size, write_files)
+from common import (
+    STEP_TIMEOUT,
+    Results,
+    StepError,
+    cache_method,
+    dd_write,
+    error_lines,
+    evict,
+    filesystem_of,
+    fmt,
+    host_line,
+    kill_group,
+    make_workdir,
+    pyplot,
+    records,
+    run,
+    save_figure,
+    step,
+    tool,
+    tree_size,
+    write_files,
+)
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "blcr_checkpoint_app.py"
@@ -509,7 +528,8 @@ def render(res: Results, args: argparse.Namespace, work: Path, cache_note: str) 
         dd, dump = med(f"{k}:dd_write"), med(f"{k}:dump")
         line = (f"  {size_label(size):>7} {fmt(img / 2**20 if img else None, '9.0f')} | "
                 f"{fmt(dd, '8.2f')} {fmt(dump, '6.2f')} "
-                f"{fmt(dump / dd if dump and dd else None, '5.2f')} {fmt(med(f'{k}:frozen'), '6.2f')}")
+                f"{fmt(dump / dd if dump and dd else None, '5.2f')} "
+                f"{fmt(med(f'{k}:frozen'), '6.2f')}")
         for ph in phases:
             rd, rs = med(f"{k}:read_{ph}"), med(f"{k}:restore_{ph}")
             line += (f" | {fmt(rd, '9.2f')} {fmt(rs, '7.2f')} "
@@ -530,7 +550,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
         panels.append((f"restore, {ph} cache",
                        [(f"dd read\n{ph}", f"read_{ph}", None, "tab:gray"),
                         ("opal-restart", f"restore_{ph}", f"read_{ph}", "tab:green")]))
-    for ax, (title, bars) in zip(axes, panels):
+    for ax, (title, bars) in zip(axes, panels, strict=True):
         width = 0.8 / len(bars)
         for j, (label, key, ref, color) in enumerate(bars):
             xs, ys, notes = [], [], []
@@ -548,7 +568,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
                 ys.append(mib / v)
                 notes.append(f"{mib / v:.0f}" + (f"\n{v / r:.2f}x" if r else ""))
             ax.bar(xs, ys, width, label=label.replace("\n", " "), color=color)
-            for x, y, note in zip(xs, ys, notes):
+            for x, y, note in zip(xs, ys, notes, strict=True):
                 ax.annotate(note, (x, y), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(args.sizes)), [size_label(s) for s in args.sizes])
         ax.set_xlim(-0.5, len(args.sizes) - 0.5)

@@ -15,9 +15,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 STEP_TIMEOUT = 900  # seconds any one subprocess may take before it counts as failed
 

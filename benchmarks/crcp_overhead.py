@@ -146,7 +146,8 @@ def main() -> None:
         q = statistics.median(x[key] for x in layer)
         print(f"{key:<34}{p:>14.2f}{q:>16.2f}")
     print()
-    print("# a checkpoint's MPI part, in the same job (no image): max over ranks, median of 5 cycles")
+    print("# a checkpoint's MPI part, in the same job (no image): max over ranks, "
+          "median of 5 cycles")
     keys = ["cut, ms", "drain, ms", "teardown, ms", "rebuild, ms", "messages drained per cut"]
     print(f"{'ranks':<8}" + "".join(f"{k:>27}" for k in keys))
     for n in (2, 4):

@@ -4,12 +4,12 @@ next to the disk; and restart it.
 
 For each size (default 1 GiB and 4 GiB), medians of ``--repeat`` rounds. In each round a Python
 process with the kernel preloaded (benchmarks/blcr_checkpoint_app.py ``hold --data mix``: half
-random float64, half a quantized field that compresses well) is checkpointed once per
-configuration (its first checkpoint, held, reported apart; held while written; forked; forked
-with ``fast`` and with ``strong`` compression), next to ``dd if=/dev/zero bs=1M count=SIZE conv=fdatasync`` (their order swaps
-from one round to the next). For each: the time the application was blocked (``MTCP Frozen
-Seconds``), the time until the kernel had written the image (``MTCP Write Seconds``), the time
-until the snapshot was committed, fsynced (``opal-checkpoint -v``'s own "saved ... in"), the
+random float64, half a quantized field that compresses well) is checkpointed once per configuration
+(its first checkpoint, held, reported apart; held while written; forked; forked with ``fast`` and
+with ``strong`` compression), next to ``dd if=/dev/zero bs=1M count=SIZE conv=fdatasync`` (their
+order swaps from one round to the next). For each: the time the application was blocked (``MTCP
+Frozen Seconds``), the time until the kernel had written the image (``MTCP Write Seconds``), the
+time until the snapshot was committed, fsynced (``opal-checkpoint -v``'s own "saved ... in"), the
 tool's wall time, and the size of ``pages.img``. After each forked checkpoint the process is
 SIGKILLed and restarted from it (``opal-restart -v --detach``, timed to its ``restored process``
 line: the process runs again), and the restored process is the one the next configuration
@@ -36,11 +36,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from blcr_checkpoint import (App, Processes, become_subreaper, code_version, interrupted,
-                             opal_checkpoint, parent_of, parse_args, run_rounds, run_timed,
-                             size_label, wait_child)
-from common import (Results, StepError, dd_write, error_lines, filesystem_of, fmt, host_line,
-                    make_workdir, pyplot, save_figure, step, tool, write_files)
+from blcr_checkpoint import (
+    App,
+    Processes,
+    become_subreaper,
+    code_version,
+    interrupted,
+    opal_checkpoint,
+    parent_of,
+    parse_args,
+    run_rounds,
+    run_timed,
+    size_label,
+    wait_child,
+)
+from common import (
+    Results,
+    StepError,
+    dd_write,
+    error_lines,
+    filesystem_of,
+    fmt,
+    host_line,
+    make_workdir,
+    pyplot,
+    save_figure,
+    step,
+    tool,
+    write_files,
+)
 
 from crs.plugins.mtcp import library_path
 
@@ -205,7 +229,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
     panels = [("blocked (hatched) and saved, seconds", ["frozen", "saved"]),
               ("pages.img, MiB", ["image_mib"]),
               ("restart to running (restart program), seconds", ["restart:program"])]
-    for ax, (title, keys) in zip(axes, panels):
+    for ax, (title, keys) in zip(axes, panels, strict=True):
         for j, cfg in enumerate(cfgs):
             for key in keys:
                 xs = [i + (j - (len(cfgs) - 1) / 2) * width for i in range(len(args.sizes))]
@@ -213,7 +237,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
                 ax.bar(xs, ys, width, color=colors[j], alpha=1.0 if key != "saved" else 0.45,
                        hatch="//" if key == "frozen" else None,
                        label=CONFIGS[cfg][0] if key == keys[-1] else None)
-                for x, y in zip(xs, ys):
+                for x, y in zip(xs, ys, strict=True):
                     if y:
                         ax.annotate(f"{y:.2f}" if key != "image_mib" else f"{y:.0f}", (x, y),
                                     ha="center", va="bottom", fontsize=6)

@@ -33,9 +33,27 @@ import threading
 import time
 from pathlib import Path
 
-from common import (STEP_TIMEOUT, Results, StepError, cache_method, dd_write, error_lines, evict,
-                    filesystem_of, fmt, host_line, make_workdir, pyplot, records, run,
-                    save_figure, step, tool, tree_size, write_files)
+from common import (
+    STEP_TIMEOUT,
+    Results,
+    StepError,
+    cache_method,
+    dd_write,
+    error_lines,
+    evict,
+    filesystem_of,
+    fmt,
+    host_line,
+    make_workdir,
+    pyplot,
+    records,
+    run,
+    save_figure,
+    step,
+    tool,
+    tree_size,
+    write_files,
+)
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "self_checkpoint_app.py"
@@ -279,7 +297,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace, cache_note: str) ->
     xs = range(len(bars))
     vals = [res.median(k) for _, k, _ in bars]
     ax.bar(xs, vals, color=[c for _, _, c in bars])
-    for x, v in zip(xs, vals):
+    for x, v in zip(xs, vals, strict=True):
         ax.annotate(f"{v:.2f} s\n{args.size_mib / v:.0f} MiB/s", (x, v), ha="center",
                     va="bottom", fontsize=8)
     ax.set_xticks(list(xs), [label for label, _, _ in bars], fontsize=8)

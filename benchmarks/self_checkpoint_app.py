@@ -28,10 +28,10 @@ from pathlib import Path
 
 t_start = time.perf_counter()
 
+import common  # noqa: E402 - this script's directory is on sys.path
 import numpy as np  # noqa: E402
 import xxhash  # noqa: E402
 
-import common  # noqa: E402 - this script's directory is on sys.path
 import crs  # noqa: E402
 from crs import runtime  # noqa: E402
 

@@ -39,13 +39,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import common
-from common import (STEP_TIMEOUT, Results, StepError, error_lines, filesystem_of, fmt,
-                    host_line, kill_group, make_workdir, pyplot, records, save_figure, step, tool,
-                    write_files)
+from common import (
+    STEP_TIMEOUT,
+    Results,
+    StepError,
+    error_lines,
+    filesystem_of,
+    fmt,
+    host_line,
+    kill_group,
+    make_workdir,
+    pyplot,
+    records,
+    save_figure,
+    step,
+    tool,
+    write_files,
+)
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "snapc_checkpoint_app.py"
@@ -159,7 +173,8 @@ class Job:
             try:
                 rec = self.records.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                raise StepError(f"the job sent no {event!r} record within {timeout:.0f} s") from None
+                raise StepError(f"the job sent no {event!r} record within {timeout:.0f} s"
+                                ) from None
             if rec is None:
                 tail = "; ".join(self.stderr_tail[-2:])
                 raise StepError(f"the job exited (status {self.proc.wait()}) before {event!r}"
@@ -315,7 +330,7 @@ def latency(res: Results, args: argparse.Namespace, work: Path, key: str,
         return
     try:
         step(res, f"{key}_warmup", lambda: job.checkpoint_direct() and None)  # first: Dup, mkdir
-        for i in range(args.samples):
+        for _ in range(args.samples):
             def direct() -> None:
                 marks, _ = job.checkpoint_direct()
                 record_direct(res, key, marks)
@@ -412,7 +427,8 @@ def render_loop(res: Results, args: argparse.Namespace, out: list[str],
                    f"{errs(key)}")
     sp, spp = med("sp_cr"), med("sp_plain")
     if sp and lc:
-        out.append(f"  => safe_point() (called in both modes) is {100 * sp * 1e-9 / (lc / it):.3f} % "
+        out.append(f"  => safe_point() (called in both modes) is "
+                   f"{100 * sp * 1e-9 / (lc / it):.3f} % "
                    f"of one iteration ({lc / it * 1e6:.1f} us) of this loop")
     if sp and spp and lc:
         out.append(f"     C/R mode changes its cost by {sp - spp:+.1f} ns/call = "
@@ -443,7 +459,8 @@ def render_sizes(res: Results, args: argparse.Namespace, out: list[str],
         out.append(f"  {n:>5} {total:>6} | {fmt(dd, '6.2f')} {fmt(mib_per_s(total, dd), '6.0f')} "
                    f"| {fmt(tl, '11.2f')} {fmt(mib_per_s(total, tl), '6.0f')} "
                    f"{fmt(tl / dd if tl and dd else None, '5.2f')} | {fmt(cm, '13.2f')} "
-                   f"{fmt(mib_per_s(total, cm), '6.0f')} {fmt(cm / dd if cm and dd else None, '5.2f')}"
+                   f"{fmt(mib_per_s(total, cm), '6.0f')} "
+                   f"{fmt(cm / dd if cm and dd else None, '5.2f')}"
                    f" | {fmt(max(cmv) if cmv else None, '6.2f')}"
                    f"{errs(f'{k}_dd', f'{k}_tool', f'{k}_commit')}")
     out.append("  Where the request->commit time goes (s, medians; timestamps of the coordinator's "
@@ -513,7 +530,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
                 xs.append(i + (j - 1) * width)
                 ys.append(n * args.mib / m)
         ax1.bar(xs, ys, width, label=label, color=color)
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=True):
             ax1.annotate(f"{y:.0f}", (x, y), ha="center", va="bottom", fontsize=7)
     ax1.set_xticks(range(3), [f"{n} x {args.mib} MiB" for n in (1, 2, 4)])
     ax1.set_ylabel("MiB/s (median)")
@@ -522,7 +539,7 @@ def plot(res: Results, path: Path, args: argparse.Namespace) -> None:
     lat = [("fsync on", "lat_commit"), ("fsync off", "latnf_commit"),
            ("tool, fsync on", "lat_tool")]
     data = [[v * 1e3 for v in res.vals(k)] for _, k in lat]
-    keep = [(label, d) for (label, _), d in zip(lat, data) if d]
+    keep = [(label, d) for (label, _), d in zip(lat, data, strict=True) if d]
     if keep:
         ax2.boxplot([d for _, d in keep], tick_labels=[label for label, _ in keep])
     ax2.set_yscale("log")

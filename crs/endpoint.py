@@ -12,8 +12,9 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 FINAL_EVENTS = ("done", "error")
@@ -104,7 +105,8 @@ def listen(path: Path) -> socket.socket:
 
 
 def connect(pid: int, what: str = "process", path: Path | None = None,
-            hint: str = "start it with 'pycrs run' or with checkpoint/restart enabled") -> socket.socket:
+            hint: str = "start it with 'pycrs run' or with checkpoint/restart enabled"
+            ) -> socket.socket:
     """Connect to the control endpoint of ``pid`` (by default its process socket), or raise
     EndpointError saying why we cannot."""
     if pid <= 0 or not Path(f"/proc/{pid}").exists():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import pluggy
@@ -39,6 +38,8 @@ def _load_components(pm: pluggy.PluginManager) -> None:
     """Register every component of the entry-point group. One that cannot be loaded (a broken
     third-party package) is registered as unavailable, with the reason, instead of taking every
     tool down with it."""
+    from importlib import metadata  # here: importing it takes longer than the framework
+
     from .plugins.unavailable import UnavailableComponent
 
     for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):

@@ -68,11 +68,11 @@ class CRSSpec:
     """The hooks of a CRS component."""
 
     @hookspec
-    def crs_query(self, target: Target, params: "Params") -> Offer | None:
+    def crs_query(self, target: Target, params: Params) -> Offer | None:
         """Say whether this component can checkpoint ``target`` here, and how eagerly."""
 
     @hookspec
-    def crs_init(self, params: "Params") -> None:
+    def crs_init(self, params: Params) -> None:
         """Prepare to serve (called once, on the selected component only)."""
 
     @hookspec
@@ -81,12 +81,12 @@ class CRSSpec:
 
     @hookspec(firstresult=True)
     def crs_checkpoint(
-        self, target: Target, snapshot: "SnapshotWriter", options: CheckpointOptions
+        self, target: Target, snapshot: SnapshotWriter, options: CheckpointOptions
     ) -> State | None:
         """Save ``target`` into ``snapshot`` (not yet committed); return CONTINUE, TERM or ERROR."""
 
     @hookspec(firstresult=True)
-    def crs_restart(self, snapshot: "LocalSnapshot", relaunch: Relaunch,
+    def crs_restart(self, snapshot: LocalSnapshot, relaunch: Relaunch,
                     spawn: bool) -> subprocess.Popen[bytes] | None:
         """Bring the process back: replace the caller (spawn False) or start it as a child."""
 
@@ -99,7 +99,7 @@ class CRSSpec:
         """The process entered a critical section: requests wait until it ends."""
 
     @hookspec
-    def crs_prelaunch(self, rank: int, snapshot: "LocalSnapshot", relaunch: Relaunch) -> None:
+    def crs_prelaunch(self, rank: int, snapshot: LocalSnapshot, relaunch: Relaunch) -> None:
         """Adjust how a process (an MPI rank) is relaunched from ``snapshot``, in place."""
 
     @hookspec

@@ -4,8 +4,8 @@ Precedence, highest first (as in Open MPI):
 
 1. ``--mca NAME VALUE`` on the command line of a pycrs tool;
 2. ``OMPI_MCA_NAME`` in the environment;
-3. aggregate parameter sets named with ``-am SET[:SET...]`` (or ``OMPI_MCA_mca_base_param_file_prefix``),
-   the first set listed winning over later ones;
+3. aggregate parameter sets named with ``-am SET[:SET...]`` (or
+   ``OMPI_MCA_mca_base_param_file_prefix``), the first set listed winning over later ones;
 4. the per-user file (``~/.pycrs/mca-params.conf``, or the ``mca_base_param_files`` parameter);
 5. the built-in default.
 
@@ -15,9 +15,13 @@ process resolves the same values its launcher did.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # argparse is not imported at run time: every process loads this module
+    import argparse
 
 ENV_PREFIX = "OMPI_MCA_"
 AMCA_PARAM = "mca_base_param_file_prefix"
@@ -62,7 +66,8 @@ def registered() -> list[ParamSpec]:
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
 
 
-register("ft_cr_enabled", "0", "Enable checkpoint/restart in processes started by pycrs tools", "bool")
+register("ft_cr_enabled", "0", "Enable checkpoint/restart in processes started by pycrs tools",
+         "bool")
 register("crs", "", "CRS components to consider: a comma list to include, or ^a,b to exclude; "
          "empty selects by priority")
 register("crs_base_snapshot_dir", "~", "Directory where opal-checkpoint and crs.checkpoint() "
@@ -85,7 +90,8 @@ def parse_param_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_bytes().decode()
     except UnicodeDecodeError as exc:
-        raise ParamError(f"{path}: not a parameter file (not UTF-8 text at byte {exc.start})") from None
+        raise ParamError(f"{path}: not a parameter file (not UTF-8 text at byte {exc.start})"
+                         ) from None
     for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -160,7 +166,8 @@ class Params:
 
     # -- lookup -----------------------------------------------------------------------------
     def lookup(self, name: str) -> ParamValue:
-        """The value of ``name`` with its source; unregistered names without a value raise KeyError."""
+        """The value of ``name`` with its source; unregistered names without a value raise
+        KeyError."""
         for source, values in self.layers():
             if name in values:
                 if source == "environment":
@@ -251,7 +258,7 @@ def _absolute(path: str) -> str:
     return os.path.abspath(path)
 
 
-def add_arguments(parser: "argparse.ArgumentParser") -> None:  # noqa: F821
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add Open MPI style ``--mca NAME VALUE`` and ``-am SET`` options to an argparse parser."""
     parser.add_argument(
         "--mca", "-mca", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

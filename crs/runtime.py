@@ -16,9 +16,10 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import endpoint
 from .hookspecs import CheckpointOptions, Target
@@ -34,13 +35,13 @@ _count = 0
 
 _lock = threading.RLock()
 _disabled = 0
-_request: "Request | None" = None
+_request: Request | None = None
 _params: Params | None = None
 _active = False
 _start_cwd = os.getcwd()
 _restart_from: Path | None = None
 _restart_hooks: list[Callable[[Path], None]] = []
-_coordinator: "SafePointCoordinator | None" = None
+_coordinator: SafePointCoordinator | None = None
 
 
 class SafePointCoordinator(Protocol):
@@ -118,7 +119,7 @@ def request_safe_point_call() -> None:
     _pending = True
 
 
-def set_coordinator(coordinator: "SafePointCoordinator | None") -> None:
+def set_coordinator(coordinator: SafePointCoordinator | None) -> None:
     """Install the job-level coordinator consulted at safe points (SnapC's app coordinator)."""
     global _coordinator
     _coordinator = coordinator

@@ -12,8 +12,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import xxhash
 
@@ -93,7 +93,7 @@ class Meta:
         return body + f"# Meta Checksum: {CHECKSUM}:{digest}\n"
 
     @classmethod
-    def parse(cls, text: str, where: Path) -> "Meta":
+    def parse(cls, text: str, where: Path) -> Meta:
         lines = text.split("\n")
         if lines[-1] == "":
             lines.pop()
@@ -112,7 +112,7 @@ class Meta:
         return cls(records)
 
     @classmethod
-    def read(cls, path: Path) -> "Meta":
+    def read(cls, path: Path) -> Meta:
         try:
             text = path.read_bytes().decode(*_ENC)
         except FileNotFoundError:
@@ -186,7 +186,8 @@ class SnapshotWriter:
         if create_parent:
             self.final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.final.parent, f".{self.final.name}.partial-")
-        self.aside = self.final.with_name(f".{self.final.name}.partial-{os.getpid()}-{time.time_ns()}")
+        self.aside = self.final.with_name(
+            f".{self.final.name}.partial-{os.getpid()}-{time.time_ns()}")
         self.aside.mkdir()
         self._files: list[ChecksummedWriter] = []
         self._done: list[tuple[str, int, str]] = []
@@ -267,7 +268,7 @@ class SnapshotWriter:
         self._files.clear()
         shutil.rmtree(self.aside, ignore_errors=True)
 
-    def __enter__(self) -> "SnapshotWriter":
+    def __enter__(self) -> SnapshotWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
@@ -304,7 +305,8 @@ class ChecksummedReader:
         if actual != size:
             os.close(self.fd)
             what = "truncated" if actual < size else "longer than recorded"
-            raise SnapshotError(f"{path}: snapshot file is {what} ({actual} bytes, expected {size})")
+            raise SnapshotError(
+                f"{path}: snapshot file is {what} ({actual} bytes, expected {size})")
         self.pos = 0
         self._hash = xxhash.xxh3_128()
 
@@ -363,7 +365,8 @@ class LocalSnapshot:
                     raise ValueError(name)
                 self.files[name] = (int(size), digest)
             except ValueError:
-                raise SnapshotError(f"{self.path / META_FILE}: malformed File record {rec!r}") from None
+                raise SnapshotError(
+                    f"{self.path / META_FILE}: malformed File record {rec!r}") from None
 
     @property
     def component(self) -> str:

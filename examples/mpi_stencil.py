@@ -40,7 +40,8 @@ left, right = (rank - 1) % size, (rank + 1) % size
 from_left, from_right = np.empty(1), np.empty(1)
 while step < steps:
     crs.safe_point()  # no message is in flight here: a consistent cut
-    requests = [comm.Irecv(from_left, source=left, tag=1), comm.Irecv(from_right, source=right, tag=2),
+    requests = [comm.Irecv(from_left, source=left, tag=1),
+                comm.Irecv(from_right, source=right, tag=2),
                 comm.Isend(u[-1:], dest=right, tag=1), comm.Isend(u[:1], dest=left, tag=2)]
     MPI.Request.Waitall(requests)
     padded = np.concatenate([from_left, u, from_right])

@@ -47,13 +47,9 @@ from crs.hookspecs import CheckpointOptions
 from crs.snapshot import local_snapshot_name
 from crs.states import State
 
-from . import quiesce
+from . import jobenv, quiesce
 from .launcher import rank_from_env
 
-ENV_ADDRESS = "PYCRS_COORDINATOR"
-ENV_TOKEN = "PYCRS_COORDINATOR_TOKEN"
-ENV_RESTART_SEQ_DIR = "PYCRS_RESTART_SEQ_DIR"
-ENV_JOBID = "PYCRS_JOBID"
 PR_SET_PTRACER, PR_SET_PTRACER_ANY = 0x59616D61, -1
 
 
@@ -380,10 +376,10 @@ class AppCoordinator:
         with self.cond:
             self.seq = self.target = None
             self.outcomes = {}
-            self.address = env.get(ENV_ADDRESS, "")
-            self.token = env.get(ENV_TOKEN, "")
-        if env.get(ENV_JOBID):
-            os.environ[ENV_JOBID] = env[ENV_JOBID]
+            self.address = env.get(jobenv.ENV_ADDRESS, "")
+            self.token = env.get(jobenv.ENV_TOKEN, "")
+        if env.get(jobenv.ENV_JOBID):
+            os.environ[jobenv.ENV_JOBID] = env[jobenv.ENV_JOBID]
         self._resume_or_die(True)
         if self.address:
             self._reconnect(resume=False)
@@ -432,11 +428,8 @@ def image_child_environment() -> dict[str, str]:
     start-up hook (it is a tool, not a process of the job)."""
     from crs.launch import BOOT_DIR
 
-    from . import crcp
-    from .frontend import preload_without_layers
-
     env = dict(os.environ)
-    preload = preload_without_layers(env)
+    preload = jobenv.preload_without_layers(env)
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
     else:
@@ -446,13 +439,13 @@ def image_child_environment() -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join(paths)
     else:
         env.pop("PYTHONPATH", None)
-    env.pop(crcp.ENV_LAYER, None)
+    env.pop(jobenv.ENV_LAYER, None)
     return env
 
 
 def transparent_mode() -> bool:
     """Whether this rank runs under the MPI layer, preloaded by our mpirun."""
-    if not os.environ.get("PYCRS_CRCP"):
+    if not os.environ.get(jobenv.ENV_LAYER):
         return False
     from . import crcp
 
@@ -466,9 +459,9 @@ def activate_if_in_job() -> AppCoordinator | None:
     """Connect to the global coordinator when this process is a rank of a C/R job."""
     global _coordinator
     # Taken out of the environment: processes this rank starts are not ranks of the job.
-    address = os.environ.pop(ENV_ADDRESS, None)
-    token = os.environ.pop(ENV_TOKEN, "")
-    restart_dir = os.environ.pop(ENV_RESTART_SEQ_DIR, None)
+    address = os.environ.pop(jobenv.ENV_ADDRESS, None)
+    token = os.environ.pop(jobenv.ENV_TOKEN, "")
+    restart_dir = os.environ.pop(jobenv.ENV_RESTART_SEQ_DIR, None)
     if not address or _coordinator is not None:
         return _coordinator
     ranks = rank_from_env(os.environ)

@@ -37,6 +37,7 @@ from crs import endpoint
 from crs.params import Params
 from crs.snapshot import SnapshotError
 
+from . import jobenv
 from .storage import GlobalSnapshotWriter, global_snapshot_name
 
 
@@ -113,7 +114,7 @@ class Request:
     term: bool = False
     stop: bool = False
     only: str | None = None
-    events: "queue.Queue[dict[str, Any]]" = field(default_factory=queue.Queue)
+    events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     cancelled: bool = False
 
 
@@ -132,9 +133,9 @@ class GlobalCoordinator:
         self.ranks: dict[int, RankLink] = {}
         self.size: int | None = None
         self.registered = threading.Condition()
-        self.requests: "queue.Queue[Request]" = queue.Queue()
+        self.requests: queue.Queue[Request] = queue.Queue()
         # Every rank's messages, in arrival order; None marks a rank whose connection ended.
-        self.inbox: "queue.Queue[tuple[RankLink, dict[str, Any] | None]]" = queue.Queue()
+        self.inbox: queue.Queue[tuple[RankLink, dict[str, Any] | None]] = queue.Queue()
         self.job_ended = threading.Event()
         self.last_seq: int | None = None
         self.state = "idle"
@@ -148,9 +149,8 @@ class GlobalCoordinator:
 
     def rank_environment(self) -> dict[str, str]:
         """What a rank needs to find its coordinator."""
-        from .app_coordinator import ENV_ADDRESS, ENV_TOKEN
-
-        return {ENV_ADDRESS: self.address, ENV_TOKEN: self.token, "PYCRS_JOBID": str(self.jobid)}
+        return {jobenv.ENV_ADDRESS: self.address, jobenv.ENV_TOKEN: self.token,
+                jobenv.ENV_JOBID: str(self.jobid)}
 
     def start(self) -> None:
         for target in (self._accept_ranks, self._accept_tools, self._work):

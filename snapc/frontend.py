@@ -25,23 +25,20 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crs import params as crs_params
+from crs import layers, params as crs_params
 from crs.cli.errors import UsageError, run_tool
 from crs.launch import cr_environment
 
-from . import crcp
+from . import crcp, jobenv
 from .launcher import RealLauncher, find_real_launcher
+from .layer import NAME
 
 TOOL = "mpirun"
-ENV_RESTART_GLOBAL = "PYCRS_RESTART_GLOBAL"
-ENV_RESTART_SEQ = "PYCRS_RESTART_SEQ"
-#: set by ompi-restart when the ranks are relaunched as ``opal-restart IMAGE``: they are restored
-#: processes that hold the MPI layer already, not new ones to preload it into
-ENV_RESTART_IMAGES = "PYCRS_RESTART_IMAGES"
 IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGTSTP, signal.SIGCONT)
 SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group
+HELP = ("-h", "--help", "-help")  # hydra's and prterun's
 
 # Launcher options (MPICH's hydra and Open MPI's prterun) that take a value, so that the value
 # is not mistaken for the program.
@@ -113,6 +110,11 @@ def _main(argv: list[str]) -> int:
     prm = crs_params.Params(cli=cmd.mca, amca=cmd.amca)
     prm.validate()
     launcher = find_real_launcher(prm.get("mpirun_launcher") or None)
+    if not cmd.program and any(t in HELP for t in cmd.launcher_options):
+        # what we are, in one line, before the launcher's own help
+        print(f"{TOOL} (pycrs): run an MPI job with {launcher.path}; with -am ft-enable-cr it "
+              "can be checkpointed (ompi-checkpoint) and restarted (ompi-restart). The "
+              "launcher's help follows.")
     if not prm.get_bool("ft_cr_enabled"):
         sys.stdout.flush()
         os.execv(launcher.path, [launcher.path, *argv])
@@ -151,7 +153,7 @@ def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> st
             "more than once, so its ranks cannot be saved as images (docs/design/"
             "transparent-mpi.md); use the self component (--mca crs self)")
     component = "mtcp" if "mtcp" in include else "blcr"
-    for library in layer_libraries(component):
+    for library in jobenv.layer_libraries(component):
         if not library.is_file():
             what = "the MPI layer" if library == crcp.library_path() else "the mtcp kernel"
             raise UsageError(f"{what} {library} is not built (reinstall pycrs: pip install -e "
@@ -171,43 +173,14 @@ def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> st
     return component
 
 
-def layer_libraries(component: str | None = None) -> list[Path]:
-    """What the ranks of a transparent job saved with ``component`` have preloaded, in
-    LD_PRELOAD order: for mtcp its kernel, then the MPI layer ``libcrcp.so``; for blcr the layer
-    alone (the rank is saved from outside). Without a component, every library either may
-    preload."""
-    from crs.plugins import mtcp
-
-    if component == "blcr":
-        return [crcp.library_path()]
-    return [mtcp.library_path(), crcp.library_path()]
-
-
-def layer_environment(env: dict[str, str], component: str = "blcr") -> dict[str, str]:
-    """What the ranks of a transparent job get: the libraries of ``component`` first in
-    LD_PRELOAD, and the mark that tells their app coordinator to use the layer and which
-    component saves the rank (``PYCRS_CRCP=<component>``)."""
-    ours = [str(p) for p in layer_libraries(component)]
-    return {"LD_PRELOAD": ":".join([*ours, *preload_without_layers(env)]),
-            crcp.ENV_LAYER: component}
-
-
-def preload_without_layers(env: dict[str, str]) -> list[str]:
-    """``env``'s LD_PRELOAD entries other than the libraries a transparent job preloads."""
-    every = {str(p) for p in layer_libraries()}
-    return [p for p in env.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-            if p and p not in every]
-
-
 def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
             argv: list[str]) -> int:
     """Be the global coordinator of a C/R job; return the job's exit status."""
-    from .app_coordinator import ENV_RESTART_SEQ_DIR
     from .coordinator import GlobalCoordinator
 
-    restart_dir = os.environ.pop(ENV_RESTART_GLOBAL, None)
-    restart_seq = os.environ.pop(ENV_RESTART_SEQ, None)
-    restoring = bool(os.environ.pop(ENV_RESTART_IMAGES, None))
+    restart_dir = os.environ.pop(jobenv.ENV_RESTART_GLOBAL, None)
+    restart_seq = os.environ.pop(jobenv.ENV_RESTART_SEQ, None)
+    restoring = bool(os.environ.pop(jobenv.ENV_RESTART_IMAGES, None))
     transparent = transparent_checkpoint(prm, launcher)
     records = [
         ("Job ID", str(os.getpid())),
@@ -218,12 +191,13 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     ]
     coordinator = GlobalCoordinator(prm, records, Path(restart_dir) if restart_dir else None)
     env = cr_environment(os.environ, prm.child_env())
+    env.update(layers.environment(env, NAME))  # the ranks run SnapC's layer (snapc/layer.py)
     env.update(coordinator.rank_environment())
     env.update(launcher.env())
     if restart_dir and restart_seq is not None and not restoring:
-        env[ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
+        env[jobenv.ENV_RESTART_SEQ_DIR] = str(Path(restart_dir) / restart_seq)
     # Restored ranks hold the layer already (opal-restart, which the launcher starts, needs none)
-    rank_env = layer_environment(env, transparent) if transparent and not restoring else {}
+    rank_env = jobenv.layer_environment(env, transparent) if transparent and not restoring else {}
     args = _launcher_arguments(launcher, prm, cmd, env, rank_env)
 
     signals = set(FORWARDED)

@@ -30,7 +30,6 @@ import sys
 import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Literal, get_args
 
 Flavour = Literal["mpich", "openmpi"]
@@ -173,11 +172,17 @@ def flavour_of(path: str) -> Flavour | None:
 
 
 def _installed(dist: str) -> bool:
-    try:
-        metadata.distribution(dist)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
+    """Whether the wheel ``dist`` is installed here: its ``.dist-info`` directory on sys.path
+    (what importlib.metadata would find; importing that would add a noticeable part to the start
+    of every mpirun)."""
+    for d in sys.path:
+        try:
+            names = os.listdir(d or ".")
+        except OSError:
+            continue
+        if any(n.startswith(f"{dist}-") and n.endswith(".dist-info") for n in names):
+            return True
+    return False
 
 
 def wanted_flavour(env: Mapping[str, str] | None = None) -> Flavour | None:

@@ -23,8 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crs import native
-from crs.snapshot import (LocalSnapshot, Meta, SnapshotError, fsync_dir, local_snapshot_name,
-                          remove_stale_partials)
+from crs.snapshot import (
+    LocalSnapshot,
+    Meta,
+    SnapshotError,
+    fsync_dir,
+    local_snapshot_name,
+    remove_stale_partials,
+)
 
 META_FILE = "global_snapshot_meta.data"
 

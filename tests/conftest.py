@@ -1,18 +1,30 @@
-"""Shared helpers: real processes started under pycrs, real tools, a private control directory."""
+"""Shared fixtures and helpers: the MPI installations, the tools, a private control directory
+and HOME for every test, the session of processes a test starts. Starting, reading, waiting for
+and ending processes: helpers.py."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from helpers import Session
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/mpi/ runs inside the ranks of a job (pytest --with-mpi under mpiexec, started by
+    the tests that assert its outcome), not in this process."""
+    if collection_path.name == "mpi" and not config.getoption("--with-mpi", False):
+        return True
+    return None
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,8 @@ def tool(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def private_control_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_control_dir(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own control directory, inherited by every process it starts."""
     d = tmp_path_factory.mktemp("ctl")
     d.chmod(0o700)
@@ -85,62 +98,26 @@ def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
+@pytest.fixture
+def session() -> Iterator[Session]:
+    """The processes a test starts (helpers.Session), killed at its end."""
+    s = Session()
+    try:
+        yield s
+    finally:
+        s.cleanup()
+
+
 def run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command to completion, capturing text output (with a safety-net timeout)."""
     kw.setdefault("timeout", 300)
     return subprocess.run(args, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
 
 
-def wait_for_endpoint(proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
-    """Wait until a process started under pycrs serves its control endpoint."""
-    sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"crs-{proc.pid}.sock"
-    deadline = time.monotonic() + timeout
-    while not sock.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no control endpoint {sock}")
-        time.sleep(0.02)
-
-
-def start_under_pycrs(args: list[str], cwd: Path, **kw: object) -> subprocess.Popen[str]:
-    """`pycrs run python ARGS...` in the background, once its endpoint is up."""
-    proc = subprocess.Popen([tool("pycrs"), "run", sys.executable, *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)  # type: ignore[call-overload]
-    wait_for_endpoint(proc)
-    return proc
-
-
 def tree_digest(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes, to show a snapshot was not touched."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def session_pids(sid: int) -> list[int]:
-    """Every live process in session ``sid``."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL a whole job (launcher, ranks and all) started with start_new_session=True: what
-    a node failure or a batch system's kill does to it."""
-    deadline = time.monotonic() + 30
-    while pids := session_pids(sid):
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        assert time.monotonic() < deadline, f"processes survive: {pids}"
-        time.sleep(0.05)
+    return {str(p.relative_to(path)): p.read_bytes()
+            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def restarted_at(stderr: str) -> int:
@@ -154,5 +131,5 @@ def restarted_at(stderr: str) -> int:
 
 def expected_after(reference: list[str], step: int) -> list[str]:
     """What a run resumed after ``step`` must print: the later progress lines and the result."""
-    later = [l for l in reference if l.startswith("step ") and int(l.split()[1]) > step]
+    later = [ln for ln in reference if ln.startswith("step ") and int(ln.split()[1]) > step]
     return later + [reference[-1]]

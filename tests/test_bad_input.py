@@ -9,13 +9,14 @@ import re
 import shutil
 import subprocess
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from conftest import ROOT, run, start_under_pycrs, tool, tree_digest
+from conftest import ROOT, run, tool, tree_digest
 from crs.snapshot import META_FILE, Meta
+from helpers import start_under_pycrs
 
 LOOP = str(ROOT / "examples" / "numpy_loop.py")
 
@@ -111,7 +112,10 @@ def flip(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def rewrite_meta(snap: Path, change: Callable[[list[tuple[str, str]]], list[tuple[str, str]]]) -> None:
+Records = list[tuple[str, str]]
+
+
+def rewrite_meta(snap: Path, change: Callable[[Records], Records]) -> None:
     """Edit the metadata records and write it back with its own checksum valid."""
     meta = Meta(change(Meta.read(snap / META_FILE).records))
     (snap / META_FILE).write_text(meta.render())
@@ -123,9 +127,12 @@ def set_component(records: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 SPOIL: dict[str, tuple[Callable[[Path], object], str, str]] = {
     # case: (how to spoil the snapshot, the file named, words in the message)
-    "truncated buffers": (lambda s: os.truncate(s / "state.buffers", 1000), "state.buffers", "truncated"),
-    "truncated pickle": (lambda s: os.truncate(s / "state.pickle", 10), "state.pickle", "truncated"),
-    "emptied buffers": (lambda s: os.truncate(s / "state.buffers", 0), "state.buffers", "truncated"),
+    "truncated buffers": (lambda s: os.truncate(s / "state.buffers", 1000), "state.buffers",
+                          "truncated"),
+    "truncated pickle": (lambda s: os.truncate(s / "state.pickle", 10), "state.pickle",
+                         "truncated"),
+    "emptied buffers": (lambda s: os.truncate(s / "state.buffers", 0), "state.buffers",
+                        "truncated"),
     "corrupted buffers": (lambda s: flip(s / "state.buffers"), "state.buffers", "corrupted"),
     "corrupted pickle": (lambda s: flip(s / "state.pickle"), "state.pickle", "corrupted"),
     "extended buffers": (lambda s: s.joinpath("state.buffers").open("ab").write(b"x"),
@@ -138,8 +145,9 @@ SPOIL: dict[str, tuple[Callable[[Path], object], str, str]] = {
     "missing metadata": (lambda s: (s / META_FILE).unlink(), META_FILE, "missing"),
     "component not installed": (lambda s: rewrite_meta(s, set_component), META_FILE,
                                 "needs CRS component 'nosuch', which is not installed"),
-    "no command recorded": (lambda s: rewrite_meta(s, lambda r: [x for x in r if x[0] != "Command"]),
-                            META_FILE, "no Command"),
+    "no command recorded": (
+        lambda s: rewrite_meta(s, lambda r: [x for x in r if x[0] != "Command"]),
+        META_FILE, "no Command"),
 }
 
 
@@ -160,7 +168,8 @@ def test_restart_spoiled_snapshot(base_snapshot: Path, tmp_path: Path, case: str
 BAD_OPTIONS = {
     "unknown -am set": (["-am", "no-such-set"], "aggregate parameter set 'no-such-set' not found"),
     "malformed boolean": (["--mca", "ft_cr_enabled", "maybe"],
-                          "parameter ft_cr_enabled: 'maybe' is not a valid boolean (from command line)"),
+                          "parameter ft_cr_enabled: 'maybe' is not a valid boolean "
+                          "(from command line)"),
 }
 
 
@@ -179,17 +188,20 @@ def test_restart_malformed_boolean_from_environment(base_snapshot: Path, tmp_pat
     snap = copy_of(base_snapshot, tmp_path)
     before = state(tmp_path)
     res = run([tool("opal-restart"), str(snap)], env={**os.environ, "OMPI_MCA_crs_base_fsync": "2"})
-    assert_one_line_error(res, "opal-restart", "crs_base_fsync: '2'", "environment OMPI_MCA_crs_base_fsync")
+    assert_one_line_error(res, "opal-restart", "crs_base_fsync: '2'",
+                          "environment OMPI_MCA_crs_base_fsync")
     assert res.stdout == ""
     assert state(tmp_path) == before
 
 
 def test_restart_nonexistent_snapshot(tmp_path: Path, private_home: Path) -> None:
     res = run([tool("opal-restart"), str(tmp_path / "opal_snapshot_1.ckpt")])
-    assert_one_line_error(res, "opal-restart", f"{tmp_path / 'opal_snapshot_1.ckpt'}: no such snapshot")
+    assert_one_line_error(res, "opal-restart",
+                          f"{tmp_path / 'opal_snapshot_1.ckpt'}: no such snapshot")
     # a bare name is looked up in crs_base_snapshot_dir (here the private HOME)
     res = run([tool("opal-restart"), "opal_snapshot_2.ckpt"], cwd=tmp_path)
-    assert_one_line_error(res, "opal-restart", f"{private_home / 'opal_snapshot_2.ckpt'}: no such snapshot")
+    assert_one_line_error(res, "opal-restart",
+                          f"{private_home / 'opal_snapshot_2.ckpt'}: no such snapshot")
 
 
 def test_restart_file_not_directory(tmp_path: Path) -> None:
@@ -314,7 +326,8 @@ def test_checkpoint_unusable_component(loop: subprocess.Popen[str], tmp_path: Pa
     (["pycrs", "frobnicate"], "invalid choice: 'frobnicate'"),
     (["pycrs", "run"], "required"),
     (["pycrs", "run", "no-such-program-pycrs"], "program not found: no-such-program-pycrs"),
-    (["pycrs", "run", "-am", "no-such-set", "true"], "aggregate parameter set 'no-such-set' not found"),
+    (["pycrs", "run", "-am", "no-such-set", "true"],
+     "aggregate parameter set 'no-such-set' not found"),
     (["pycrs", "run", "--mca", "ft_cr_enabled", "maybe", "true"],
      "ft_cr_enabled: 'maybe' is not a valid boolean (from command line)"),
     (["pycrs", "info", "-am", "no-such-set"], "aggregate parameter set 'no-such-set' not found"),
@@ -324,6 +337,23 @@ def test_usage_mistakes(args: list[str], words: str) -> None:
     res = run([tool(args[0]), *args[1:]])
     assert_one_line_error(res, args[0], words)
     assert res.stdout == ""
+
+
+@pytest.mark.parametrize("args,says", [
+    (["pycrs"], "Run a program with checkpoint/restart enabled, or list the CRS components"),
+    (["pycrs", "run"], "Run a program with checkpoint/restart enabled:"),
+    (["pycrs", "info"], "List the CRS components"),
+    (["opal-checkpoint"], "Checkpoint one process into a local snapshot"),
+    (["opal-restart"], "Verify a local snapshot and restart its process"),
+    (["ompi-checkpoint"], "Checkpoint a running MPI job"),
+    (["ompi-restart"], "Verify a global snapshot and restart its MPI job"),
+    (["mpirun"], "mpirun (pycrs): run an MPI job with "),  # then the real launcher's help
+    (["pycrs-mpirun"], "mpirun (pycrs): run an MPI job with "),
+])
+def test_help_says_what_the_tool_does(args: list[str], says: str) -> None:
+    res = run([tool(args[0]), *args[1:], "--help"])
+    assert res.returncode == 0, res.stderr
+    assert says in " ".join(res.stdout.split()), res.stdout
 
 
 def test_bad_per_user_file(private_home: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -22,13 +21,14 @@ import sys
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
 from conftest import tool
+from helpers import Child, Session, alive, proc_stat, start_program, wait_until
 
 pytestmark = pytest.mark.usefixtures("private_home")  # no user parameter file leaks in
 
@@ -42,143 +42,11 @@ EXIT_TIMEOUT = 60.0    # a program's checks after SIGTERM
 TOOL_TIMEOUT = 300.0   # opal-checkpoint of 1 GiB, a Python program's whole run
 
 
-# ---------------------------------------------------------------------------------------------
-# Processes, read with deadlines
-
-class Stream:
-    """One pipe of a child, read from its raw descriptor with select() and a deadline (never
-    through a buffered stream, whose buffer select() cannot see)."""
-
-    def __init__(self, pipe: object) -> None:
-        self.fd = pipe.fileno()  # type: ignore[attr-defined]
-        self.data = b""
-        self.eof = False
-
-    def feed(self) -> None:
-        """Read what the pipe holds (call when select() says it is readable)."""
-        chunk = os.read(self.fd, 1 << 16)
-        self.data += chunk
-        self.eof = not chunk
-
-    def wait_for(self, pattern: bytes, timeout: float, what: str) -> re.Match[bytes]:
-        """The first match of ``pattern`` in a complete line, waiting up to ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            m = re.search(pattern, self.data[: self.data.rfind(b"\n") + 1], re.M)
-            if m:
-                return m
-            if self.eof:
-                raise AssertionError(f"{what}: output ended without {pattern!r}: {self.text!r}")
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                raise AssertionError(f"{what}: no {pattern!r} within {timeout:.0f} s: {self.text!r}")
-            self.feed()
-
-    @property
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
-
-
-class Child:
-    """A process we started, with its stdout and stderr readable under deadlines."""
-
-    def __init__(self, args: list[str], **kw: object) -> None:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        self.args = args
-        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      **kw)  # type: ignore[call-overload]
-        self.pid = self.popen.pid
-        self.out = Stream(self.popen.stdout)
-        self.err = Stream(self.popen.stderr)
-
-    def finish(self, timeout: float) -> tuple[int, str, str]:
-        """Wait for the end, reading both pipes at once (SIGKILL at the deadline); the exit
-        status and all the output."""
-        deadline = time.monotonic() + timeout
-        open_ = [s for s in (self.out, self.err) if not s.eof]
-        while open_ and (left := deadline - time.monotonic()) > 0:
-            readable = select.select([s.fd for s in open_], [], [], left)[0]
-            for s in open_:
-                if s.fd in readable:
-                    s.feed()
-            open_ = [s for s in open_ if not s.eof]
-        try:
-            code = self.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-            raise AssertionError(f"{self.args[0]} did not end within {timeout:.0f} s; "
-                                 f"stdout {self.out.text!r} stderr {self.err.text!r}") from None
-        return code, self.out.text, self.err.text
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        for pipe in (self.popen.stdout, self.popen.stderr, self.popen.stdin):
-            if pipe is not None:
-                pipe.close()
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, parent PID) of a live process, or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[1])
-
-
 def tracer_of(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("TracerPid:"):
             return int(line.split()[1])
     raise AssertionError(f"no TracerPid for {pid}")
-
-
-def alive(pid: int) -> bool:
-    st = proc_stat(pid)
-    return st is not None and st[0] not in "ZX"
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
-
-
-@dataclass
-class Session:
-    """Everything a test started; whatever is still running at the end is killed. A restored
-    process is not our child: it is killed by PID while it still runs our program."""
-
-    children: list[Child] = field(default_factory=list)
-    restored: list[tuple[int, str]] = field(default_factory=list)
-
-    def start(self, args: list[str], **kw: object) -> Child:
-        child = Child(args, **kw)
-        self.children.append(child)
-        return child
-
-    def cleanup(self) -> None:
-        for pid, marker in self.restored:
-            try:
-                if marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for child in self.children:
-            child.close()
-
-
-@pytest.fixture
-def session() -> Iterator[Session]:
-    s = Session()
-    try:
-        yield s
-    finally:
-        s.cleanup()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,18 +78,9 @@ def work(tmp_path: Path) -> Path:
     return d
 
 
-def start_program(session: Session, argv: list[str], env: dict[str, str] | None = None,
-                  **kw: object) -> Child:
-    """Start a program in its own session and wait for its READY."""
-    child = session.start(argv, start_new_session=True,
-                          env={**os.environ, **(env or {})}, **kw)
-    child.out.wait_for(rb"^READY$", READY_TIMEOUT, f"{Path(argv[0]).name} READY")
-    return child
-
-
 def c_program(session: Session, binaries: dict[str, Path], name: str, work: Path,
               **kw: object) -> Child:
-    return start_program(session, [str(binaries[name]), str(work)], **kw)
+    return start_program(session, [str(binaries[name]), str(work)], timeout=READY_TIMEOUT, **kw)
 
 
 def expect_ok(result: tuple[int, str, str], what: str) -> None:
@@ -234,7 +93,8 @@ def expect_ok(result: tuple[int, str, str], what: str) -> None:
 # The tools
 
 def checkpoint(pid: int, where: Path, *opts: str) -> Path:
-    """opal-checkpoint --mca crs blcr: the snapshot it reports (must be WHERE/opal_snapshot_PID.ckpt)."""
+    """opal-checkpoint --mca crs blcr: the snapshot it reports (must be
+    WHERE/opal_snapshot_PID.ckpt)."""
     res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(where),
                           *opts, str(pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert res.returncode == 0, f"opal-checkpoint of {pid} failed ({res.returncode}):\n{res.stderr}"
@@ -257,12 +117,6 @@ def refused_checkpoint(pid: int, where: Path) -> str:
     assert len(lines) == 1 and lines[0].startswith("opal-checkpoint: "), res.stderr
     assert not list(where.iterdir()), f"left behind: {list(where.iterdir())}"
     return lines[0]
-
-
-def kill_and_reap(child: Child) -> None:
-    """SIGKILL the original and reap it, so that its PID is free for the restore."""
-    child.popen.kill()
-    child.popen.wait()
 
 
 def restore(session: Session, snapshot: Path, pid: int, marker: str, *opts: str,
@@ -288,7 +142,7 @@ def sigterm_and_finish(restart: Child, pid: int) -> tuple[int, str, str]:
 def cycle(session: Session, child: Child, where: Path, marker: str) -> Child:
     """checkpoint, SIGKILL, restore: the running opal-restart."""
     snap = checkpoint(child.pid, where)
-    kill_and_reap(child)
+    child.kill_and_reap()
     return restore(session, snap, child.pid, marker)
 
 
@@ -376,7 +230,7 @@ def test_stop_leaves_the_process_stopped(session: Session, binaries: dict[str, P
     snapshot restores too."""
     child = c_program(session, binaries, "syscalls", work)
     snap = checkpoint(child.pid, tmp_path, "--stop")
-    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "the process is stopped")
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", "the process is stopped", 10)
     assert tracer_of(child.pid) == 0, "the stopped process is still traced"
     os.kill(child.pid, signal.SIGCONT)
     child.popen.send_signal(signal.SIGTERM)
@@ -391,12 +245,12 @@ def test_a_stopped_process_comes_back_stopped(session: Session, binaries: dict[s
     stopped, and goes on intact after SIGCONT."""
     child = c_program(session, binaries, "threads", work)
     os.kill(child.pid, signal.SIGSTOP)
-    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "the process is stopped")
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", "the process is stopped", 10)
     snap = checkpoint(child.pid, tmp_path)
     assert (proc_stat(child.pid) or ("?",))[0] == "T", "the dump woke the stopped process"
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(binaries["threads"]))
-    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "it is restored stopped")
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", "it is restored stopped", 10)
     os.kill(child.pid, signal.SIGCONT)
     expect_ok(sigterm_and_finish(restart, child.pid), "threads restored stopped, continued")
 
@@ -408,12 +262,12 @@ def test_interval_timer_that_fired_while_held(session: Session, binaries: dict[s
     signal is taken: the restored timer still runs with its period."""
     child = c_program(session, binaries, "timers", work)
     os.kill(child.pid, signal.SIGSTOP)
-    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "the process is stopped")
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", "the process is stopped", 10)
     time.sleep(0.2)  # four periods: the SIGALRM is pending, the timer not armed again
     snap = checkpoint(child.pid, tmp_path)
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(binaries["timers"]))
-    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", 10, "it is restored stopped")
+    wait_until(lambda: (proc_stat(child.pid) or ("?",))[0] == "T", "it is restored stopped", 10)
     os.kill(child.pid, signal.SIGCONT)
     expect_ok(sigterm_and_finish(restart, child.pid), "timers fired while stopped, restored")
 
@@ -433,7 +287,7 @@ def test_signals_to_opal_restart_reach_the_restored_process(
     signum = signal.Signals[sig]
     child = c_program(session, binaries, "fd_devices", work, preexec_fn=no_core)
     snap = checkpoint(child.pid, tmp_path)
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(binaries["fd_devices"]), cwd=tmp_path,
                       preexec_fn=no_core)
     restart.popen.send_signal(signum)
@@ -477,7 +331,7 @@ def test_omitted_descriptor_is_left_out_and_closed_after_restore(
     connection) is not refused but left out: the restored process runs without it."""
     child = c_program(session, binaries, "tcp", work)
     snap = checkpoint(child.pid, tmp_path, "--mca", "crs_blcr_omit_fds", "7")
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, "tcp")
     assert not os.path.exists(f"/proc/{child.pid}/fd/7"), "the omitted descriptor came back"
     assert os.path.exists(f"/proc/{child.pid}/fd/1")
@@ -530,13 +384,14 @@ def test_checkpoint_of_a_traced_process(session: Session, binaries: dict[str, Pa
     assert str(child.pid) in line and re.search(r"trac", line, re.I), line
     tracer.popen.stdin.close()  # type: ignore[union-attr]
     tracer.finish(EXIT_TIMEOUT)
-    wait_until(lambda: tracer_of(child.pid) == 0, 10, "the tracer let go")
+    wait_until(lambda: tracer_of(child.pid) == 0, "the tracer let go", 10)
     child.popen.send_signal(signal.SIGTERM)
     expect_ok(child.finish(EXIT_TIMEOUT), "fd_devices after the refused checkpoint")
 
 
 @pytest.fixture
-def foreign_process(session: Session, binaries: dict[str, Path]) -> Iterator[tuple[int, Child | None]]:
+def foreign_process(session: Session,
+                    binaries: dict[str, Path]) -> Iterator[tuple[int, Child | None]]:
     """A process of another user: as root, one of ours running as nobody; otherwise PID 1."""
     if os.geteuid() != 0:
         if os.stat("/proc/1").st_uid == os.geteuid():
@@ -578,7 +433,7 @@ def test_corrupted_image_refused(session: Session, binaries: dict[str, Path], wo
     """One byte flipped in the snapshot's biggest file: opal-restart names it and starts nothing."""
     child = c_program(session, binaries, "mem_anon", work)
     snap = checkpoint(child.pid, tmp_path)
-    kill_and_reap(child)
+    child.kill_and_reap()
     biggest = max((p for p in snap.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     with open(biggest, "r+b") as f:
         f.seek(biggest.stat().st_size // 2)
@@ -656,7 +511,7 @@ def test_python_program_ends_as_an_uninterrupted_run(
     time.sleep(1.0)
     snap = checkpoint(child.pid, tmp_path)
     assert child.popen.poll() is None, "the program ended before the second checkpoint"
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, prog.script)
     code, out, err = restart.finish(TOOL_TIMEOUT)
     assert code == 0, f"restored {name} ended with {code}:\n{err}"
@@ -752,6 +607,6 @@ def test_plain_opal_checkpoint_saves_a_plain_process_with_blcr(
     assert "with blcr" in res.stderr
     snap = tmp_path / f"opal_snapshot_{child.pid}.ckpt"
     assert "# OPAL CRS Component: blcr" in (snap / "snapshot_meta.data").read_text()
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(binaries["fd_file"]))
     expect_ok(sigterm_and_finish(restart, child.pid), "fd_file saved by plain opal-checkpoint")

@@ -82,7 +82,8 @@ def test_everything_excluded() -> None:
 
 def test_component_for_snapshot() -> None:
     assert component_for_snapshot("self").name == "self"
-    with pytest.raises(ComponentError, match=r"needs CRS component 'gone'.*not installed.*installed: "):
+    with pytest.raises(ComponentError,
+                       match=r"needs CRS component 'gone'.*not installed.*installed: "):
         component_for_snapshot("gone")
 
 
@@ -213,7 +214,7 @@ def test_pycrs_info_lists_third_party(toy_site: Path, tmp_path: Path) -> None:
     res = subprocess.run([PYCRS, "info"], env=env_with(toy_site, HOME=str(tmp_path)),
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    lines = {l.split()[0]: l for l in res.stdout.splitlines() if "default priority" in l}
+    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if "default priority" in ln}
     assert "default priority 25; here: toy works only in process" in lines["toy"]
     assert "default priority 5;" in lines["low"]
     assert SHIPPED <= set(lines)
@@ -263,9 +264,9 @@ def test_broken_third_party_does_not_break_the_tools(toy_site: Path, tmp_path: P
     env["PYTHONPATH"] += os.pathsep + str(toy_site)
     res = subprocess.run([PYCRS, "info"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    line = next(l for l in res.stdout.splitlines() if l.startswith("  broken "))
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("  broken "))
     assert "pycrs_broken needs libfoo.so.3" in line
-    assert any(l.startswith("  toy ") for l in res.stdout.splitlines())
+    assert any(ln.startswith("  toy ") for ln in res.stdout.splitlines())
 
     res = subprocess.run([PY, "-c", SELECT, json.dumps(["broken", "toy"])], env=env,
                          capture_output=True, text=True, timeout=120)

@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 import snapc.launcher as launcher_mod
-from snapc.launcher import (LauncherNotFound, RealLauncher, find_real_launcher, flavour_of,
-                            is_python_script, rank_from_env, wanted_flavour)
+from helpers import alive, eventually, proc_state, wait_for_path
+from snapc.launcher import (
+    LauncherNotFound,
+    RealLauncher,
+    find_real_launcher,
+    flavour_of,
+    is_python_script,
+    rank_from_env,
+    wanted_flavour,
+)
 
 FLAVOURS = ("mpich", "openmpi")
 
@@ -117,13 +125,10 @@ class Job:
 
     def ranks(self, timeout: float = 60.0) -> list[dict]:
         """What each rank reported once MPI was up (waits for all of them)."""
-        deadline = time.monotonic() + timeout
         files = [self.out / f"ready.{r}" for r in range(self.nprocs)]
-        while not all(f.exists() for f in files):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"job ended early: {self.proc.communicate()}")
-            assert time.monotonic() < deadline, "ranks did not start"
-            time.sleep(0.05)
+        for f in files:
+            wait_for_path(f, self.proc, "the ranks' ready files", timeout,
+                          details=self.proc.communicate)
         time.sleep(0.05)  # the files are written in one go; let the last one be closed
         return [json.loads(f.read_text()) for f in files]
 
@@ -167,27 +172,6 @@ def job(tmp_path: Path):
     yield start
     for j in jobs:
         j.kill()
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
-def wait_until(cond, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # --- finding the launcher ---------------------------------------------------------------------
@@ -324,7 +308,7 @@ def test_nonzero_exit_ends_the_job_with_its_status(launcher: RealLauncher, job) 
     rc, _, _ = j.wait(timeout=30)  # the others would sleep 60 s
     # hydra SIGKILLs the other ranks and then reports either status: 3 or 9 at random
     assert rc == 3 if launcher.flavour == "openmpi" else rc in (3, 9)
-    assert wait_until(lambda: not any(alive(p) for p in pids), 10)
+    assert eventually(lambda: not any(alive(p) for p in pids), 10)
 
 
 def test_killed_rank_ends_the_job(launcher: RealLauncher, job) -> None:
@@ -332,7 +316,7 @@ def test_killed_rank_ends_the_job(launcher: RealLauncher, job) -> None:
     pids = [info["pid"] for info in j.ranks()]
     rc, _, _ = j.wait(timeout=30)  # the others would sleep 60 s
     assert rc == KILLED_STATUS[launcher.flavour]
-    assert wait_until(lambda: not any(alive(p) for p in pids), 10)
+    assert eventually(lambda: not any(alive(p) for p in pids), 10)
 
 
 def test_sigusr1_reaches_every_rank(launcher: RealLauncher, job) -> None:
@@ -351,7 +335,7 @@ def test_sigterm_reaches_every_rank_and_ends_the_job(launcher: RealLauncher, job
     pids = [info["pid"] for info in j.ranks()]
     os.kill(j.proc.pid, signal.SIGTERM)
     j.wait()
-    assert wait_until(lambda: not any(alive(p) for p in pids), 10)
+    assert eventually(lambda: not any(alive(p) for p in pids), 10)
     assert all("TERM" in j.got(r) for r in range(3))
 
 
@@ -363,15 +347,15 @@ def test_sigtstp_and_sigcont(launcher: RealLauncher, job) -> None:
     pids = [info["pid"] for info in j.ranks()]
     os.kill(j.proc.pid, signal.SIGTSTP)
     if launcher.flavour == "openmpi":
-        assert wait_until(lambda: all(state(p) == "T" for p in pids), 10)
+        assert eventually(lambda: all(proc_state(p) == "T" for p in pids), 10)
     else:
         time.sleep(1)
-        assert not any(state(p) == "T" for p in pids)
+        assert not any(proc_state(p) == "T" for p in pids)
         os.kill(pids[0], signal.SIGTSTP)
         time.sleep(0.5)
-        assert state(pids[0]) != "T"
+        assert proc_state(pids[0]) != "T"
     os.kill(j.proc.pid, signal.SIGCONT)
-    assert wait_until(lambda: not any(state(p) == "T" for p in pids), 10)
+    assert eventually(lambda: not any(proc_state(p) == "T" for p in pids), 10)
     os.kill(j.proc.pid, signal.SIGUSR1)
     rc, _, err = j.wait()
     assert rc == 0, err

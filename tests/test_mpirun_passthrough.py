@@ -17,13 +17,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, MPI, kill_session
+from conftest import APPS, MPI
+from helpers import gone, kill_session, proc_state, wait_until
 
 SUITE = str(APPS / "mpi_suite.py")
 JOBCTL = str(APPS / "mpi_jobctl.py")
@@ -48,24 +48,6 @@ def job_env(control_dir: Path) -> dict[str, str]:
                 OMPI_MCA_btl="^ofi")
 
 
-def proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def gone(pid: int) -> bool:
-    return proc_state(pid) in (None, "Z", "X")
-
-
-def wait_until(cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @dataclass
 class Job:
     """One real job in its own session and output directory; killed whole if a test fails."""
@@ -80,7 +62,7 @@ class Job:
 
     @classmethod
     def start(cls, mpi: MPI, mode: str, program: list[str], out: Path,
-              stdin: int | None = subprocess.DEVNULL) -> "Job":
+              stdin: int | None = subprocess.DEVNULL) -> Job:
         out.mkdir(parents=True)
         ctl = out / "ctl"
         ctl.mkdir(mode=0o700)
@@ -211,7 +193,7 @@ def test_stdout_and_stderr_of_every_rank_pass_through(suite_runs: dict[str, Suit
     for mode, run in suite_runs.items():
         out_lines = run.job.stdout.splitlines()
         assert sorted(run.job.stderr.splitlines()) == expected_err, mode
-        assert sorted(l for l in out_lines if l.startswith("stdout ")) == expected_out, mode
+        assert sorted(ln for ln in out_lines if ln.startswith("stdout ")) == expected_out, mode
         assert sorted(out_lines) == sorted(plain.stdout.splitlines()), mode
 
 
@@ -219,9 +201,9 @@ def test_stdin_reaches_rank_0(suite_runs: dict[str, SuiteRun]) -> None:
     expected = [f"stdin {i}: {line!r}" for i, line in enumerate(STDIN)]
     for mode, run in suite_runs.items():
         lines = run.job.stdout.splitlines()
-        assert [l for l in lines if l.startswith("stdin ")] == expected, mode
+        assert [ln for ln in lines if ln.startswith("stdin ")] == expected, mode
         # rank 0's own output keeps its order: stdin is echoed after its stdout lines
-        rank0 = [l for l in lines if l.startswith(("stdout rank 0 ", "stdin ", "suite done"))]
+        rank0 = [ln for ln in lines if ln.startswith(("stdout rank 0 ", "stdin ", "suite done"))]
         assert rank0 == [f"stdout rank 0 line {i}" for i in range(3)] + expected + ["suite done"]
 
 
@@ -260,7 +242,7 @@ def test_exit_status_is_the_launchers(mpi: MPI, jobs, case: str, status: int) ->
         if case == "raise":
             assert "RuntimeError: rank 1 fails on purpose" in job.stderr, mode
         pids = [r["pid"] for r in job.load_ranks()]
-        wait_until(lambda: all(gone(p) for p in pids), "the ranks to end")
+        wait_until(lambda pids=pids: all(gone(p) for p in pids), "the ranks to end")
     assert plain.stdout == ("result 10 of 4 ranks\n" if case == "exit3" else "")
 
 
@@ -321,7 +303,7 @@ def test_signals_that_end_the_job_end_it_as_the_launcher_does(mpi: MPI, jobs,
         job.wait_ranks()
         os.kill(job.proc.pid, sig)
         job.finish()
-        wait_until(lambda: all(gone(p) for p in job.rank_pids), "the ranks to end")
+        wait_until(lambda job=job: all(gone(p) for p in job.rank_pids), "the ranks to end")
         results[mode] = job
     plain, cr = results["plain"], results["cr"]
     assert plain.rc != 0, plain.stderr

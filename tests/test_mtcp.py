@@ -25,14 +25,12 @@ from pathlib import Path
 import pytest
 
 from conftest import tool
-from test_blcr_states import (TOOL_TIMEOUT, Session, alive, kill_and_reap, proc_stat, restore,
-                              session, start_program, wait_until)
-
 from crs.plugins.mtcp import library_path
 from crs.plugins.mtcp.restart import AREA, AREA_LEN
+from helpers import Session, alive, proc_stat, start_program, wait_until
+from test_blcr_states import TOOL_TIMEOUT, restore
 
 pytestmark = pytest.mark.usefixtures("private_home")
-__all__ = ["session"]  # the fixture, imported to be used here
 
 PROGRAMS = Path(__file__).resolve().parent / "mtcp_programs"
 PY_APP = PROGRAMS / "py_app.py"
@@ -76,10 +74,7 @@ def ask(pid: int, message: dict) -> list[dict]:
 
 def wait_for_kernel(pid: int, timeout: float = 30.0) -> None:
     path = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mtcp-{pid}.sock"
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"no kernel socket {path}"
-        time.sleep(0.02)
+    wait_until(path.exists, f"the kernel socket {path}", timeout)
 
 
 FORKED = ("crs_mtcp_forked", "1")
@@ -161,7 +156,7 @@ def test_c_program_ends_as_an_uninterrupted_run(session: Session, c_app: Path, t
     time.sleep(0.5)
     snap = checkpoint(child.pid, tmp_path / "snaps", *settings)
     assert child.popen.poll() is None, "the program ended before the second checkpoint"
-    kill_and_reap(child)
+    child.kill_and_reap()
     if dict(settings).get("crs_mtcp_compress", "none") != "none":
         image = json.loads((snap / "image.json").read_text())
         assert (snap / "pages.img").stat().st_size < image["pages_raw_bytes"], "not smaller"
@@ -181,7 +176,7 @@ def test_restored_process_checkpointed_and_restored_again(session: Session, c_ap
     wait_for_kernel(child.pid)
     time.sleep(0.3)
     first_snap = checkpoint(child.pid, tmp_path / "gen1")
-    kill_and_reap(child)
+    child.kill_and_reap()
     first = restore(session, first_snap, child.pid, str(c_app))
     wait_for_kernel(child.pid)
     assert ask(child.pid, {"op": "ping"})[-1]["restarts"] == 1  # the restored kernel serves
@@ -210,7 +205,7 @@ def test_restart_program_leaves_nothing_behind(session: Session, c_app: Path,
     wait_for_kernel(child.pid)
     before = fds_of(child.pid)
     snap = checkpoint(child.pid, tmp_path / "snaps")
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(c_app))
     wait_for_kernel(child.pid)
     assert os.readlink(f"/proc/{child.pid}/exe") == str(c_app)
@@ -234,9 +229,9 @@ def test_restart_program_stop_and_pid_namespace(session: Session, c_app: Path,
     child = start_program(session, [str(c_app), str(out)], env=preloaded())
     wait_for_kernel(child.pid)
     snap = checkpoint(child.pid, tmp_path / "snaps")
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(c_app), "--stop")
-    wait_until(lambda: proc_stat(child.pid)[0] == "T", TOOL_TIMEOUT, "the process stops")
+    wait_until(lambda: proc_stat(child.pid)[0] == "T", "the process stops", TOOL_TIMEOUT)
     time.sleep(0.3)
     assert proc_stat(child.pid)[0] == "T"
     os.kill(child.pid, signal.SIGCONT)
@@ -287,7 +282,7 @@ def test_python_process_ends_as_an_uninterrupted_run(session: Session, tmp_path:
     time.sleep(1.0)
     snap = checkpoint(child.pid, tmp_path / "snaps", *settings)
     assert child.popen.poll() is None, "the program ended before the second checkpoint"
-    kill_and_reap(child)
+    child.kill_and_reap()
     restart = restore(session, snap, child.pid, str(PY_APP), *RESTORERS[restorer])
     code, stdout, err = restart.finish(TOOL_TIMEOUT)
     assert code == 0, f"restored process ended with {code}:\n{err}"
@@ -341,7 +336,7 @@ def test_damaged_image_refused(session: Session, c_app: Path, tmp_path: Path,
     child = start_program(session, [str(c_app), str(tmp_path / "out.txt")], env=preloaded())
     wait_for_kernel(child.pid)
     snap = checkpoint(child.pid, tmp_path / "snaps", *MODES[mode])
-    kill_and_reap(child)
+    child.kill_and_reap()
     pages = snap / "pages.img"
     if damage == "corrupt":
         with open(pages, "r+b") as f:
@@ -366,7 +361,7 @@ def test_image_in_the_restart_area_needs_the_ptrace_restorer(session: Session, c
     child = start_program(session, [str(c_app), str(out), "high"], env=preloaded())
     wait_for_kernel(child.pid)
     snap = checkpoint(child.pid, tmp_path / "snaps")
-    kill_and_reap(child)
+    child.kill_and_reap()
     res = subprocess.run([tool("opal-restart"), str(snap)], capture_output=True, text=True,
                          timeout=TOOL_TIMEOUT)
     line = one_line_error(res, "opal-restart")
@@ -382,7 +377,7 @@ def test_unknown_restorer_refused(session: Session, c_app: Path, tmp_path: Path)
     child = start_program(session, [str(c_app), str(tmp_path / "out.txt")], env=preloaded())
     wait_for_kernel(child.pid)
     snap = checkpoint(child.pid, tmp_path / "snaps")
-    kill_and_reap(child)
+    child.kill_and_reap()
     res = subprocess.run([tool("opal-restart"), "--mca", "crs_mtcp_restart", "magic", str(snap)],
                          capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     line = one_line_error(res, "opal-restart")

@@ -51,7 +51,8 @@ def ladder(tmp_path: Path) -> tuple[Params, dict[str, tuple[str, str]]]:
 
 
 @pytest.mark.parametrize("name", ["t1", "t2", "t3", "t4", "t5", "crs_base_fsync"])
-def test_precedence_and_source(ladder: tuple[Params, dict[str, tuple[str, str]]], name: str) -> None:
+def test_precedence_and_source(ladder: tuple[Params, dict[str, tuple[str, str]]],
+                               name: str) -> None:
     prm, expected = ladder
     pv = prm.lookup(name)
     assert (pv.value, pv.source) == expected[name]
@@ -180,7 +181,8 @@ def test_bad_boolean_names_parameter_and_source(tmp_path: Path, level: str) -> N
 
 def test_bad_integer_names_parameter_and_source() -> None:
     prm = Params(env={"OMPI_MCA_some_count": "12x"})
-    with pytest.raises(ParamError, match=r"some_count.*'12x'.*integer.*environment OMPI_MCA_some_count"):
+    with pytest.raises(ParamError,
+                       match=r"some_count.*'12x'.*integer.*environment OMPI_MCA_some_count"):
         prm.get_int("some_count")
     assert Params(env={"OMPI_MCA_some_count": " 12 "}).get_int("some_count") == 12
 
@@ -239,6 +241,19 @@ def test_child_resolves_what_its_launcher_did(tmp_path: Path, private_home: Path
 
 
 # -- pycrs info --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dashes", [[], ["--"]], ids=["plain", "dashes"])
+def test_pycrs_run_gives_the_program_its_own_options(dashes: list[str],
+                                                     private_home: Path) -> None:
+    """Everything after pycrs run's own options is the program's, its options too (even ones
+    named like pycrs's); a ``--`` before the program is allowed."""
+    code = "import os, sys; print(os.environ['OMPI_MCA_crs'], sys.argv[1:])"
+    res = subprocess.run([PYCRS, "run", "--mca", "crs", "self", *dashes, PY, "-c", code, "-x",
+                          "--mca", "a", "b", "--", "-am"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "self ['-x', '--mca', 'a', 'b', '--', '-am']\n"
+
+
 def _info(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PYCRS, "info", *args], env=env, capture_output=True, text=True,
                           timeout=120)
@@ -254,10 +269,11 @@ def test_pycrs_info_lists_components_and_sources(tmp_path: Path, private_home: P
     comps = dict(re.findall(r"^  (\w+)\s+default priority (\S+);", res.stdout, re.M))
     assert {"self": "20", "blcr": "10", "mtcp": "15"}.items() <= comps.items()
     for name in ("blcr", "mtcp", "self"):  # each says whether it can serve here, and why not
-        line = next(l for l in res.stdout.splitlines() if l.startswith(f"  {name} "))
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith(f"  {name} "))
         assert "here: " in line and len(line.split("here: ", 1)[1]) > 10
     shown = {m[0]: (m[1], m[2]) for m in
-             re.findall(r"^  (\S+) = '(.*)'  \((.*)\)(?:  \[not a pycrs parameter\])?$", res.stdout, re.M)}
+             re.findall(r"^  (\S+) = '(.*)'  \((.*)\)(?:  \[not a pycrs parameter\])?$",
+                        res.stdout, re.M)}
     assert shown["crs"] == ("self", "command line")
     assert shown["crs_base_fsync"] == ("0", "environment OMPI_MCA_crs_base_fsync")
     assert shown["ft_cr_enabled"] == (

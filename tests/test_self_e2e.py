@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import expected_after, restarted_at, APPS, ROOT, run, start_under_pycrs, tool, tree_digest, wait_for_endpoint
+from conftest import (
+    APPS,
+    ROOT,
+    expected_after,
+    restarted_at,
+    run,
+    tool,
+    tree_digest,
+)
+from helpers import proc_state, start_under_pycrs, wait_for_endpoint, wait_for_path, wait_until
 
 LOOP = str(ROOT / "examples" / "numpy_loop.py")
 STEPS, DELAY = "300", "0.02"
@@ -91,10 +100,7 @@ def test_stop_then_sigcont(tmp_path: Path, reference: list[str]) -> None:
     proc = start_under_pycrs([LOOP, STEPS, DELAY], cwd=tmp_path)
     time.sleep(0.8)
     snap = checkpoint(proc.pid, tmp_path, "--stop")
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
-        assert time.monotonic() < deadline, "process did not stop"
-        time.sleep(0.02)
+    wait_until(lambda: proc_state(proc.pid) == "T", "the process to stop", 30)
     proc.send_signal(signal.SIGCONT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0
@@ -137,10 +143,7 @@ def _enter_critical_section(tmp_path: Path) -> tuple[subprocess.Popen[str], Path
     marker = tmp_path / "inside"
     proc = start_under_pycrs([str(APPS / "features.py"), "critical", "60", str(marker)],
                              cwd=tmp_path)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for_path(marker, proc, "the critical section", 60)
     return proc, marker
 
 

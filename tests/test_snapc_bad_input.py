@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import subprocess
 import textwrap
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, IO
 
 import pytest
 
-from conftest import BIN, MPI, ROOT, kill_session, restarted_at, run, tree_digest
+from conftest import BIN, MPI, ROOT, restarted_at, run, tree_digest
 from crs.snapshot import Meta
+from helpers import Stream, children, kill_session, wait_for_job_endpoint, wait_for_path
 from snapc.storage import META_FILE as GLOBAL_META, GlobalSnapshot
 
 MPICH = MPI("mpich", BIN)
@@ -84,12 +83,8 @@ def start_job(program: list[str], cwd: Path, np_: int = 4,
     with open(cwd / "job.out", "a") as out, open(cwd / "job.err", "a") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True,
                                 start_new_session=True, env=env)
-    sock = Path(env["PYCRS_CONTROL_DIR"]) / f"mpirun-{proc.pid}.sock"
-    deadline = time.monotonic() + 60
-    while not sock.exists():
-        assert proc.poll() is None, (cwd / "job.err").read_text()
-        assert time.monotonic() < deadline, "no job endpoint"
-        time.sleep(0.05)
+    wait_for_job_endpoint(proc, Path(env["PYCRS_CONTROL_DIR"]),
+                          details=lambda: (cwd / "job.err").read_text())
     return proc
 
 
@@ -125,58 +120,6 @@ def assert_one_line_error(res: subprocess.CompletedProcess[str], prog: str, *nee
     assert "Traceback" not in res.stderr
     for needle in needles:
         assert needle in res.stderr, (needle, res.stderr)
-
-
-class Lines:
-    """The lines a child writes to a pipe, read from its file descriptor (select() on a buffered
-    text stream would miss lines already taken into the buffer). Timeouts are safety nets."""
-
-    def __init__(self, stream: IO[str], proc: subprocess.Popen[str], timeout: float = 120) -> None:
-        self.fd, self.proc, self.timeout = stream.fileno(), proc, timeout
-        self.buf, self.eof = b"", False
-
-    def next(self) -> str | None:
-        """The next line, or None at the end of the stream."""
-        deadline = time.monotonic() + self.timeout
-        while b"\n" not in self.buf and not self.eof:
-            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"{self.proc.args}: no output within {self.timeout} s"
-            chunk = os.read(self.fd, 65536)
-            self.buf += chunk
-            self.eof = not chunk
-        if not self.buf:
-            return None
-        line, sep, self.buf = self.buf.partition(b"\n")
-        return (line + sep).decode()
-
-    def until(self, pattern: str) -> list[str]:
-        """Lines up to and including the first that contains ``pattern``."""
-        lines: list[str] = []
-        while not lines or pattern not in lines[-1]:
-            line = self.next()
-            assert line is not None, f"{self.proc.args} ended before {pattern!r}: {lines}"
-            lines.append(line)
-        return lines
-
-    def rest(self) -> list[str]:
-        """The remaining lines, up to the end of the stream."""
-        lines = []
-        while (line := self.next()) is not None:
-            lines.append(line)
-        return lines
-
-
-def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"job ended ({proc.returncode}) before {path.name} appeared"
-        assert time.monotonic() < deadline, f"no {path}"
-        time.sleep(0.02)
-
-
-def children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(c) for c in text.split()]
 
 
 def processes_with_env(entry: str) -> list[int]:
@@ -276,7 +219,7 @@ def test_showme_command_restarts_the_job(base_snapshot: Path, tmp_path: Path) ->
     with subprocess.Popen(["sh", "-c", shown.stdout], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as job:
         try:
-            first = Lines(job.stdout, job).until("step ")[-1]  # type: ignore[arg-type]
+            first = Stream(job.stdout, name=str(job.args)).until("step ")[-1]  # type: ignore[arg-type]
         finally:
             end_job(job)
         err = job.stderr.read()  # type: ignore[union-attr]
@@ -577,7 +520,7 @@ def test_checkpoint_job_ends_before_ranks_register(tmp_path: Path) -> None:
     try:
         with subprocess.Popen([CHECKPOINT, "-s", str(job.pid)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) as tool:
-            err = Lines(tool.stderr, tool)  # type: ignore[arg-type]
+            err = Stream(tool.stderr, name=str(tool.args))  # type: ignore[arg-type]
             lines = err.until("waiting for ranks to register")
             (tmp_path / "go").touch()
             lines += err.rest()
@@ -589,7 +532,7 @@ def test_checkpoint_job_ends_before_ranks_register(tmp_path: Path) -> None:
     assert "Traceback" not in "".join(lines)
     assert lines[-1] == (f"ompi-checkpoint: checkpoint of job {job.pid} failed: the job ended "
                          "before the checkpoint started\n")
-    assert all(l.startswith("ompi-checkpoint: ") and "failed" not in l for l in lines[:-1])
+    assert all(ln.startswith("ompi-checkpoint: ") and "failed" not in ln for ln in lines[:-1])
     assert not (tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt").exists()
 
 
@@ -602,10 +545,10 @@ def test_checkpoint_job_ends_while_request_waits(tmp_path: Path) -> None:
         _, gdir = checkpoint(job.pid)
         before = state(gdir)
         (tmp_path / "quiet").touch()
-        wait_for_file(tmp_path / "is-quiet", job)
+        wait_for_path(tmp_path / "is-quiet", job, timeout=120)
         with subprocess.Popen([CHECKPOINT, "-s", str(job.pid)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) as tool:
-            err = Lines(tool.stderr, tool)  # type: ignore[arg-type]
+            err = Stream(tool.stderr, name=str(tool.args))  # type: ignore[arg-type]
             lines = err.until("ranks meet at safe point")
             (tmp_path / "go").touch()
             lines += err.rest()
@@ -616,7 +559,7 @@ def test_checkpoint_job_ends_while_request_waits(tmp_path: Path) -> None:
         end_job(job)
     assert "ended normally" in (tmp_path / "job.out").read_text()
     assert "Traceback" not in "".join(lines)
-    assert all(l.startswith("ompi-checkpoint: ") and "failed" not in l for l in lines[:-1])
+    assert all(ln.startswith("ompi-checkpoint: ") and "failed" not in ln for ln in lines[:-1])
     assert lines[-1].startswith(f"ompi-checkpoint: checkpoint of job {job.pid} failed: ")
     assert state(gdir) == before
     assert not list(gdir.glob(".*"))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import expected_after, restarted_at, APPS, MPI, ROOT, kill_session, run, tree_digest
+from conftest import APPS, MPI, ROOT, expected_after, restarted_at, run, tree_digest
+from helpers import kill_session, proc_state, wait_for_job_endpoint, wait_until
 
 STENCIL = str(ROOT / "examples" / "mpi_stencil.py")
 STEPS, DELAY = "400", "0.02"
@@ -26,12 +27,7 @@ def start_job(mpi: MPI, args: list[str], gdir: Path, np_: int = 4,
            "snapc_base_global_snapshot_dir", str(gdir), "-np", str(np_), mpi.python, *args]
     proc = subprocess.Popen(cmd, cwd=gdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env=env)
-    sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mpirun-{proc.pid}.sock"
-    deadline = time.monotonic() + 60
-    while not sock.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_job_endpoint(proc, details=proc.communicate)
     return proc
 
 
@@ -55,13 +51,15 @@ def reference(mpi: MPI) -> list[str]:
     return res.stdout.splitlines()
 
 
-def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path,
+                                                        reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
     seq0, gdir = checkpoint(mpi, job.pid)
     time.sleep(1)
     seq1, gdir1 = checkpoint(mpi, job.pid)
-    assert (seq0, seq1) == (0, 1) and gdir == gdir1 == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    assert (seq0, seq1) == (0, 1)
+    assert gdir == gdir1 == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
     kill_session(job.pid)
     job.wait()
 
@@ -89,22 +87,16 @@ def test_term_ends_the_job_then_restart(mpi: MPI, tmp_path: Path, reference: lis
     assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
-def _process_state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-
-
 def test_stop_then_sigcont_to_mpirun(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
     _, gdir = checkpoint(mpi, job.pid, "--stop")
-    ranks = [int(p.stem.split("-")[1]) for p in Path(os.environ["PYCRS_CONTROL_DIR"]).glob("crs-*.sock")]
+    ctl = Path(os.environ["PYCRS_CONTROL_DIR"])
+    ranks = [int(p.stem.split("-")[1]) for p in ctl.glob("crs-*.sock")]
     assert len(ranks) == 4
-    deadline = time.monotonic() + 30
-    while any(_process_state(pid) != "T" for pid in ranks):
-        assert time.monotonic() < deadline, "ranks did not stop"
-        time.sleep(0.05)
+    wait_until(lambda: all(proc_state(pid) == "T" for pid in ranks), "the ranks to stop", 30)
     time.sleep(1)
-    assert all(_process_state(pid) == "T" for pid in ranks), "ranks stay stopped"
+    assert all(proc_state(pid) == "T" for pid in ranks), "ranks stay stopped"
     os.kill(job.pid, signal.SIGCONT)
     out, err = job.communicate(timeout=180)
     assert job.returncode == 0, err
@@ -113,7 +105,8 @@ def test_stop_then_sigcont_to_mpirun(mpi: MPI, tmp_path: Path, reference: list[s
     assert res.stdout.splitlines() == expected_after(reference, restarted_at(res.stderr))
 
 
-def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
+def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path,
+                                                  reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
     _, gdir = checkpoint(mpi, job.pid)
@@ -122,10 +115,7 @@ def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path, refe
 
     again = subprocess.Popen([mpi.tool("ompi-restart"), str(gdir)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-    sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mpirun-{again.pid}.sock"
-    while not sock.exists():
-        assert again.poll() is None, again.communicate()
-        time.sleep(0.05)
+    wait_for_job_endpoint(again, details=again.communicate)
     time.sleep(2)
     seq, gdir2 = checkpoint(mpi, again.pid)
     assert (seq, gdir2) == (1, gdir)  # same directory, next sequence
@@ -143,7 +133,8 @@ def faulty_reference(mpi: MPI) -> str:
     return res.stdout
 
 
-def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path, faulty_reference: str) -> None:
+def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path,
+                                                   faulty_reference: str) -> None:
     job = start_job(mpi, [FAULTY, "150", "0.02", "raise:2:2"], tmp_path)
     time.sleep(1.5)
     _, gdir = checkpoint(mpi, job.pid)
@@ -181,10 +172,9 @@ def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_pat
     _, gdir = checkpoint(mpi, job.pid)
     pending = subprocess.Popen([mpi.tool("ompi-checkpoint"), str(job.pid)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(gdir.glob(".*partial*/opal_snapshot_1.ckpt")):  # others saved, rank 0 is slow
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # the others saved, rank 0 is slow
+    wait_until(lambda: bool(list(gdir.glob(".*partial*/opal_snapshot_1.ckpt"))),
+               "rank 1's local snapshot", 60)
     kill_session(job.pid)
     job.wait()
     _, err = pending.communicate(timeout=60)

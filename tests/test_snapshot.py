@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crs.snapshot import META_FILE, LocalSnapshot, Meta, SnapshotError, SnapshotWriter, standard_meta
+from crs.snapshot import (
+    META_FILE,
+    LocalSnapshot,
+    Meta,
+    SnapshotError,
+    SnapshotWriter,
+    standard_meta,
+)
 
 PY = sys.executable
 BIG = 48 << 20  # bytes of numpy data in the round trip
@@ -21,7 +28,8 @@ BIG = 48 << 20  # bytes of numpy data in the round trip
 
 def tree(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` with its bytes."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(path)): p.read_bytes()
+            for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def partials(parent: Path) -> list[str]:
@@ -187,8 +195,9 @@ def test_bad_file_record_named_even_with_valid_checksum(snap: Path, record: str)
 def test_missing_component_record(snap: Path) -> None:
     meta = Meta([r for r in Meta.read(_meta(snap)).records if r[0] != "OPAL CRS Component"])
     _meta(snap).write_text(meta.render())
-    with pytest.raises(SnapshotError, match=f"^{re.escape(str(_meta(snap)))}: no 'OPAL CRS Component'"):
-        LocalSnapshot(snap).component
+    with pytest.raises(SnapshotError,
+                       match=f"^{re.escape(str(_meta(snap)))}: no 'OPAL CRS Component'"):
+        _ = LocalSnapshot(snap).component
 
 
 def test_not_a_snapshot(tmp_path: Path) -> None:

@@ -1,11 +1,10 @@
 """Transparent checkpoint of unmodified mpi4py ranks, end to end as a user drives it:
-``mpirun -am ft-enable-cr --mca crs blcr`` (or ``mtcp``), ``ompi-checkpoint JOBID`` at a random moment (the
-program has no safe points and knows nothing of pycrs), the whole job SIGKILLed, ``ompi-restart``;
-the restarted job must print exactly what an uninterrupted run prints. MPICH only (Open MPI is
-refused at launch, tested here too)."""
+``mpirun -am ft-enable-cr --mca crs blcr`` (or ``mtcp``), ``ompi-checkpoint JOBID`` at a random
+moment (the program has no safe points and knows nothing of pycrs), the whole job SIGKILLed,
+``ompi-restart``; the restarted job must print exactly what an uninterrupted run prints. MPICH
+only (Open MPI is refused at launch, tested here too)."""
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, BIN, MPI, _openmpi_bin, kill_session, run
+from conftest import APPS, BIN, MPI, _openmpi_bin, run
+from helpers import descendants, kill_tree, proc_state, reap, wait_for_job_endpoint, wait_until
 from test_snapc_e2e import restart
 
 MPICH = MPI("mpich", BIN)
@@ -29,7 +29,7 @@ PR_SET_CHILD_SUBREAPER = 36
 STARTED = re.compile(r"mpi_transparent: rank \d+ of \d+ started")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(np_: int, steps: str = STEPS) -> tuple[str, ...]:
     """The output of an uninterrupted run under the plain launcher, without pycrs."""
     res = run([*MPICH.plain(np_), MPICH.python, APP, steps, "0"])
@@ -53,12 +53,7 @@ class Job:
                         threading.Thread(target=self._read_out, daemon=True)]
         for t in self.readers:
             t.start()
-        sock = Path(os.environ["PYCRS_CONTROL_DIR"]) / f"mpirun-{self.proc.pid}.sock"
-        deadline = time.monotonic() + 60  # safety net
-        while not sock.exists():
-            assert self.proc.poll() is None, self.finish()
-            assert time.monotonic() < deadline, "no job endpoint"
-            time.sleep(0.05)
+        wait_for_job_endpoint(self.proc, details=self.finish)
 
     @property
     def pid(self) -> int:
@@ -92,42 +87,11 @@ class Job:
     def kill(self) -> None:
         """SIGKILL the whole job: mpirun's session and every process under it (hydra starts
         the ranks in sessions of their own, where they would run on without their launcher)."""
-        tree = descendants(self.pid)
-        kill_session(self.pid)
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        tree = kill_tree(self.pid)
         self.finish()
         # Orphans come to this process (a subreaper, see below): reap them, so that their PIDs
-        # are free for the restored ranks (a zombie's PID is still taken).
-        deadline = time.monotonic() + 60  # safety net
-        for pid in tree:
-            while os.path.exists(f"/proc/{pid}"):
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)
-                assert time.monotonic() < deadline, f"process {pid} stays"
-                time.sleep(0.02)
-
-
-def _parents() -> dict[int, int]:
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    parents = _parents()
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        found += kids
-        todo += kids
-    return found
+        # are free for the restored ranks.
+        reap(tree)
 
 
 JOBS: list[Job] = []
@@ -161,7 +125,7 @@ def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr"
     return Job(cmd, where, np_)
 
 
-def checkpoint(mpi: MPI, jobid: int, *extra: str, job: "Job | None" = None) -> tuple[int, Path]:
+def checkpoint(mpi: MPI, jobid: int, *extra: str, job: Job | None = None) -> tuple[int, Path]:
     """ompi-checkpoint JOBID; on failure the job's own stderr is shown too."""
     res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
     if res.returncode != 0 and job is not None:
@@ -268,19 +232,12 @@ def test_stop_then_sigcont_to_mpirun(tmp_path: Path) -> None:
              if Path(f"/proc/{p}/comm").read_text().startswith("python")
              and APP in Path(f"/proc/{p}/cmdline").read_text()]
     assert len(ranks) == 3
-    deadline = time.monotonic() + 30  # safety net
-    while any(state(p) != "T" for p in ranks):
-        assert time.monotonic() < deadline, "ranks did not stop"
-        time.sleep(0.05)
+    wait_until(lambda: all(proc_state(p) == "T" for p in ranks), "the ranks to stop", 30)
     os.kill(job.pid, signal.SIGCONT)
     code, out, err = job.finish()
     assert code == 0, err
     assert tuple(out.splitlines()) == reference(3)
     restarted(gdir, 3)
-
-
-def state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Start-up hook for Python processes launched under pycrs (this directory is put first on
 PYTHONPATH by pycrs launchers, and nowhere else, so other processes pay nothing).
 
-It activates the pycrs runtime when checkpoint/restart is enabled, then runs whatever
-sitecustomize module this one shadows.
+It activates the pycrs runtime when checkpoint/restart is enabled, and the layers above it that
+the process belongs to (``PYCRS_LAYERS``, crs/layers.py: a rank of a C/R job connects to its
+coordinator), then runs whatever sitecustomize module this one shadows.
 """
 import importlib
 import os
@@ -24,17 +25,19 @@ def _is_restorer() -> bool:
 def _activate() -> None:
     if _is_restorer():
         return
+    layers: list = []
     try:
-        from crs import runtime
+        from crs import layers as crs_layers, runtime
 
+        layers = crs_layers.of_this_process()
         runtime.activate_if_enabled()
-        if runtime.is_active() and os.environ.get("PYCRS_COORDINATOR"):
-            from snapc.app_coordinator import activate_if_in_job
-
-            activate_if_in_job()  # a rank of a C/R job started by our mpirun
+        if runtime.is_active():
+            for layer in layers:
+                layer.activate()
     except Exception as exc:  # noqa: BLE001
-        restarting = os.environ.get("PYCRS_RESTART_SNAPSHOT") or os.environ.get(
-            "PYCRS_RESTART_SEQ_DIR")
+        variables = ["PYCRS_RESTART_SNAPSHOT"]  # crs.runtime.RESTART_ENV
+        variables += [v for layer in layers for v in getattr(layer, "RESTART_VARIABLES", ())]
+        restarting = next((os.environ[v] for v in variables if os.environ.get(v)), None)
         if restarting:
             # Going on would start the application from scratch, silently losing its state.
             print(f"pycrs: cannot restart process {os.getpid()} from {restarting}: {exc}",

@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
-from crs.endpoint import EndpointError
-from crs.framework import ComponentError, CRSError
-from crs.params import ParamError
-from crs.runtime import CheckpointError
-from crs.snapshot import SnapshotError
 
-EXPECTED = (EndpointError, ComponentError, CRSError, ParamError, CheckpointError, SnapshotError, OSError)
+def expected() -> tuple[type[Exception], ...]:
+    """The failures a tool reports in one line. Imported when one is caught, so that a tool
+    whose arguments are wrong (or that was asked for --help) does not load the framework."""
+    from crs.endpoint import EndpointError
+    from crs.framework import ComponentError, CRSError
+    from crs.params import ParamError
+    from crs.runtime import CheckpointError
+    from crs.snapshot import SnapshotError
+
+    return (EndpointError, ComponentError, CRSError, ParamError, CheckpointError, SnapshotError,
+            OSError)
 
 
 class UsageError(Exception):
@@ -29,7 +35,9 @@ def run_tool(tool: str, body: Callable[[], int]) -> NoReturn:
         code = body()
     except UsageError as exc:
         fail(tool, str(exc), 2)
-    except EXPECTED as exc:
+    except Exception as exc:
+        if not isinstance(exc, expected()):
+            raise
         if isinstance(exc, OSError) and exc.filename:
             fail(tool, f"{exc.filename}: {exc.strerror or exc}")
         fail(tool, str(exc))

@@ -13,18 +13,25 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from crs import endpoint, framework, params
-from crs.hookspecs import CheckpointOptions, Target
-from crs.snapshot import SnapshotWriter, local_snapshot_name, standard_meta
+from crs import params
 
 from .errors import ToolParser, UsageError, run_tool
+
+if TYPE_CHECKING:
+    from crs.hookspecs import CheckpointOptions
+
+# The framework, the endpoint and the snapshot code are imported where they are used, after the
+# arguments are parsed: --help and a usage mistake are answered without loading them.
 
 TOOL = "opal-checkpoint"
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="Checkpoint a single process running under pycrs.")
+    p = ToolParser(prog=TOOL, description="Checkpoint one process into a local snapshot: one "
+                   "under pycrs saves itself, any other of yours is saved from outside "
+                   "(--mca crs blcr, or mtcp through its kernel).")
     params.add_arguments(p)
     p.add_argument("-w", "--where", metavar="DIR",
                    help="directory for the snapshot (default: crs_base_snapshot_dir)")
@@ -43,6 +50,10 @@ def _run(argv: list[str] | None) -> int:
         pid = int(ns.pid)
     except ValueError:
         raise UsageError(f"PID must be a number, not {ns.pid!r}") from None
+    from crs import endpoint
+    from crs.hookspecs import CheckpointOptions
+    from crs.snapshot import local_snapshot_name
+
     prm = params.from_arguments(ns)
     prm.validate()
     where = Path(ns.where).expanduser() if ns.where else prm.get_path("crs_base_snapshot_dir")
@@ -76,6 +87,8 @@ HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save i
 
 def _from_outside(prm: params.Params) -> bool:
     """Whether the ``crs`` selection names only components that save a process from outside."""
+    from crs import framework
+
     include, _ = framework.parse_selection(prm.get("crs"))
     return bool(include) and include <= OUTSIDE
 
@@ -87,6 +100,8 @@ def _outside_only(pid: int, prm: params.Params) -> bool:
     """A process of ours that does not run under pycrs can only be saved from outside: do so
     when the ``crs`` selection allows such a component (the framework then picks it, as the
     highest priority that can serve)."""
+    from crs import endpoint, framework
+
     if not Path(f"/proc/{pid}").exists() or endpoint.process_socket(pid).exists():
         return False
     include, exclude = framework.parse_selection(prm.get("crs"))
@@ -96,6 +111,10 @@ def _outside_only(pid: int, prm: params.Params) -> bool:
 def _save_from_outside(pid: int, target: Path, prm: params.Params, options: CheckpointOptions,
                        verbose: bool) -> int:
     """Run the component here, against the process, and commit the snapshot."""
+    from crs import framework
+    from crs.hookspecs import Target
+    from crs.snapshot import SnapshotWriter, standard_meta
+
     outside = Target(pid, in_process=False)
     include, _ = framework.parse_selection(prm.get("crs"))
     if include is not None and len(include) == 1:  # the one asked for: its own reason, alone

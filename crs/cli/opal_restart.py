@@ -6,20 +6,25 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crs import params
-from crs.framework import component_for_snapshot
-from crs.hookspecs import Relaunch
-from crs.launch import cr_environment
-from crs.snapshot import LocalSnapshot, SnapshotError
 
 from .errors import ToolParser, run_tool
+
+if TYPE_CHECKING:
+    from crs.hookspecs import Relaunch
+    from crs.snapshot import LocalSnapshot
+
+# The framework and the snapshot code are imported where they are used, after the arguments are
+# parsed: --help and a usage mistake are answered without loading them.
 
 TOOL = "opal-restart"
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="Restart a single process from a local snapshot.")
+    p = ToolParser(prog=TOOL, description="Verify a local snapshot and restart its process "
+                   "from it.")
     params.add_arguments(p)
     p.add_argument("--showme", action="store_true",
                    help="print the command that would be run, run nothing")
@@ -47,6 +52,10 @@ def find_snapshot(name: str, prm: params.Params) -> Path:
 
 def relaunch_for(snap: LocalSnapshot, prm: params.Params) -> Relaunch:
     """How to start the snapshot's program again, with its C/R parameters."""
+    from crs.hookspecs import Relaunch
+    from crs.launch import cr_environment
+    from crs.snapshot import SnapshotError
+
     meta = snap.meta
     where = snap.path / "snapshot_meta.data"
     try:
@@ -63,6 +72,9 @@ def relaunch_for(snap: LocalSnapshot, prm: params.Params) -> Relaunch:
 
 def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
+    from crs.framework import component_for_snapshot
+    from crs.snapshot import LocalSnapshot
+
     prm = params.from_arguments(ns)
     prm.validate()  # a bad parameter must stop the restart, not reach the restarted process
     snap = LocalSnapshot(find_snapshot(ns.snapshot, prm))

@@ -2,35 +2,55 @@
 component with its priority and every parameter with its value and where that value came from."""
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
 
-from crs import framework, params
-from crs.hookspecs import Target
-from crs.launch import cr_environment
+from crs import params
 
 from .errors import ToolParser, UsageError, run_tool
 
 TOOL = "pycrs"
 
 
+class _Program(argparse.Action):
+    """The program and its arguments: everything from the first word that is not an option of
+    pycrs run, its own options included (a ``--`` before it is allowed, and dropped)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        program = list(values)  # type: ignore[call-overload]
+        if program[:1] == ["--"]:
+            program = program[1:]
+        if not program:
+            parser.error("the following arguments are required: PROGRAM")
+        setattr(namespace, self.dest, program)
+
+
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="pycrs checkpoint/restart: run a program under C/R, "
-                   "or show components and parameters.")
+    p = ToolParser(prog=TOOL, description="Run a program with checkpoint/restart enabled, or "
+                   "list the CRS components and the MCA parameters with their values.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ToolParser)
-    run = sub.add_parser("run", help="run a program with checkpoint/restart enabled")
+    run = sub.add_parser("run", help="run a program with checkpoint/restart enabled",
+                         description="Run a program with checkpoint/restart enabled: "
+                         "opal-checkpoint PID saves it, opal-restart brings it back.",
+                         usage="pycrs run [-h] [--mca NAME VALUE] [-am SET] [--] PROGRAM [ARGS...]")
     params.add_arguments(run)
-    run.add_argument("program", nargs="+", metavar="PROGRAM [ARGS]",
-                     help="the command to run, e.g. python app.py")
-    info = sub.add_parser("info", help="list components and parameters")
+    run.add_argument("program", nargs=argparse.REMAINDER, action=_Program, metavar="PROGRAM",
+                     help="the command to run with its arguments, e.g. python app.py -v: "
+                          "everything after pycrs's own options is the program's")
+    info = sub.add_parser("info", help="list components and parameters",
+                          description="List the CRS components with their priorities here, and "
+                          "every MCA parameter with its value and where the value came from.")
     params.add_arguments(info)
     return p
 
 
 def _info(prm: params.Params) -> int:
-    framework.manager()  # importing components registers their parameters
-    import snapc  # noqa: F401 - and SnapC's (the job-level layer above the CRS framework)
+    from crs import framework
+    from crs.hookspecs import Target
+
     target = Target(os.getpid(), in_process=False)
     print("CRS components (priority; selection by the 'crs' parameter, else highest priority):")
     for offer in framework.offers(target, prm):
@@ -49,6 +69,9 @@ def _info(prm: params.Params) -> int:
 
 
 def _run_program(prm: params.Params, program: list[str]) -> int:
+    from crs import framework
+    from crs.launch import cr_environment
+
     exe = shutil.which(program[0])
     if exe is None:
         raise UsageError(f"program not found: {program[0]}")
@@ -66,9 +89,11 @@ def _run_program(prm: params.Params, program: list[str]) -> int:
 
 def _main(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
+    from crs import framework, layers  # after parsing: --help does not load them
+
     prm = params.from_arguments(ns)
     framework.manager()  # importing components registers their parameters
-    import snapc  # noqa: F401 - and SnapC's (the job-level layer above the CRS framework)
+    layers.load()  # and loading the layers above the framework (SnapC), theirs
     prm.validate()  # reject a missing set or a malformed value before printing or starting anything
     if ns.command == "info":
         return _info(prm)

@@ -9,15 +9,13 @@ from pathlib import Path
 from crs import endpoint, params
 from crs.cli.errors import ToolParser, UsageError, run_tool
 
-from ..coordinator import job_socket
-
 TOOL = "ompi-checkpoint"
 HINT = "start the job with 'mpirun -am ft-enable-cr'"
 
 
 def build_parser() -> ToolParser:
     p = ToolParser(prog=TOOL, description="Checkpoint a running MPI job started with "
-                   "'mpirun -am ft-enable-cr'.")
+                   "'mpirun -am ft-enable-cr' into a global snapshot, every rank at once.")
     params.add_arguments(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--term", action="store_true", help="end the job after the checkpoint")
@@ -37,6 +35,8 @@ def build_parser() -> ToolParser:
 def job_of(pid: int) -> int | None:
     """The checkpoint-enabled job of ours that process ``pid`` runs in (a rank, or the real
     launcher under our mpirun): the PID of the nearest ancestor serving a job endpoint."""
+    from ..coordinator import job_socket
+
     try:
         if pid <= 1 or Path(f"/proc/{pid}").stat().st_uid != os.getuid():
             return None
@@ -72,6 +72,8 @@ def list_jobs() -> int:
 
 def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(argv)
+    from ..coordinator import job_socket  # after parsing: --help does not load it
+
     prm = params.from_arguments(ns)
     prm.validate()
     if ns.list:

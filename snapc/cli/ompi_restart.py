@@ -2,27 +2,34 @@
 through our mpirun (same ranks, program, arguments and C/R parameters)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crs import params
 from crs.cli.errors import ToolParser, UsageError, run_tool
-from crs.framework import ComponentError, component_for_snapshot
-from crs.hookspecs import Relaunch
-from crs.plugins.image_based import TRANSPARENT_MARK
-from crs.snapshot import LocalSnapshot, SnapshotError
 
-from ..frontend import ENV_RESTART_GLOBAL, ENV_RESTART_IMAGES, ENV_RESTART_SEQ
-from ..storage import GlobalSnapshot
+from .. import jobenv
+
+if TYPE_CHECKING:
+    from crs.hookspecs import Relaunch
+    from crs.snapshot import LocalSnapshot
+
+    from ..storage import GlobalSnapshot
+
+# The framework and the snapshot code are imported where they are used, after the arguments are
+# parsed: --help and a usage mistake are answered without loading them.
 
 TOOL = "ompi-restart"
 
 
 def build_parser() -> ToolParser:
-    p = ToolParser(prog=TOOL, description="Restart an MPI job from a global snapshot.")
+    p = ToolParser(prog=TOOL, description="Verify a global snapshot and restart its MPI job "
+                   "from it, every rank from its local snapshot.")
     params.add_arguments(p)
     p.add_argument("-s", "--seq", type=int, metavar="N",
                    help="the sequence to restart from (default: the newest finished one)")
@@ -48,6 +55,9 @@ def find_global_snapshot(name: str, prm: params.Params) -> Path:
 
 def rank_relaunch(snap: LocalSnapshot) -> Relaunch:
     """The program a rank ran, as recorded in its local snapshot."""
+    from crs.hookspecs import Relaunch
+    from crs.snapshot import SnapshotError
+
     where = snap.path / "snapshot_meta.data"
     try:
         argv = json.loads(snap.meta.get("Command") or "null")
@@ -80,6 +90,8 @@ _HOSTS = {"-host", "--host", "-hosts", "-f", "-hostfile", "--hostfile", "-machin
 def original_launcher_options(gs: GlobalSnapshot, new_hosts: bool) -> list[str]:
     """The launcher options the job was started with, without its rank count (the snapshot
     fixes it) and, when the restart names its own hosts, without the old ones."""
+    from crs.snapshot import SnapshotError
+
     try:
         options = json.loads(gs.job("Launcher Options") or "[]")
     except ValueError:
@@ -113,9 +125,11 @@ def check_hostfile(name: str | None) -> None:
             raise UsageError(f"--hostfile {name}: {exc.strerror}") from None
 
 
-def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
+def build_command(snaps: list[LocalSnapshot], ns: argparse.Namespace, prm: params.Params,
                   launcher_options: list[str]) -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
+    from crs.framework import ComponentError, component_for_snapshot
+
     launches = []
     for rank, snap in enumerate(snaps):
         relaunch = rank_relaunch(snap)
@@ -126,9 +140,9 @@ def build_command(snaps: list[LocalSnapshot], ns: object, prm: params.Params,
         component.call("crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
         launches.append(relaunch)
     cmd = our_mpirun() + launcher_options
-    if getattr(ns, "hostfile"):
-        cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]  # type: ignore[attr-defined]
-    cmd += mpirun_options(getattr(ns, "mpirun_opts"))
+    if ns.hostfile:
+        cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]
+    cmd += mpirun_options(ns.mpirun_opts)
     for name, value in prm.cli.items():
         cmd += ["--mca", name, value]
     if all(r.argv == launches[0].argv for r in launches):
@@ -154,6 +168,10 @@ def _glue_mpirun_opts(argv: list[str]) -> list[str]:
 
 def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(_glue_mpirun_opts(sys.argv[1:] if argv is None else argv))
+    from crs.plugins.image_based import TRANSPARENT_MARK
+
+    from ..storage import GlobalSnapshot
+
     prm = params.from_arguments(ns)
     prm.validate()
     mpirun_options(ns.mpirun_opts)  # usage mistakes are reported before the snapshot is read
@@ -166,9 +184,9 @@ def _run(argv: list[str] | None) -> int:
     cmd, first = build_command(snaps, ns, prm, original_launcher_options(gs, bool(ns.hostfile)))
     job_env = {**first.env,  # the C/R parameters the job ran with
                "OMPI_MCA_ft_cr_enabled": "1",
-               ENV_RESTART_GLOBAL: str(gs.path), ENV_RESTART_SEQ: str(seq)}
+               jobenv.ENV_RESTART_GLOBAL: str(gs.path), jobenv.ENV_RESTART_SEQ: str(seq)}
     if any(snap.meta.get(TRANSPARENT_MARK) == "1" for snap in snaps):
-        job_env[ENV_RESTART_IMAGES] = "1"  # the ranks are restored images under the MPI layer
+        job_env[jobenv.ENV_RESTART_IMAGES] = "1"  # restored images under the MPI layer
     env = {**os.environ, **job_env}
     if ns.showme:  # everything the restart sets, so that the printed command does the same
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env.items())

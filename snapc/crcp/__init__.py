@@ -103,4 +103,4 @@ def stats() -> dict[str, float]:
     if lib is not None:
         lib.crcp_stats(out)
     return dict(zip(("cut", "drain", "teardown", "rebuild", "drained_messages",
-                     "drained_bytes"), out))
+                     "drained_bytes"), out, strict=True))

@@ -62,8 +62,8 @@ class Function:
 def parse(header: str) -> list[Function]:
     text = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
     out = []
-    for m in re.finditer(r"(?m)^int\s+PMPI_(\w+)\s*\(([^;{]*?)\)\s*(?:MPICH_\w+(?:\([^)]*\))?\s*)*;",
-                         text):
+    prototype = r"(?m)^int\s+PMPI_(\w+)\s*\(([^;{]*?)\)\s*(?:MPICH_\w+(?:\([^)]*\))?\s*)*;"
+    for m in re.finditer(prototype, text):
         name, plist = m.group(1), " ".join(m.group(2).split())
         if "..." in plist:
             continue
@@ -136,7 +136,8 @@ def wrapper(f: Function) -> str | None:
             f"    int ci = idx({c});",
             "    if (ci >= 0) coll_admit(ci);",
             f"    rc = {call(f.name, translated)};",
-            f"    if (ci >= 0) {{ if (rc) C[ci].completed++; else coll_track(ci, {r}, \"{shown}\"); }}",
+            f"    if (ci >= 0) {{ if (rc) C[ci].completed++; "
+            f"else coll_track(ci, {r}, \"{shown}\"); }}",
         ]
     else:
         frees = bool(FREES.search(f.name))
@@ -156,7 +157,8 @@ def wrapper(f: Function) -> str | None:
                              f"(long)*{name}, \"{shown}\");")
         for r in requests:
             lines.append(f"    if (!rc && *{r} != before_{r} && *{r} != MPI_REQUEST_NULL) "
-                         f"{{ int k_ = treq_new(RQ_REFUSED, -1, *{r}); T[k_].made_by = \"{shown}\"; }}")
+                         f"{{ int k_ = treq_new(RQ_REFUSED, -1, *{r}); "
+                         f"T[k_].made_by = \"{shown}\"; }}")
     lines += ["    leave();", "    return rc;", "}", ""]
     return "\n".join(lines)
 

@@ -15,7 +15,8 @@ import crs
 comm = MPI.COMM_WORLD
 rank = comm.Get_rank()
 steps, delay, fault = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-kind, fault_rank, nth = (fault.split(":") + ["", "-1", "0"])[:3] if fault != "none" else ("", "-1", "0")
+kind, fault_rank, nth = ((fault.split(":") + ["", "-1", "0"])[:3] if fault != "none"
+                         else ("", "-1", "0"))
 saves = 0
 total, step = 0, 0
 

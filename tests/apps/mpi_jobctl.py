@@ -1,7 +1,7 @@
 """Jobs whose end is decided by a signal from outside or by one rank's exit.
 
-argv: OUTDIR MODE. Every rank records the signals USR1, TERM, INT, HUP and CONT it receives, one name
-a line, in OUTDIR/signals.<rank>, and writes OUTDIR/rank.<rank>.json (its PID) once every rank
+argv: OUTDIR MODE. Every rank records the signals USR1, TERM, INT, HUP and CONT it receives, one
+name a line, in OUTDIR/signals.<rank>, and writes OUTDIR/rank.<rank>.json (its PID) once every rank
 is up and its handlers are installed. MODE:
 
 * ``wait-usr1``: safe points until SIGUSR1 arrives; then every rank ends normally and rank 0

@@ -16,7 +16,7 @@ results = [None] * n
 
 def work(i: int) -> None:
     x, h = i + 1, hashlib.sha256(str(i).encode())
-    for step in range(steps):
+    for _step in range(steps):
         for _ in range(200):
             x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
         h.update(x.to_bytes(8, "little"))

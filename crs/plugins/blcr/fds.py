@@ -14,9 +14,10 @@ import socket
 import stat
 import struct
 import termios
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from crs.framework import CRSError
 
@@ -149,7 +150,8 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
     if link == "anon_inode:[timerfd]":
         return {"kind": "timerfd", "clockid": int(info["clockid"]), "ticks": int(info["ticks"]),
                 "settime_flags": int(info["settime flags"], 8),
-                "value": _parse_pair(info["it_value"]), "interval": _parse_pair(info["it_interval"])}
+                "value": _parse_pair(info["it_value"]),
+                "interval": _parse_pair(info["it_interval"])}
     if link == "anon_inode:[signalfd]":
         return {"kind": "signalfd", "mask": int(info["sigmask"], 16)}
     if link == "anon_inode:[eventpoll]":
@@ -297,7 +299,7 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
                 r.update(kind="stdio")
                 continue
             raise Unrestorable(r["why"])
-    for ino, ends in pipe_ends.items():
+    for ends in pipe_ends.values():
         reader = next((e for e in ends if e["flags"] & O_ACCMODE == os.O_RDONLY), None)
         if reader is not None and reader["kind"] in ("pipe", "pipe-widowed"):
             data, cap = _pipe_data(pid, reader["fd"])

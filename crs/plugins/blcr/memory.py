@@ -125,7 +125,8 @@ def unpack_pages(in_fd: int, out_fd: int, raw: int, image: str) -> None:
 MAX_READ = 1 << 30  # one read moves at most 2 GiB - 4 KiB; keep each batch well below
 
 
-def read_batches(runs: list[tuple[int, int]], max_iov: int) -> list[tuple[int, list[tuple[int, int]]]]:
+def read_batches(runs: list[tuple[int, int]],
+                 max_iov: int) -> list[tuple[int, list[tuple[int, int]]]]:
     """The runs as (file offset, [(address, bytes)]) batches of at most ``max_iov`` pieces and
     MAX_READ bytes, each one preadv of the image into the process."""
     batches: list[tuple[int, list[tuple[int, int]]]] = []

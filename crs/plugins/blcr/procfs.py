@@ -107,7 +107,7 @@ def epoll_targets(info: dict[str, str]) -> list[tuple[int, int, int]]:
     for line in info.get("tfd", "").splitlines():
         parts = line.split()
         fd = int(parts[0])
-        kv = dict(zip(parts[1::2], parts[2::2]))
+        kv = dict(zip(parts[1::2], parts[2::2], strict=False))
         found.append((fd, int(kv["events:"], 16), int(kv["data:"], 16)))
     return found
 

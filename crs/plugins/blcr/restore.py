@@ -15,8 +15,9 @@ import signal
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from crs.framework import CRSError
 from crs.hookspecs import Relaunch
@@ -31,7 +32,8 @@ from .tracer import Injector
 SCRATCH = 64 * 1024
 TOP = 0x7FFFFFFFF000
 MAP_PRIVATE, MAP_SHARED, MAP_FIXED, MAP_ANON, MAP_GROWSDOWN = 0x02, 0x01, 0x10, 0x20, 0x100
-THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000  # VM FS FILES SIGHAND THREAD SYSVSEM
+# CLONE_VM, FS, FILES, SIGHAND, THREAD, SYSVSEM
+THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
 PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME, PR_TIMER_CREATE_RESTORE_IDS = 35, 14, 15, 77
 ARCH_MAP_VDSO_64 = 0x2003
 WALL = 0x40000000

@@ -9,11 +9,12 @@ from crs.framework import CRSError
 from ._native import ffi, lib
 
 # x86-64 system call numbers used by the dumper and the restorer
-NR = dict(close=3, fcntl=72, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13, rt_sigtimedwait=128, madvise=28,
-          getitimer=36, setitimer=38, umask=95, rt_sigqueueinfo=129, sigaltstack=131,
-          personality=135, mlock=149, prctl=157, arch_prctl=158, set_tid_address=218, timer_create=222,
-          timer_settime=223, timer_gettime=224, set_robust_list=273, rt_tgsigqueueinfo=297,
-          preadv=295, rseq=334, clone3=435)
+NR = dict(close=3, fcntl=72, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13,
+          rt_sigtimedwait=128, madvise=28, getitimer=36, setitimer=38, umask=95,
+          rt_sigqueueinfo=129, sigaltstack=131, personality=135, mlock=149, prctl=157,
+          arch_prctl=158, set_tid_address=218, timer_create=222, timer_settime=223,
+          timer_gettime=224, set_robust_list=273, rt_tgsigqueueinfo=297, preadv=295, rseq=334,
+          clone3=435)
 
 REGS_SIZE = 27 * 8
 REG = {name: i for i, name in enumerate(
@@ -54,7 +55,7 @@ class Regs:
     def pack(self) -> bytes:
         return struct.pack("27Q", *self.values)
 
-    def resumed(self, image: bool) -> "Regs":
+    def resumed(self, image: bool) -> Regs:
         """The registers to run from: a system call the stop interrupted is made to start again
         (for an image, a call that had a kernel restart block is run again from its start,
         since that block does not survive)."""

@@ -17,8 +17,16 @@ from typing import Any
 
 from crs.plugins.blcr import fds, memory, procfs
 from crs.plugins.blcr._native import ffi
-from crs.plugins.blcr.restore import (RestoreError, _load, check_restorable, itimers_to_arm,
-                                      plan_descriptors, read_image, spawn_stub, stub_struct)
+from crs.plugins.blcr.restore import (
+    RestoreError,
+    _load,
+    check_restorable,
+    itimers_to_arm,
+    plan_descriptors,
+    read_image,
+    spawn_stub,
+    stub_struct,
+)
 from crs.snapshot import LocalSnapshot
 
 from . import restart_program_path
@@ -79,7 +87,8 @@ def check_image(image: dict[str, Any]) -> tuple[int, int] | None:
     """What the restart program needs of the image and of this machine; the vDSO span."""
     if "mtcp_resume" not in image:
         raise RestoreError("this image was not written by the mtcp kernel (or by an older one "
-                           "without a resume record); restore it with --mca crs_mtcp_restart ptrace")
+                           "without a resume record); restore it with "
+                           "--mca crs_mtcp_restart ptrace")
     codec = image.get("pages_codec", "none")
     if codec not in CODECS:
         raise RestoreError(f"image.json: unknown pages codec {codec!r}")
@@ -105,7 +114,7 @@ def _record(words: int, *fields: int) -> list[int]:
 
 
 def _thread(t: dict[str, Any], plan: Plan) -> list[int]:
-    regs = dict(zip(REGS, struct.unpack("<27Q", bytes.fromhex(t["regs"]))))
+    regs = dict(zip(REGS, struct.unpack("<27Q", bytes.fromhex(t["regs"])), strict=True))
     comm = bytes.fromhex(t["comm"])[:15].ljust(16, b"\0")
     cpus = set(t.get("affinity", ())) & os.sched_getaffinity(0)
     mask = [0] * 16
@@ -115,7 +124,8 @@ def _thread(t: dict[str, Any], plan: Plan) -> list[int]:
     rseq = t["rseq"] or [0, 0, 0]
     xstate = bytes.fromhex(t["xstate"])
     sp, flags, size = t["altstack"]
-    return _record(THREAD_WORDS, t["tid"], regs["fs_base"], regs["gs_base"], t["tid_address"], *t["robust_list"],
+    return _record(THREAD_WORDS, t["tid"], regs["fs_base"], regs["gs_base"], t["tid_address"],
+            *t["robust_list"],
             sp, flags, size, *rseq, *struct.unpack("<2Q", comm), 16 if cpus else 0, *mask,
             t.get("nice", 0), int("nice" in t),
             *(regs[r] for r in ("rbx", "rbp", "r12", "r13", "r14", "r15", "rsp", "rip")),

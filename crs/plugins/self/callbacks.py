@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from crs import params as _params
-from crs import runtime
+from crs import params as _params, runtime
 
 _params.register("crs_self_prefix", "opal_crs_self_user",
                  "Prefix of the by-name callbacks of the self component in __main__")

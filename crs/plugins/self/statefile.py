@@ -25,7 +25,8 @@ def save(snapshot: SnapshotWriter, state: Any) -> None:
     try:
         graph = pickle.dumps(state, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:  # noqa: BLE001 - pickling errors come in many types
-        raise TypeError(f"the checkpoint callback returned state that cannot be saved: {exc}") from exc
+        raise TypeError(f"the checkpoint callback returned state that cannot be saved: {exc}"
+                        ) from exc
     snapshot.create(PICKLE_FILE).write(graph)
     data = snapshot.create(BUFFERS_FILE)
     table = []

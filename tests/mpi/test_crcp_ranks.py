@@ -1,0 +1,98 @@
+"""The MPI layer (snapc/crcp) seen from inside the ranks: every rank runs every test, with the
+layer preloaded (tests/test_crcp_layer.py starts the job). A cut is asked for by the rank
+itself, as the rank's app coordinator does before an image is taken."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from snapc import crcp
+
+pytestmark = pytest.mark.mpi(min_size=3)
+
+
+def test_the_layer_is_loaded_and_serves_this_rank() -> None:
+    assert crcp.loaded()
+    assert crcp.active()
+
+
+def test_a_message_in_flight_at_the_cut_is_drained_and_delivered_after_it() -> None:
+    """Each rank sends to the next and asks for a cut before anyone receives: the messages are
+    received into the layer, MPI is torn down and rebuilt, and each arrives intact after it,
+    on a communicator made before the cut."""
+    w = MPI.COMM_WORLD
+    r, n = w.Get_rank(), w.Get_size()
+    dup = w.Dup()
+    sent = np.arange(1000, dtype="f8") + 1000 * r
+    req = dup.Isend(sent, dest=(r + 1) % n, tag=7)
+    crcp.quiesce()
+    drained = crcp.stats()["drained_messages"]
+    crcp.resume(False)
+    got = np.empty(1000, dtype="f8")
+    dup.Recv(got, source=(r - 1) % n, tag=7)
+    req.Wait()
+    assert np.array_equal(got, np.arange(1000, dtype="f8") + 1000 * ((r - 1) % n))
+    assert w.allreduce(drained) >= 1  # the case really happened somewhere
+    assert dup.allreduce(r) == n * (n - 1) // 2
+    dup.Free()
+
+
+def test_a_live_derived_datatype_is_refused_by_every_rank() -> None:
+    """A derived datatype the application still holds cannot be rebuilt: every rank refuses
+    the cut, saying why, and MPI goes on; once it is freed, the cut is reached."""
+    w = MPI.COMM_WORLD
+    held = MPI.DOUBLE.Create_contiguous(2).Commit()
+    with pytest.raises(crcp.LayerError,
+                       match="a derived datatype made by MPI_Type_contiguous is live"):
+        crcp.quiesce()
+    assert w.allreduce(1) == w.Get_size()  # MPI still works
+    held.Free()
+    crcp.quiesce()
+    crcp.resume(False)
+    assert w.allreduce(1) == w.Get_size()
+
+
+def allreduce(w: MPI.Comm, value: float) -> float:
+    out = np.zeros(1)
+    w.Allreduce(np.array([float(value)]), out)
+    return float(out[0])
+
+
+def test_a_cut_not_reached_in_time_is_given_up_by_every_rank_and_the_job_goes_on() -> None:
+    """Rank 0 computes for 6 s while the others wait in an MPI_Allreduce (a collective: a cut
+    cannot take a rank blocked in it): a cut asked for with a 0.5 s timeout is given up by all
+    the ranks, in the same round, and one asked for without a timeout is reached once rank 0 is
+    back; the answer is the plain one."""
+    w = MPI.COMM_WORLD
+    r, n = w.Get_rank(), w.Get_size()
+    outcomes: list[str] = []
+
+    def control() -> None:
+        # the other ranks enter the Allreduce that rank 0 keeps them waiting in first (a cut
+        # asked for before they do is reached at once, with rank 0 short of it)
+        time.sleep(1.0)
+        try:
+            crcp.quiesce(0.5)
+            outcomes.append("cut reached")
+            crcp.resume(False)
+        except crcp.LayerError as exc:
+            outcomes.append(f"gave up: {exc}")
+        crcp.quiesce(0)
+        outcomes.append("cut reached")
+        crcp.resume(False)
+
+    total = allreduce(w, r)
+    thread = threading.Thread(target=control)
+    thread.start()
+    if r == 0:
+        time.sleep(6)
+    total += allreduce(w, r + 1)
+    thread.join()
+    assert total == n * (n - 1) // 2 + n * (n + 1) // 2
+    assert outcomes == ["gave up: the ranks did not reach a consistent cut within 0.5 s "
+                        "(snapc_crcp_quiesce_timeout): a rank is computing or waiting outside "
+                        "MPI; the job goes on", "cut reached"]
