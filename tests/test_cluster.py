@@ -1,6 +1,10 @@
 """The emulated cluster (tests/cluster/) works: real MPI jobs span its nodes under hydra and
 under SLURM, and its failures (a killed node, a cut link) do to a job what they do on real
-machines. Root only (namespaces); SLURM is installed with apt-get the first time."""
+machines. Root only (namespaces); SLURM is installed with apt-get the first time.
+
+The tests marked ``cluster_long`` (a link cut or a node crashed, each waiting out a silence; the
+warning signal and requeue; sbatch with ``mpiexec -launcher slurm``) are deselected by default
+(pyproject.toml) and run by ``make test-long``."""
 from __future__ import annotations
 
 import json
@@ -14,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster.fixtures import cluster, cluster_module, slurm, slurm_module  # noqa: F401
 from cluster.nodes import Cluster
 from cluster.slurm import Slurm
 
 BIN = Path(sys.executable).parent
 RANKS = Path(__file__).resolve().parent / "cluster" / "ranks.py"
 MPIEXEC = str(BIN / "mpiexec.hydra")
+
+pytest_plugins = ["cluster.fixtures"]  # the cluster, cluster_module, slurm, slurm_module fixtures
 
 
 def reports(stdout: str) -> list[dict[str, object]]:
@@ -71,7 +76,8 @@ def test_nodes_are_distinct_machines(cluster: Cluster) -> None:
 def test_node_private_tmp_and_local_disk(cluster: Cluster, tmp_path: Path) -> None:
     """/tmp and the node-local disk are each node's own; the pytest directories stay shared."""
     n1, n2 = cluster.nodes[:2]
-    assert n1.run(["sh", "-c", f"echo one > /tmp/mine && echo one > {cluster.local}/mine"]).returncode == 0
+    r = n1.run(["sh", "-c", f"echo one > /tmp/mine && echo one > {cluster.local}/mine"])
+    assert r.returncode == 0, r.stderr
     for path in ("/tmp/mine", f"{cluster.local}/mine"):
         r = n2.run(["cat", path])
         assert r.returncode != 0 and "No such file" in r.stderr, path
@@ -89,15 +95,18 @@ def test_nodes_reach_each_other_by_name(cluster: Cluster) -> None:
             "c,a=s.accept(); c.sendall(socket.gethostname().encode()); c.close()")
     server = cluster["node3"].popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert server.stdout is not None and server.stdout.readline().strip() == "up"
-    r = cluster["node1"].run([sys.executable, "-c", "import socket; s=socket.create_connection(('node3', "
-                              "7777), timeout=10); print(s.recv(100).decode(), s.getsockname()[0])"], timeout=20)
+    r = cluster["node1"].run([sys.executable, "-c",
+                              "import socket; s=socket.create_connection(('node3', 7777), "
+                              "timeout=10); print(s.recv(100).decode(), s.getsockname()[0])"],
+                             timeout=20)
     assert r.stdout.split() == ["node3", cluster["node1"].address], r.stderr
     server.wait(timeout=10)
     # Loopback is each node's own: 127.0.0.1 on node1 does not reach node3's server.
     server = cluster["node3"].popen([sys.executable, "-c", code.replace("0.0.0.0", "127.0.0.1")],
                                     stdout=subprocess.PIPE)
     assert server.stdout is not None and server.stdout.readline().strip() == "up"
-    r = cluster["node1"].run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', "
+    r = cluster["node1"].run([sys.executable, "-c",
+                              "import socket; socket.create_connection(('127.0.0.1', "
                               "7777), timeout=5)"], timeout=20)
     assert "ConnectionRefusedError" in r.stderr
     server.kill()
@@ -122,7 +131,8 @@ def test_ucx_sees_nodes_apart(cluster: Cluster) -> None:
     """UCX sends between nodes over TCP on eth0 (between ranks of one node through shared
     memory): it does not take the nodes for one machine (each node has its own boot id)."""
     env = dict(os.environ, UCX_PROTO_INFO="y")
-    r = cluster["node1"].run(hydra(cluster, 2, sys.executable, str(RANKS), "report"), timeout=120, env=env)
+    r = cluster["node1"].run(hydra(cluster, 2, sys.executable, str(RANKS), "report"), timeout=120,
+                             env=env)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     inter = [line for line in out.splitlines() if "inter-node" in line]
@@ -168,6 +178,7 @@ def test_hydra_job_aborts_when_a_node_dies(cluster: Cluster) -> None:
     print(f"hydra aborted the job {elapsed * 1000:.0f} ms after node3 was killed")
 
 
+@pytest.mark.cluster_long
 def test_partition_hangs_the_job_until_healed(cluster: Cluster) -> None:
     """A cut link closes nothing: the job stops progressing without any error (nothing in
     hydra or UCX notices within the wait), and goes on when the link is back."""
@@ -188,6 +199,7 @@ def test_partition_hangs_the_job_until_healed(cluster: Cluster) -> None:
         job.kill()
 
 
+@pytest.mark.cluster_long
 def test_crashed_node_hangs_the_job(cluster: Cluster) -> None:
     """A node that stops dead (cut, then killed, so no FIN or RST gets out): nothing detects it
     within the wait; the job hangs, and only the test's kill ends it."""
@@ -220,11 +232,13 @@ def test_srun_hostname(slurm: Slurm) -> None:
     assert sorted(r.stdout.split()) == [n.name for n in c.nodes]
 
 
-@pytest.mark.parametrize("launch", ["srun --mpi=pmi2", "mpiexec -launcher slurm"])
+@pytest.mark.parametrize("launch", ["srun --mpi=pmi2",
+                                    pytest.param("mpiexec -launcher slurm",
+                                                 marks=pytest.mark.cluster_long)])
 def test_sbatch_job(slurm: Slurm, tmp_path: Path, launch: str) -> None:
     c = slurm.cluster
     ppn = 2
-    launcher = (f"srun --mpi=pmi2" if launch.startswith("srun")
+    launcher = ("srun --mpi=pmi2" if launch.startswith("srun")
                 else f"{MPIEXEC} -launcher slurm -n {len(c.nodes) * ppn}")
     out = tmp_path / "job.out"
     jobid = slurm.sbatch(f"#!/bin/sh\nexec {launcher} {sys.executable} {RANKS} report\n",
@@ -236,6 +250,7 @@ def test_sbatch_job(slurm: Slurm, tmp_path: Path, launch: str) -> None:
     check_placement(c, text, ppn)
 
 
+@pytest.mark.cluster_long
 def test_sbatch_warning_signal_and_requeue(slurm: Slurm, tmp_path: Path) -> None:
     """``--signal=B:USR1@T`` reaches the batch script T seconds before its time limit (SLURM
     checks every 30 s or so, so it may come late); ``scontrol requeue`` runs it again, with
@@ -246,8 +261,8 @@ echo "start ${{SLURM_RESTART_COUNT:-0}} $(date +%s)" >> {log}
 trap 'echo "usr1 ${{SLURM_RESTART_COUNT:-0}} $(date +%s)" >> {log}; exit 0' USR1
 for i in $(seq 600); do sleep 0.2; done
 """
-    jobid = slurm.sbatch(script, "-N", "1", "--time=1", "--signal=B:USR1@55", f"--output={tmp_path}/out",
-                         "--requeue")
+    jobid = slurm.sbatch(script, "-N", "1", "--time=1", "--signal=B:USR1@55",
+                         f"--output={tmp_path}/out", "--requeue")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and "usr1 0" not in (log.read_text() if log.exists() else ""):
         time.sleep(0.5)

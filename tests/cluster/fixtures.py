@@ -1,6 +1,6 @@
-"""pytest fixtures for the emulated cluster. A test module imports the ones it uses:
+"""pytest fixtures for the emulated cluster. A test module that uses them loads this plugin:
 
-    from cluster.fixtures import cluster, cluster_module, slurm, slurm_module  # noqa: F401
+    pytest_plugins = ["cluster.fixtures"]
 
 * ``cluster_module`` (module scope): 3 compute nodes and a head node, set up once for the module,
   torn down after it (also when a test failed).
@@ -9,12 +9,14 @@
 * ``slurm_module`` / ``slurm``: SLURM on that cluster (installed with apt-get the first time);
   after each test its jobs are cancelled and slurmds a test killed are started again.
 
-Skipped, with the reason, when not root or when a tool is missing.
+Skipped, with the reason, when not root, when a tool is missing or when namespaces cannot be
+created here (root in a container without CAP_SYS_ADMIN).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -31,6 +33,11 @@ def _why_not() -> str | None:
     for tool in ("unshare", "nsenter", "ip", "mount"):
         if shutil.which(tool) is None:
             return f"the emulated cluster needs {tool} (util-linux / iproute2)"
+    # Root without the capability (a container, a seccomp profile) cannot make namespaces.
+    probe = subprocess.run(["unshare", "--net", "--uts", "--mount", "--", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode:
+        return f"the emulated cluster cannot create namespaces here: {probe.stderr.strip()}"
     return None
 
 

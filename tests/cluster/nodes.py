@@ -117,7 +117,7 @@ def _kill_all(ns: tuple[str, str, str], spare: set[int] = frozenset(),  # type: 
 class Node:
     """One emulated machine. ``address`` is its IPv4 address on the cluster network."""
 
-    cluster: "Cluster"
+    cluster: Cluster
     name: str
     address: str
     dir: Path                     # per-node state on the host: boot_id, tmp, local disk
@@ -131,10 +131,12 @@ class Node:
         """``cmd`` as a command line that runs it inside this node, in ``cwd`` (default: the
         caller's working directory, which is on the shared file system in these tests)."""
         wd = os.fspath(cwd) if cwd is not None else os.getcwd()
-        return ["nsenter", "-t", str(self.pid), "-n", "-u", "-m", f"--wd={wd}", "--", *map(str, cmd)]
+        return ["nsenter", "-t", str(self.pid), "-n", "-u", "-m", f"--wd={wd}", "--",
+                *map(str, cmd)]
 
     def run(self, cmd: list[str], *, timeout: float = 120, check: bool = False,
-            cwd: str | os.PathLike[str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+            cwd: str | os.PathLike[str] | None = None,
+            **kw: object) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` in this node to completion (text output captured, bounded by ``timeout``)."""
         kw.setdefault("capture_output", True)
         return subprocess.run(self.argv(cmd, cwd), text=True, timeout=timeout, check=check, **kw)  # type: ignore[call-overload]
@@ -150,7 +152,8 @@ class Node:
         p = Path(path)
         if p == self.cluster.local or self.cluster.local in p.parents:
             return self.dir / "local" / p.relative_to(self.cluster.local)
-        if Path("/tmp") in p.parents and not any(s == p or s in p.parents for s in self.cluster.shared):
+        shared = any(s == p or s in p.parents for s in self.cluster.shared)
+        if Path("/tmp") in p.parents and not shared:
             return self.dir / "tmp" / p.relative_to("/tmp")
         return p
 
@@ -204,6 +207,9 @@ class Cluster:
         self.root = Path(root).absolute()
         self.subnet = subnet
         self.shared = [Path(p).absolute() for p in (shared or [])]
+        if Path("/tmp") in self.root.parents and not any(s == self.root or s in self.root.parents
+                                                          for s in self.shared):
+            self.shared.append(self.root)  # every node sees the cluster's own directory
         self.id = uuid.uuid4().hex[:12]
         names = (["head"] if head else []) + [f"node{i}" for i in range(1, n + 1)]
         hosts = {"head": 10} | {f"node{i}": 10 + i for i in range(1, n + 1)}
@@ -231,19 +237,21 @@ class Cluster:
         raise KeyError(name)
 
     # -- set-up ---------------------------------------------------------------------------
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         if os.geteuid() != 0:
             raise ClusterError("an emulated cluster needs root (network, UTS and mount namespaces)")
         t0 = time.monotonic()
         cleanup_leftovers()
         self.root.mkdir(parents=True, exist_ok=True)
         self.local.mkdir(exist_ok=True)
-        self.hosts_file.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        self.hosts_file.write_text("127.0.0.1\tlocalhost\n"
+                                   "::1\tlocalhost ip6-localhost ip6-loopback\n"
                                    + "".join(f"{n.address}\t{n.name}\n" for n in self.all_nodes))
         try:
             self.switch = subprocess.Popen(["unshare", "--net", "--", "sh", "-c",
                                             f"ip link add {BRIDGE} type bridge && "
-                                            f"ip link set {BRIDGE} up && echo ready && exec sleep infinity"],
+                                            f"ip link set {BRIDGE} up && echo ready && "
+                                            "exec sleep infinity"],
                                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                            preexec_fn=_die_with_parent)
             for node in self.all_nodes:
@@ -333,14 +341,17 @@ class Cluster:
     @staticmethod
     def _ip_batch(pid: int, lines: list[str], what: str) -> None:
         r = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"],
-                           input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=10)
+                           input="\n".join(lines) + "\n", capture_output=True, text=True,
+                           timeout=10)
         if r.returncode:
             raise ClusterError(f"{what}: ip failed: {r.stderr.strip()}")
 
     def _register(self) -> None:
         REGISTRY.mkdir(parents=True, exist_ok=True)
-        entry = {"owner": os.getpid(), "owner_start": _start_time(os.getpid()), "root": str(self.root),
-                 "namespaces": [list(ns) for ns in [self.switch_ns, *(n.ns for n in self.all_nodes if n.pid)]
+        namespaces = [self.switch_ns, *(n.ns for n in self.all_nodes if n.pid)]
+        entry = {"owner": os.getpid(), "owner_start": _start_time(os.getpid()),
+                 "root": str(self.root),
+                 "namespaces": [list(ns) for ns in namespaces
                                 if ns],
                  "holders": [p.pid for p in [self.switch, *(n.proc for n in self.all_nodes)] if p]}
         tmp = self.registry.with_suffix(".tmp")
@@ -385,7 +396,7 @@ class Cluster:
         for node in self.all_nodes:
             node.kill_jobs()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -27,6 +27,9 @@ from .nodes import Cluster, ClusterError, Node
 INSTALL = Path(__file__).resolve().parent / "install-slurm.sh"
 CTLD_PORT = 16817
 SLURMD_PORT = 16818
+#: The states a job ends in.
+END_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+              "OUT_OF_MEMORY")
 
 
 class SlurmUnavailable(ClusterError):
@@ -69,15 +72,17 @@ class Slurm:
         self.timings: dict[str, float] = {}
 
     # -- set-up ---------------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> "Slurm":
+    def start(self, timeout: float = 60) -> Slurm:
         t0 = time.monotonic()
         self.timings["install"] = install()
         try:
             self._configure()
             self._start_munge()
-            self._start(self.cluster.head, ["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld")  # type: ignore[arg-type]
+            self._start(self.cluster.head,  # type: ignore[arg-type]
+                        ["slurmctld", "-D", "-i", "-f", str(self.conf)], "slurmctld")
             for node in self.cluster.nodes:
-                self._start(node, ["slurmd", "-D", "-N", node.name, "-f", str(self.conf)], f"slurmd-{node.name}")
+                self._start(node, ["slurmd", "-D", "-N", node.name, "-f", str(self.conf)],
+                            f"slurmd-{node.name}")
             self.wait_nodes_idle(timeout=timeout)
         except BaseException:
             self.stop()
@@ -95,7 +100,7 @@ class Slurm:
         key.chmod(0o400)
         head = self.cluster.head
         assert head is not None
-        nodes = self.cluster.nodes
+        names = ",".join(n.name for n in self.cluster.nodes)
         self.conf.write_text("\n".join([
             "# The emulated cluster's own SLURM (tests/cluster/slurm.py)",
             "ClusterName=pycrs",
@@ -135,9 +140,9 @@ class Slurm:
             "JobCompType=jobcomp/none",
             "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none",
-            f"NodeName={','.join(n.name for n in nodes)} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
-            f"PartitionName=debug Nodes={','.join(n.name for n in nodes)} Default=YES MaxTime=INFINITE "
-            "State=UP OverSubscribe=NO",
+            f"NodeName={names} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
+            f"PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP "
+            "OverSubscribe=NO",
             "",
         ]))
 
@@ -147,7 +152,8 @@ class Slurm:
         d = self.dir / "munge"
         self._start(head, ["munged", "-F", "--force", f"--socket={self.munge_socket}",
                            f"--key-file={d / 'munge.key'}", f"--pid-file={d / 'munged.pid'}",
-                           f"--seed-file={d / 'munged.seed'}", f"--log-file={self.dir / 'log' / 'munged.log'}"],
+                           f"--seed-file={d / 'munged.seed'}",
+                           f"--log-file={self.dir / 'log' / 'munged.log'}"],
                     "munged")
         deadline = time.monotonic() + 10
         while not self.munge_socket.exists():
@@ -159,7 +165,8 @@ class Slurm:
     def _start(self, node: Node, cmd: list[str], name: str) -> None:
         log = open(self.dir / "log" / f"{name}.out", "wb")
         try:
-            proc = subprocess.Popen(node.argv(cmd, cwd=self.dir), stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(node.argv(cmd, cwd=self.dir), stdout=log,
+                                    stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
         finally:
             log.close()
@@ -206,8 +213,7 @@ class Slurm:
             time.sleep(0.2)
         raise SlurmUnavailable(f"nodes not idle after {timeout:.0f} s: {states}")
 
-    def wait_job(self, jobid: str, states: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELLED",
-                                                              "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY"),
+    def wait_job(self, jobid: str, states: tuple[str, ...] = END_STATES,
                  timeout: float = 60) -> str:
         """Wait (bounded) until job ``jobid`` is in one of ``states``; returns the state."""
         deadline = time.monotonic() + timeout
