@@ -72,12 +72,12 @@ def test_messages_in_flight_are_drained_and_delivered(reference: dict[int, str])
     assert drained > 0
 
 
-def test_a_live_derived_datatype_is_refused_by_every_rank(reference: dict[int, str]) -> None:
+def test_a_live_shared_memory_window_is_refused_by_every_rank(reference: dict[int, str]) -> None:
     proc = run(3, "250", "2", "5", "refuse")
     assert result(proc) == reference[3]
     refused = re.findall(r"^\[(\d+)\] refused: (.*)$", proc.stdout, re.M)
     assert len(refused) == 6, proc.stdout  # 2 requests x 3 ranks, none went through
-    assert all("a derived datatype made by MPI_Type_contiguous is live" in why
+    assert all("a shared-memory window (MPI_Win_allocate_shared) is live" in why
                for _, why in refused), refused
 
 

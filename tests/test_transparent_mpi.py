@@ -361,8 +361,7 @@ def test_mtcp_bad_parameter_is_refused_at_launch(tmp_path: Path, name: str, valu
 
 # -- what is refused ---------------------------------------------------------------------------
 @pytest.mark.parametrize("feature,words", [
-    ("window", "window"),
-    ("datatype", "datatype"),
+    ("shared", "shared-memory window (MPI_Win_allocate_shared) is live"),
     ("tcp", "TCP socket"),  # the layer agrees, blcr refuses the image: MPI is rebuilt too
 ])
 def test_layer_refusal_fails_the_checkpoint_and_the_job_goes_on(tmp_path: Path, feature: str,

@@ -8,8 +8,9 @@ send/recv (Mprobe/Mrecv underneath) and a receive left outstanding across iterat
 sleeps a different, varying time per step, so that the ranks are at different points (inside a
 collective, in a receive, computing) when a cut is asked for.
 
-usage: crcp_cycles.py STEPS CYCLES SEED [refuse]   ("refuse": hold a derived datatype, so that
-every cut is refused; the job still ends with the right answer)
+usage: crcp_cycles.py STEPS CYCLES SEED [refuse]   ("refuse": hold a shared-memory window, which
+the layer cannot bring back, so that every cut is refused; the job still ends with the right
+answer)
 """
 import random
 import sys
@@ -26,7 +27,7 @@ w = MPI.COMM_WORLD
 r, n = w.Get_rank(), w.Get_size()
 d = w.Dup()
 s = w.Split(r % 2, r)
-held = MPI.DOUBLE.Create_contiguous(2).Commit() if refuse else None
+held = MPI.Win.Allocate_shared(8, comm=w) if refuse else None
 acc = np.zeros(4)
 x = np.full(1000, float(r))
 buf = np.zeros(1)
