@@ -261,7 +261,10 @@ class Wrapper:
     def translate(self) -> None:
         f = self.f
         strict = int(self.obj is None)
-        for p in f.params:
+        # the object the call is on first: the lengths of the other arrays may depend on it
+        # (Alltoallw's datatypes, one per peer of the communicator)
+        first = [p for p in f.params if self.obj is not None and p.name == self.obj[1]]
+        for p in first + [p for p in f.params if p not in first]:
             k = p.handle
             if not k:
                 continue

@@ -348,6 +348,10 @@ EXPORT int MPI_Win_set_name(MPI_Win win, const char *name)
 }
 EXPORT int MPI_Win_get_name(MPI_Win win, char *name, int *len)
 {
+    if (win == MPI_WIN_NULL && name && len) { /* MPICH names the null window too */
+        *len = snprintf(name, MPI_MAX_OBJECT_NAME, "MPI_WIN_NULL");
+        return MPI_SUCCESS;
+    }
     WIN_CALL(win, "MPI_Win_get_name");
     if (W[i].name) { snprintf(name, MPI_MAX_OBJECT_NAME, "%s", W[i].name); *len = (int)strlen(name); }
     else rc = PMPI_Win_get_name(r, name, len);
