@@ -22,7 +22,8 @@ int protocol_wait(int n, MPI_Request *rs)
 /* a context the cut counts: the application's communicators, windows' and files' contexts */
 static int counted(int i)
 {
-    return C[i].used && C[i].id && !C[i].foreign && C[i].kind != K_SELF && (C[i].app || C[i].holds || !C[i].v);
+    return C[i].used && C[i].id && !C[i].foreign && C[i].kind != K_SELF && (C[i].app || C[i].holds || C[i].kind == K_WINCTX ||
+            C[i].kind == K_FILECTX);
 }
 static int cut_reached(void)
 {
