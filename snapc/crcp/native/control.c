@@ -95,7 +95,9 @@ EXPORT int crcp_resume(int restarted, char *err, int errlen)
     if (restarted && adopt_launcher(getppid(), err, errlen)) { pthread_mutex_unlock(&gate); return -1; }
     int rc = session_up();
     if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "initializing a new session"); }
+    rebuilding = 1;
     rc = rebuild();
+    rebuilding = 0;
     if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "rebuilding the application's MPI objects"); }
     stat_rebuild = now() - t0;
     state = 1;

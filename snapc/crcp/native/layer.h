@@ -149,6 +149,7 @@ void loop_pause(void);
 
 /* ---- the layer's life (init.c) ---- */
 extern int state; /* 0 never initialized, 1 up, 2 torn down, 3 finalized */
+extern int rebuilding; /* the application's objects are being made again (state is still 2) */
 extern int thread_asked;
 extern int verbose;
 

@@ -12,7 +12,8 @@
  *    communication (independent opens, the shared file pointer, external32). Its PMPI calls
  *    that take a communicator (generated, crcp_interpose.inc) see the layer's session world and
  *    self for MPI_COMM_WORLD and MPI_COMM_SELF, and PMPI_Initialized is true while the layer's
- *    session is up. Its cleanup then runs when the layer frees its self at teardown, and ROMIO
+ *    session is up, rebuild included (re-opening a file, ROMIO opens its shared file pointer's
+ *    file on MPI_COMM_SELF). Its cleanup then runs when the layer frees its self at teardown, and ROMIO
  *    starts again in the next session. */
 #include "layer.h"
 
@@ -24,14 +25,14 @@ EXPORT int MPIR_Err_return_comm(void *comm_ptr, const char fcname[], int errcode
 
 EXPORT int PMPI_Initialized(int *flag)
 {
-    *flag = state == 1;
+    *flag = state == 1 || rebuilding;
     return MPI_SUCCESS;
 }
 
 /* MPI_COMM_WORLD and MPI_COMM_SELF in MPICH's own calls: the layer's session's */
 static inline MPI_Comm mpich_comm(MPI_Comm c)
 {
-    if (state == 1 && C) {
+    if ((state == 1 || rebuilding) && C) {
         if (c == MPI_COMM_WORLD) return C[0].r;
         if (c == MPI_COMM_SELF) return C[1].r;
     }
