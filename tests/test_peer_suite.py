@@ -13,10 +13,10 @@ from conftest import BIN
 from peer.suite import run_module, suite_dir
 
 # about 2 min in all, plain and layer, on the 2-core dev VM
-MODULES = ["test_attributes", "test_cco_ngh_obj", "test_cco_obj_inter", "test_comm_topo",
-           "test_errhandler", "test_errorcode", "test_exceptions", "test_file", "test_grequest",
-           "test_group", "test_handle", "test_objmodel", "test_subclass", "test_util_pkl5",
-           "test_win"]
+MODULES = ["test_attributes", "test_cco_ngh_obj", "test_cco_obj_inter", "test_comm",
+           "test_comm_topo", "test_errhandler", "test_errorcode", "test_exceptions", "test_file",
+           "test_grequest", "test_group", "test_handle", "test_objmodel", "test_subclass",
+           "test_util_pkl5", "test_win"]
 
 
 @pytest.fixture(scope="module")
