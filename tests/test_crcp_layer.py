@@ -65,8 +65,8 @@ def test_cuts_at_random_moments_keep_the_answer(reference: dict[int, str], n: in
 def test_in_the_ranks() -> None:
     """tests/mpi/test_crcp_ranks.py inside every rank of a 3-rank job under the layer
     (pytest-mpi): a message in flight at a cut is drained and delivered after it, a live
-    derived datatype is refused by every rank, a cut not reached within its timeout is given up
-    by every rank and the job goes on."""
+    shared-memory window is refused by every rank, a cut not reached within its timeout is given
+    up by every rank and the job goes on."""
     proc = run(3, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
                str(MPI_TESTS / "test_crcp_ranks.py"), app=None)
     assert proc.returncode == 0, proc.stdout + proc.stderr

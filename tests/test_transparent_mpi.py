@@ -369,10 +369,24 @@ def test_mtcp_bad_parameter_is_refused_at_launch(tmp_path: Path, name: str, valu
     assert not STARTED.search(job.stderr)
 
 
+# -- objects the layer makes again --------------------------------------------------------------
+@pytest.mark.parametrize("feature", ["window", "datatype"])
+def test_live_window_or_datatype_is_made_again(tmp_path: Path, feature: str) -> None:
+    """A one-sided window (used every 10 steps: Fence, Put, Fence) or a committed derived
+    datatype (it carries every step's halo) held across the checkpoint: the job goes on with
+    MPI rebuilt under it, and the restarted job ends as an uninterrupted run."""
+    job = start(tmp_path, 3, feature)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()) == reference(3)
+    restarted(gdir, 3)
+
+
 # -- what is refused ---------------------------------------------------------------------------
 @pytest.mark.parametrize("feature,words", [
-    ("window", "window"),
-    ("datatype", "datatype"),
+    ("shared", "shared-memory window (MPI_Win_allocate_shared) is live"),
     ("tcp", "TCP socket"),  # the layer agrees, blcr refuses the image: MPI is rebuilt too
 ])
 def test_layer_refusal_fails_the_checkpoint_and_the_job_goes_on(tmp_path: Path, feature: str,

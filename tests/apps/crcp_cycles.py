@@ -8,7 +8,9 @@ send/recv (Mprobe/Mrecv underneath) and a receive left outstanding across iterat
 sleeps a different, varying time per step, so that the ranks are at different points (inside a
 collective, in a receive, computing) when a cut is asked for.
 
-usage: crcp_cycles.py STEPS CYCLES SEED
+usage: crcp_cycles.py STEPS CYCLES SEED [refuse]   ("refuse": hold a shared-memory window, which
+the layer cannot bring back, so that every cut is refused; the job still ends with the right
+answer)
 """
 import random
 import sys
@@ -20,10 +22,12 @@ import numpy as np
 from mpi4py import MPI
 
 steps, cycles, seed = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+refuse = "refuse" in sys.argv[4:]
 w = MPI.COMM_WORLD
 r, n = w.Get_rank(), w.Get_size()
 d = w.Dup()
 s = w.Split(r % 2, r)
+held = MPI.Win.Allocate_shared(8, comm=w) if refuse else None
 acc = np.zeros(4)
 x = np.full(1000, float(r))
 buf = np.zeros(1)
@@ -94,6 +98,8 @@ w.Send(np.array([0.0]), dest=(r + 1) % n, tag=99)
 req.Wait()
 if cycles:
     thread.join()
+if held is not None:
+    held.Free()
 results = w.gather((acc.tolist(), outcomes), root=0)
 if r == 0:  # one writer: the launcher interleaves the ranks' output
     for rank, (_, lines) in enumerate(results):

@@ -1,6 +1,6 @@
 """An mpi4py program that knows nothing of pycrs, for transparent checkpoints at any moment.
 
-    python mpi_transparent.py STEPS DELAY [window|datatype|tcp|slow]
+    python mpi_transparent.py STEPS DELAY [window|datatype|shared|tcp|slow]
 
 Every step: a token goes round a ring (each rank's receive for it is posted in the step before,
 so one Irecv is always outstanding, across steps), a halo exchange on a Dup of COMM_WORLD
@@ -8,14 +8,16 @@ so one Irecv is always outstanding, across steps), a halo exchange on a Dup of C
 a communicator from Split adds to an accumulator; every tenth step a pickled send/recv round
 the ring and a pickled bcast from rank 0. At the end rank 0 prints one checksum line per rank,
 in rank order, on stdout: the same for every run with the same STEPS and number of ranks.
-``window``: a one-sided window (MPI.Win) is open from the start to the end; ``datatype``: a
+``window``: a one-sided window (MPI.Win) is open from the start to the end (every 10 steps
+each rank puts a value into its right neighbour's, between two fences); ``datatype``: a
 derived datatype (a contiguous pair of doubles) is committed from the start to the end and
-carries the halo's Sendrecv; ``tcp``: each rank holds a listening TCP socket of its own (which
-no image can hold); ``log``: each rank writes a line per step to ``rank.R.log`` in its working
-directory (a file a restore must find again); ``slow``: half way through, rank 0 says so on
-stderr (``rank 0 computes``) and computes for 6 s without calling MPI, while rank 2 waits for it
-in the Allreduce (no consistent cut until it is back; the output is the same). Each rank says on
-stderr that it started (a restored rank does not start again).
+carries the halo's Sendrecv; ``shared``: a shared-memory window (MPI.Win.Allocate_shared, which
+the layer refuses to save) is open from the start to the end; ``tcp``: each rank holds a
+listening TCP socket of its own (which no image can hold); ``log``: each rank writes a line per
+step to ``rank.R.log`` in its working directory (a file a restore must find again); ``slow``: half
+way through, rank 0 says so on stderr (``rank 0 computes``) and computes for 6 s without calling
+MPI, while rank 2 waits for it in the Allreduce (no consistent cut until it is back; the output
+is the same). Each rank says on stderr that it started (a restored rank does not start again).
 """
 import socket
 import sys
@@ -34,7 +36,9 @@ print(f"mpi_transparent: rank {rank} of {size} started", file=sys.stderr, flush=
 halo = world.Dup()
 sub = world.Split(rank % 2, rank)
 left, right = (rank - 1) % size, (rank + 1) % size
-window = MPI.Win.Create(np.zeros(8), comm=world) if feature == "window" else None
+wmem = np.zeros(8)
+window = MPI.Win.Create(wmem, comm=world) if feature == "window" else None
+shared = MPI.Win.Allocate_shared(8, comm=world) if feature == "shared" else None
 pair = MPI.DOUBLE.Create_contiguous(2).Commit() if feature == "datatype" else None
 server = socket.create_server(("127.0.0.1", 0)) if feature == "tcp" else None
 log = open(f"rank.{rank}.log", "w") if feature == "log" else None
@@ -83,6 +87,12 @@ for step in range(steps):
         assert got == {"step": step, "from": left}, (rank, got)
         config = world.bcast({"scale": 1.0 + 1e-6 * step} if rank == 0 else None, root=0)
         field *= config["scale"]
+        if window is not None:  # each rank puts a value in its right neighbour's window
+            put = np.array([float(step * size + rank)])
+            window.Fence()
+            window.Put(put, right)
+            window.Fence()
+            assert wmem[0] == step * size + left, (rank, step, wmem[0])
     if delay:
         time.sleep(delay)
 
@@ -90,6 +100,8 @@ world.Send(np.array([-1], dtype=np.int64), dest=right, tag=7)
 pending.Wait()
 if window is not None:
     window.Free()
+if shared is not None:
+    shared.Free()
 if pair is not None:
     pair.Free()
 line = f"rank {rank}: field crc32 {zlib.crc32(field.tobytes()):08x} acc {float(acc[0])!r}"

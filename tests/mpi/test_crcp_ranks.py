@@ -41,13 +41,14 @@ def test_a_message_in_flight_at_the_cut_is_drained_and_delivered_after_it() -> N
     dup.Free()
 
 
-def test_a_live_derived_datatype_is_refused_by_every_rank() -> None:
-    """A derived datatype the application still holds cannot be rebuilt: every rank refuses
-    the cut, saying why, and MPI goes on; once it is freed, the cut is reached."""
+def test_a_live_shared_memory_window_is_refused_by_every_rank() -> None:
+    """A shared-memory window cannot be brought back (its memory belongs to the node's MPI, not
+    to the image): every rank refuses the cut, saying why, and MPI goes on; once it is freed,
+    the cut is reached."""
     w = MPI.COMM_WORLD
-    held = MPI.DOUBLE.Create_contiguous(2).Commit()
+    held = MPI.Win.Allocate_shared(8, comm=w)
     with pytest.raises(crcp.LayerError,
-                       match="a derived datatype made by MPI_Type_contiguous is live"):
+                       match=r"a shared-memory window \(MPI_Win_allocate_shared\) is live"):
         crcp.quiesce()
     assert w.allreduce(1) == w.Get_size()  # MPI still works
     held.Free()

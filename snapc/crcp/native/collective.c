@@ -1,11 +1,16 @@
-/* collective.c: collectives admitted against the cut (counted per communicator, held while
- * the ranks agree on a cut or once this rank has started as many as it allows), and the
- * layer's completion of the nonblocking collective a blocking one is made of. */
+/* collective.c: collectives admitted against the cut (counted per collective context, held
+ * while the ranks agree on a cut or once this rank has started as many as it allows), the
+ * layer's completion of the nonblocking collective a blocking one is made of, and the blocking
+ * calls that are collective over a group only or wait on other ranks without a collective
+ * (MPI_Comm_create_group, passive-target synchronization...): the cut waits until no thread is
+ * inside one, and none starts while the ranks agree. */
 #include "layer.h"
 
+int inside;
+
 /* A rank may start a collective unless a cut is being agreed (phase 1) or it has already
- * started as many on that communicator as the cut allows (phase 2): the cut is then exactly
- * `target` collectives on every communicator, for every member. */
+ * started as many on that context as the cut allows (phase 2): the cut is then exactly
+ * `target` collectives on every context, for every member. */
 int coll_admit(int ci)
 {
     if (ci < 0) return 0;
@@ -24,9 +29,12 @@ int coll_wait(int ci, MPI_Request r)
     treq_free(k);
     return rc;
 }
-void coll_track(int ci, MPI_Request *r, const char *fn)
+void blocking_admit(void)
 {
-    int k = treq_new(RQ_COLL, ci, *r);
-    T[k].made_by = fn;
-    *r = T[k].app = LAYER_REQUEST(++layer_handles);
+    waiting_blocking++;
+    HOLD_WHILE(phase == 1 || phase == 3);
+    waiting_blocking--;
+    inside++;
 }
+void blocking_done(void) { inside--; }
+int waiting_blocking;

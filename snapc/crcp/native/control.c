@@ -55,12 +55,15 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
     double t1 = now();
     if (!rc && drain(err, errlen)) rc = -1;
     else if (rc) rc = mpi_error(rc, err, errlen, "reaching the cut");
-    if (!rc && (rc = PMPI_Barrier(C[0].shadow))) rc = mpi_error(rc, err, errlen, "after the drain");
+    if (!rc && (rc = PMPI_Barrier(proto_comm))) rc = mpi_error(rc, err, errlen, "after the drain");
+    /* one-sided epochs closed, the other requests in flight completed, file pointers saved */
+    if (!rc) win_close_epochs();
+    if (!rc && drain_others(err, errlen)) rc = -1;
+    if (!rc && (rc = file_save())) rc = mpi_error(rc, err, errlen, "saving file pointers");
     stat_drain = now() - t1;
     if (rc) {
         /* MPI is still up: the job goes on (the drained messages stay in the layer) */
-        for (int k = 0; k < nT; k++)
-            if (T[k].used && T[k].repost) { T[k].repost = 0; post_recv(k); }
+        request_replay();
         phase = 0;
         pthread_cond_broadcast(&wake);
         pthread_mutex_unlock(&gate);
@@ -92,10 +95,10 @@ EXPORT int crcp_resume(int restarted, char *err, int errlen)
     if (restarted && adopt_launcher(getppid(), err, errlen)) { pthread_mutex_unlock(&gate); return -1; }
     int rc = session_up();
     if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "initializing a new session"); }
-    rc = comm_replay();
-    for (int k = 0; k < nT && !rc; k++)
-        if (T[k].used && T[k].repost) { T[k].repost = 0; rc = post_recv(k); }
-    if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "rebuilding the communicators"); }
+    rebuilding = 1;
+    rc = rebuild();
+    rebuilding = 0;
+    if (rc) { pthread_mutex_unlock(&gate); return mpi_error(rc, err, errlen, "rebuilding the application's MPI objects"); }
     stat_rebuild = now() - t0;
     state = 1;
     phase = 0;

@@ -4,6 +4,7 @@
 #include "layer.h"
 
 int state; /* 0 never initialized, 1 up, 2 torn down, 3 finalized */
+int rebuilding;
 int thread_asked = MPI_THREAD_SINGLE;
 int verbose;
 

@@ -6,53 +6,70 @@
  * things make a rank restartable:
  *
  *  1. Handles that outlive MPI. The application's world is an MPI Session (the world model
- *     cannot be initialized twice); communicators are virtual (MPI_COMM_WORLD/SELF keep their
- *     predefined values, a Dup or Split keeps the handle it first had) and are made again, in
- *     creation order, after every rebuild. Attributes live here, not on real communicators.
- *     Requests the application holds are tracked, so that a receive pending at a checkpoint is
- *     posted again afterwards under the same handle.
+ *     cannot be initialized twice). Every handle the application holds is one the layer made
+ *     (handles.h), for every kind of object: communicators, groups, datatypes, ops, error
+ *     handlers, info objects, keyvals and attributes, requests, messages, windows, files,
+ *     sessions. After every rebuild the objects are made again (communicators from their
+ *     groups, datatypes, ops and persistent requests from the records of their constructors,
+ *     windows over the same memory, files opened again with their view and pointers); what is
+ *     only the layer's (groups, info, error handlers, attributes) needs nothing made again.
  *  2. A consistent cut at any moment (crcp_quiesce, called on a thread of the rank's app
  *     coordinator while the application thread is wherever it is). Blocking calls are
- *     nonblocking ones completed in a loop that lets the protocol in. The ranks agree on how
- *     many collectives each communicator has started (the maximum), every rank runs on until
- *     it has completed that many and starts no more, then the application threads are held,
- *     the per-peer message counts are exchanged and every message in flight is received into
- *     the layer (Open MPI's bookmark exchange); the layer delivers those first afterwards.
- *  3. Teardown and rebuild. After the cut the session is finalized and what MPI leaves open is
- *     closed: the image holds no MPI state (the launcher's PMI descriptor, kept open, is left out
- *     of it). crcp_resume makes a new session (after a restart it first adopts the new
- *     launcher's environment and PMI descriptor from its parent, the opal-restart the new
- *     launcher started) and replays the communicators.
+ *     nonblocking ones completed in a loop that lets the protocol in, or run without the
+ *     layer's lock. The ranks agree on how many collectives each collective context
+ *     (communicator, window, file) has started (the maximum), every rank runs on until it has
+ *     completed that many and starts no more, then the application threads are held, the
+ *     per-peer message counts are exchanged and every message in flight is received into the
+ *     layer (Open MPI's bookmark exchange); the layer delivers those first afterwards.
+ *  3. Teardown and rebuild. After the cut, one-sided epochs are closed, file pointers saved,
+ *     every real object freed and the session finalized: the image holds no MPI state (the
+ *     launcher's PMI descriptor, kept open, is left out of it). crcp_resume makes a new session
+ *     (after a restart it first adopts the new launcher's environment and PMI descriptor from
+ *     its parent, the opal-restart the new launcher started) and rebuilds the objects.
  *
- * What the layer cannot bring back is refused at checkpoint time with its name: windows,
- * files, groups, derived datatypes, user ops and error handlers, info objects, communicators
- * made by other means than Dup and Split, persistent and generalized requests, sessions of the
- * application's own. The generated part (crcp_wrappers.inc, from MPICH's mpi_proto.h by
- * generate.py) wraps every other function that takes a communicator, records every object
- * such a function makes, and turns blocking collectives into nonblocking ones.
+ * What the layer cannot bring back is refused at checkpoint time with its name (refusal.c):
+ * communicators and groups reaching processes outside the job (spawned, connected), shared-memory
+ * windows, active partitioned requests. The generated part (crcp_wrappers.inc, by generate.py
+ * from the MPI standard's API description and MPICH's mpi_proto.h) wraps every function no unit
+ * defines: handles translated, constructors recorded, blocking collectives made nonblocking.
  *
- * MPICH only: handles are ints, and MPICH 4+ can finalize and re-initialize sessions.
+ * MPICH only: handles are ints (files: pointers), MPICH 4+ can finalize and re-initialize
+ * sessions, and the layer changes two things inside MPICH (mpich.c).
  *
  * The units, one concern each (every one includes this header):
  *   gate.c        the lock every wrapped call holds, the phases of a checkpoint, the GIL
  *   init.c        MPI_Init / MPI_Finalize: the application's world made a session
- *   comm.c        virtual communicators (handles.h): made, freed, torn down, replayed
- *   request.c     tracked requests (handles.h): the layer's handles, polling, completion
+ *   table.c       the growable tables of the object kinds
+ *   comm.c        communicators and collective contexts: ids, groups, teardown, made again
+ *   commnew.c     every constructor of communicators, and their free, names, hints
+ *   topo.c        the Cartesian communicators of zero dimensions the layer makes itself
+ *   spawn.c       communicators to processes outside the job (spawn, connect, join, parent)
+ *   group.c       groups: lists of world ranks, and their operations
+ *   info.c        info objects, kept by the layer
+ *   errhandler.c  error handlers, kept by the layer, and the raising of every error
+ *   datatype.c    datatypes: made again from their records, names
+ *   op.c          user ops: made again from their records
+ *   record.c      the records of constructors, replayed in creation order
+ *   attr.c        keyvals and attributes of communicators, datatypes and windows
+ *   win.c         one-sided windows: memory, epochs, made again over the same memory
+ *   file.c        MPI-IO files: opened again with their view and pointers
+ *   appsession.c  the application's own sessions
+ *   request.c     tracked requests (persistent and generalized ones too)
  *   message.c     messages the layer holds: drained at a cut, or matched by a probe
- *   attr.c        keyvals and attributes, kept in the layer
- *   unsupported.c objects the layer cannot bring back, and the refusal naming them
+ *   refusal.c     what the layer cannot bring back, named at checkpoint time
  *   p2p.c         sends, receives, probes and matched receives
- *   completion.c  MPI_Test / MPI_Wait and their kin, cancel, request free
- *   collective.c  collectives admitted against the cut, and completed in the layer's loop
+ *   completion.c  MPI_Test / MPI_Wait and their kin, cancel, request free, start
+ *   collective.c  collectives and blocking calls admitted against the cut
  *   cut.c         the rounds that agree on a cut of the collectives
  *   drain.c       the bookmark exchange: every message in flight received into the layer
- *   session.c     the MPI session: up, torn down, what MPICH leaves behind
+ *   session.c     the MPI session: up, torn down, objects rebuilt, what MPICH leaves behind
  *   launcher.c    the launcher's descriptors, and adopting a new launcher after a restart
+ *   mpich.c       MPICH's own error raising and ROMIO's world and self, under a session
  *   control.c     crcp_quiesce / crcp_resume / crcp_stats: what the app coordinator calls
  *   wrappers.c    the generated wrappers of every other MPI function (crcp_wrappers.inc)
  *
- * Only the MPI_* functions and the crcp_* control functions are exported (EXPORT); everything
- * declared here is internal to the library (hidden). */
+ * Only the MPI_* functions (and MPICH's own that mpich.c redefines) and the crcp_* control
+ * functions are exported (EXPORT); everything declared here is internal to the library. */
 #ifndef CRCP_LAYER_H
 #define CRCP_LAYER_H
 
@@ -132,6 +149,7 @@ void loop_pause(void);
 
 /* ---- the layer's life (init.c) ---- */
 extern int state; /* 0 never initialized, 1 up, 2 torn down, 3 finalized */
+extern int rebuilding; /* the application's objects are being made again (state is still 2) */
 extern int thread_asked;
 extern int verbose;
 
@@ -145,7 +163,11 @@ int post_recv(int k);
 /* ---- collectives (collective.c) ---- */
 int coll_admit(int ci);
 int coll_wait(int ci, MPI_Request r);
-void coll_track(int ci, MPI_Request *r, const char *fn);
+/* a blocking call collective over a group only, or waiting on other ranks without a collective:
+ * the cut waits until no thread is inside one (inside), and holds them while ranks agree */
+void blocking_admit(void);
+void blocking_done(void);
+extern int inside, waiting_blocking;
 
 /* ---- the checkpoint protocol (cut.c, drain.c, control.c) ---- */
 extern double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat_bytes;
@@ -153,12 +175,16 @@ extern double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat
 struct cut_outcome { int all_done, any_late, any_refused; };
 int cut_rounds(int timeout_ms, double t0, int mine_refused, struct cut_outcome *out);
 int drain(char *err, int errlen);
+int drain_others(char *err, int errlen);
+int protocol_wait(int n, MPI_Request *rs);
 /* an MPI error code as the one-line message the app coordinator shows; returns -1 */
 int mpi_error(int rc, char *err, int errlen, const char *what);
 
 /* ---- the session (session.c) ---- */
 int session_up(void);
 int teardown(void);
+int rebuild(void);
+extern MPI_Comm proto_comm;
 void close_mpi_leftovers(void);
 
 /* ---- the launcher (launcher.c) ---- */

@@ -46,10 +46,12 @@ void store_status(int m, MPI_Status *st)
     st->count_hi_and_cancelled = (int)(((uint64_t)M[m].len >> 32) << 1);
 }
 /* deliver stored message m into (buf, count, type) and forget it */
-int store_take(int m, void *buf, MPI_Count count, MPI_Datatype type, MPI_Status *st)
+int store_take(int m, void *buf, MPI_Count count, MPI_Datatype vtype, MPI_Status *st)
 {
     MPI_Count size = 0;
-    int rc = PMPI_Pack_size_c(count, type, C[M[m].comm].r, &size);
+    MPI_Datatype type;
+    int rc = type_in(vtype, &type, 0);
+    if (!rc) rc = PMPI_Pack_size_c(count, type, C[M[m].comm].r, &size);
     MPI_Count pos = 0;
     if (!rc && M[m].len > size) rc = MPI_ERR_TRUNCATE;
     if (!rc && M[m].len)
@@ -81,12 +83,12 @@ int held_add(int comm, MPI_Message real, const MPI_Status *st)
         }
         nH++;
     }
-    H[h] = (struct held){1, comm, -1, real, real, *st};
+    H[h] = (struct held){1, comm, -1, LAYER_MESSAGE(h), real, *st};
     return h;
 }
 int held_find(MPI_Message app)
 {
-    for (int h = 0; h < nH; h++)
-        if (H[h].used && H[h].app == app) return h;
-    return -1;
+    if (((unsigned)app & 0xff000000u) != 0x2d000000u) return -1;
+    int h = (int)((unsigned)app & 0x00ffffffu);
+    return h < nH && H[h].used && H[h].app == app ? h : -1;
 }

@@ -4,6 +4,9 @@
 #include "layer.h"
 
 static MPI_Session S = MPI_SESSION_NULL;
+MPI_Session layer_session = MPI_SESSION_NULL;
+/* the protocol's own duplicate of the world: every agreement of the cut runs on it */
+MPI_Comm proto_comm = MPI_COMM_NULL;
 
 int session_up(void)
 {
@@ -25,7 +28,10 @@ int session_up(void)
     rc = PMPI_Comm_create_from_group(g, "org.pycrs.crcp.self", MPI_INFO_NULL, MPI_ERRORS_ARE_FATAL, &s);
     PMPI_Group_free(&g);
     if (rc) return rc;
-    return comm_predefined(w, s);
+    layer_session = S;
+    if ((rc = comm_predefined(w, s))) return rc;
+    if ((rc = PMPI_Comm_dup(w, &proto_comm))) return rc;
+    return PMPI_Comm_set_errhandler(proto_comm, MPI_ERRORS_RETURN);
 }
 
 /* What MPI leaves open after a session is finalized (MPICH 5.0.2: one /dev/shm/mpich_shm_* per
@@ -76,10 +82,53 @@ static void wait_shm_unlinked(void)
     }
 }
 
+/* every real object freed, then the session: the image holds no MPI state */
 int teardown(void)
 {
+    request_teardown();
+    win_teardown();
+    file_teardown();
+    type_teardown();
+    op_teardown();
+    group_teardown();
+    if (proto_comm != MPI_COMM_NULL) PMPI_Comm_free(&proto_comm);
     comm_teardown();
     int rc = PMPI_Session_finalize(&S);
+    layer_session = MPI_SESSION_NULL;
     wait_shm_unlinked();
+    return rc;
+}
+
+/* after a new session: the application's objects made again, in creation order within each
+ * kind; communicators first (every other kind may use them), then what records made
+ * (datatypes, ops, persistent requests), then windows and files */
+int rebuild(void)
+{
+    int rc = comm_replay();
+    if (!rc) rc = rec_replay_all();
+    if (!rc) rc = objects_replay();
+    if (!rc) rc = request_replay();
+    return rc;
+}
+
+/* windows and files, in the order their contexts were made (the order their members made them) */
+int objects_replay(void)
+{
+    int n = 0, rc = MPI_SUCCESS;
+    struct { uint64_t serial; int win, slot; } *order = malloc((nwin + nfile + 1) * sizeof *order);
+    if (!order) return MPI_ERR_NO_MEM;
+    for (int i = 0; i < nwin; i++)
+        if (W[i].used) { order[n].serial = comm_serial(W[i].ctx); order[n].win = 1; order[n++].slot = i; }
+    for (int i = 0; i < nfile; i++)
+        if (F[i].used) { order[n].serial = comm_serial(F[i].ctx); order[n].win = 0; order[n++].slot = i; }
+    for (int a = 1; a < n; a++)
+        for (int b = a; b > 0 && order[b - 1].serial > order[b].serial; b--) {
+            __typeof__(*order) t = order[b]; order[b] = order[b - 1]; order[b - 1] = t;
+        }
+    for (int k = 0; k < n && !rc; k++) {
+        rc = order[k].win ? win_remake(order[k].slot) : file_remake(order[k].slot);
+        if (rc && verbose) fprintf(stderr, "crcp: making a %s again: error %d\n", order[k].win ? "window" : "file", rc);
+    }
+    free(order);
     return rc;
 }
