@@ -11,7 +11,7 @@ _params.register("snapc_base_registration_timeout", "60", "Seconds a checkpoint 
                  "every rank to register with the coordinator", "int")
 _params.register("snapc_base_detach_timeout", "600", "Seconds a transparent checkpoint waits "
                  "for a rank to come back after it detached for its image (0: no limit)", "int")
-_params.register("snapc_crcp_quiesce_timeout", "0", "Seconds the ranks of a transparent "
+_params.register("snapc_crcp_quiesce_timeout", "600", "Seconds the ranks of a transparent "
                  "checkpoint wait for their consistent cut before all give up and the job goes "
                  "on (0: no limit)", "int")
 _params.register("mpirun_launcher", "", "The real MPI launcher behind our mpirun: a path, or "

@@ -4,7 +4,11 @@ It listens on two endpoints: a private Unix socket named by the JOBID (its PID) 
 tools (``ompi-checkpoint``), and a TCP socket with a per-job secret for the ranks' application
 coordinators. Checkpoint requests are served one at a time, in arrival order:
 
-    prepare -> every rank reports its safe-point count c
+    prepare -> every rank says how it can be saved (a checkpoint callback registered; the
+               image component of its MPI layer); the coordinator picks one way for all
+               (``snapc.method``) or fails the request at once
+    begin   -> the method; every rank reports its safe-point count c (under the MPI layer: 0,
+               once the ranks are at a consistent cut and MPI is torn down)
     target  -> T = max(c) + 1 is sent to every rank; each saves itself at its safe point T
     saved   <- every rank reports its outcome (they also agree among themselves over mpi4py)
     commit  -> the sequence directory is renamed into place and ``Finished Seq`` recorded
@@ -37,8 +41,11 @@ from crs import endpoint
 from crs.params import Params
 from crs.snapshot import SnapshotError
 
-from . import jobenv
+from . import jobenv, method
 from .storage import GlobalSnapshotWriter, global_snapshot_name
+
+#: what the ranks are asked for, at safe points (False) or as images (True)
+TOWARDS = {False: "their safe point", True: "a consistent cut"}
 
 
 class CheckpointFailed(Exception):
@@ -138,6 +145,8 @@ class GlobalCoordinator:
         self.inbox: queue.Queue[tuple[RankLink, dict[str, Any] | None]] = queue.Queue()
         self.job_ended = threading.Event()
         self.last_seq: int | None = None
+        # messages of the running checkpoint that came before the step that reads them
+        self._ahead: list[tuple[RankLink, dict[str, Any]]] = []
         self.state = "idle"
         self._writer: GlobalSnapshotWriter | None = None
         self._tool_threads: set[threading.Thread] = set()
@@ -256,13 +265,20 @@ class GlobalCoordinator:
                 req.events.put({"event": "status", "message": "waiting for ranks to register"})
                 self.registered.wait(0.5)
 
-    def _gather(self, links: list[RankLink], op: str, seq: int) -> list[dict[str, Any]]:
+    def _gather(self, links: list[RankLink], op: str, seq: int,
+                timeout: float = 0, late: str = "") -> list[dict[str, Any]]:
         """One ``op`` message of ``seq`` from every rank, in rank order; the first rank to go
-        away (in the order it happened) fails the checkpoint."""
+        away (in the order it happened) fails the checkpoint, as do ranks still silent after
+        ``timeout`` seconds (if not 0), named before ``late``."""
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        got: dict[int, dict[str, Any]] = {}
+        for link, message in list(self._ahead):
+            if message.get("seq") == seq and message.get("op") == op:
+                self._ahead.remove((link, message))
+                got[link.rank] = message
         for link in links:
             if not link.alive:
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) is gone")
-        got: dict[int, dict[str, Any]] = {}
         detach_timeout = float(self.params.get_int("snapc_base_detach_timeout"))
         while len(got) < len(links):
             for link in links:
@@ -275,6 +291,10 @@ class GlobalCoordinator:
                             f"rank {link.rank} (PID {link.pid} on {link.host}) did not come back "
                             f"within {detach_timeout:g} s after it detached for its image "
                             "(snapc_base_detach_timeout)")
+            if deadline is not None and time.monotonic() > deadline:
+                silent = [str(link.rank) for link in links if link.rank not in got]
+                raise CheckpointFailed(f"rank{'s' if len(silent) > 1 else ''} "
+                                       f"{', '.join(silent)} {late}")
             try:
                 link, message = self.inbox.get(timeout=0.5)
             except queue.Empty:
@@ -287,8 +307,11 @@ class GlobalCoordinator:
                                            f"{link.rank} finished before the agreed safe point)")
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
                                        "during the checkpoint")
-            if message is not None and message.get("op") == op and message.get("seq") == seq:
-                got[link.rank] = message
+            if message is not None and message.get("seq") == seq:
+                if message.get("op") == op:
+                    got[link.rank] = message
+                else:  # a rank ahead of the others: its next step's message, for later
+                    self._ahead.append((link, message))
         return [got[link.rank] for link in links]
 
     # -- tools --------------------------------------------------------------------------------
@@ -367,14 +390,18 @@ class GlobalCoordinator:
         links = self._wait_for_ranks(req)
         writer = self._storage()
         seq = writer.next_seq()
+        self._ahead.clear()
         partial = writer.begin(seq)
         self.state = f"checkpointing sequence {seq}"
-        req.events.put({"event": "status", "message": f"sequence {seq}: asking "
-                        f"{len(links)} ranks for their safe point"})
         committed = False
         try:
             for link in links:
                 link.send({"op": "prepare", "seq": seq, "crs": req.only})
+            how = self._method(req, self._gather(links, "method", seq))
+            req.events.put({"event": "status", "message": f"sequence {seq}: asking "
+                            f"{len(links)} ranks for {TOWARDS[how != 'self']}"})
+            for link in links:
+                link.send({"op": "begin", "seq": seq, "method": how})
             replies = self._gather(links, "count", seq)
             at = max(m["count"] for m in replies) + 1
             if all("cut" in m for m in replies):  # under the MPI layer: no safe points
@@ -387,6 +414,10 @@ class GlobalCoordinator:
             for link in links:
                 link.send({"op": "target", "seq": seq, "at": at, "dir": str(partial),
                            "term": req.term, "stop": req.stop, "crs": req.only})
+            if how == "self":  # a safe point may never come: that wait is bounded
+                limit = self.params.get_int("crs_base_safe_point_timeout")
+                self._gather(links, "reached", seq, limit, f"reached no safe point within "
+                             f"{limit} s (crs_base_safe_point_timeout); the job goes on")
             results = self._gather(links, "saved", seq)
             failures = [r["message"] for r in results if not r.get("ok")]
             if failures:
@@ -402,6 +433,23 @@ class GlobalCoordinator:
                 writer.abort(partial)
             self._tell_ranks(links, seq, committed)
         return seq
+
+    def _method(self, req: Request, replies: list[dict[str, Any]]) -> str:
+        """How the ranks are saved this time (snapc.method); fails the request at once, in one
+        line, when no way can serve every rank."""
+        from crs.framework import component_names, parse_selection
+
+        include, exclude = parse_selection(req.only or self.params.get("crs"))
+        unknown = sorted(((include or set()) | exclude) - set(component_names()))
+        if unknown:
+            raise CheckpointFailed(f"unknown CRS component {', '.join(unknown)} (installed: "
+                                   f"{', '.join(component_names())})")
+        reports = [method.RankReport(m["rank"], bool(m["callbacks"]), m.get("image"))
+                   for m in replies]
+        try:
+            return method.choose(include, exclude, reports)
+        except method.NoMethod as exc:
+            raise CheckpointFailed(str(exc)) from None
 
     def _tell_ranks(self, links: list[RankLink], seq: int, ok: bool) -> None:
         for link in links:

@@ -118,8 +118,8 @@ def no_job_left() -> object:
 
 def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr",
           steps: str = STEPS, mca: tuple[str, ...] = ()) -> Job:
-    cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr", "--mca", "crs", crs,
-           *mca,
+    cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr",
+           *(["--mca", "crs", crs] if crs else []), *mca,
            "--mca", "snapc_base_global_snapshot_dir", str(where), "-np", str(np_), mpi.python,
            APP, steps, DELAY, *args]
     return Job(cmd, where, np_)
@@ -177,6 +177,19 @@ def one_line_error(stderr: str, prog: str, *needles: str) -> None:
 
 
 # -- checkpoint, kill, restart -----------------------------------------------------------------
+def test_the_first_line_of_the_readme(tmp_path: Path) -> None:
+    """mpirun -am ft-enable-cr with no other option, an unmodified program, ompi-checkpoint at a
+    random moment, the job killed, ompi-restart: the uninterrupted run's output. The ranks
+    registered no callback, so they are saved whole (blcr, this user may trace its processes)."""
+    job = start(tmp_path, 3, crs="")
+    at_random_moment(job)
+    seq, gdir = checkpoint(MPICH, job.pid, job=job)
+    ranks = sorted((gdir / str(seq)).iterdir())
+    assert all("OPAL CRS Component: blcr" in (p / "snapshot_meta.data").read_text() for p in ranks)
+    job.kill()
+    restarted(gdir, 3)
+
+
 def test_checkpoint_kill_restart(tmp_path: Path) -> None:
     job = start(tmp_path, 3)
     at_random_moment(job)
