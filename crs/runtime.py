@@ -329,7 +329,7 @@ def _cannot_serve(only: str | None) -> str | None:
     given until that age before it is refused."""
     from .framework import ComponentError, select
 
-    grace_until = _started_at() + params().get_int("crs_base_startup_timeout")
+    grace_until = started_at() + params().get_int("crs_base_startup_timeout")
     while True:
         try:
             select(Target(os.getpid(), in_process=True), params(), only)
@@ -340,7 +340,7 @@ def _cannot_serve(only: str | None) -> str | None:
         time.sleep(0.05)
 
 
-def _started_at() -> float:
+def started_at() -> float:
     """When this process started, in seconds since boot (CLOCK_BOOTTIME, as /proc counts)."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])

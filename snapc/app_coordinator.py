@@ -113,9 +113,9 @@ class AppCoordinator:
     def _on_message(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "prepare":  # how this rank can be saved; the coordinator picks for all
-            self.send({"op": "method", "seq": msg["seq"], "rank": self.rank,
-                       "callbacks": has_checkpoint_callback(),
-                       "image": self.image_component()})
+            # not on this thread: a program still starting is given time to register callbacks
+            threading.Thread(target=self._report_method, args=(msg["seq"],),
+                             name="pycrs-method", daemon=True).start()
             return
         if op == "begin" and msg.get("method") != "self":
             with self.cond:
@@ -217,6 +217,21 @@ class AppCoordinator:
         with self.cond:
             while not ready():
                 self.cond.wait()
+
+    def _report_method(self, seq: int) -> None:
+        """Tell the coordinator how this rank can be saved. Without the MPI layer, a program
+        that has registered no callback yet and has not passed a safe point may still be
+        importing its main module (a slow launcher, a loaded machine): it is asked again until
+        it registers one, passes a safe point, or is older than crs_base_startup_timeout, so that
+        a request made as the job starts is not refused for a half-started program. Under the
+        layer the rank can always be saved whole, so it answers at once."""
+        grace_until = runtime.started_at() + runtime.params().get_int("crs_base_startup_timeout")
+        while (self.image_component() is None and not has_checkpoint_callback()
+               and runtime.safe_points_passed() == 0
+               and time.clock_gettime(time.CLOCK_BOOTTIME) < grace_until and self.connected):
+            time.sleep(0.05)
+        self.send({"op": "method", "seq": seq, "rank": self.rank,
+                   "callbacks": has_checkpoint_callback(), "image": self.image_component()})
 
     def image_component(self) -> str | None:
         """The component that saves this rank whole (its MPI layer's), None without the layer."""

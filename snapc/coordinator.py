@@ -374,6 +374,9 @@ class GlobalCoordinator:
                 seq = self._checkpoint(req)
             except (CheckpointFailed, SnapshotError, OSError) as exc:
                 req.events.put({"event": "error", "message": str(exc)})
+            except Exception as exc:  # a bug here must not leave the tool waiting forever
+                req.events.put({"event": "error", "message": f"internal error in the global "
+                                f"coordinator: {type(exc).__name__}: {exc}"})
             else:
                 req.events.put({"event": "done", "seq": seq, "snapshot": str(self.snapshot_dir)})
             finally:
@@ -431,6 +434,8 @@ class GlobalCoordinator:
         finally:
             if not committed:
                 writer.abort(partial)
+                if writer.remove_if_unused():
+                    self._writer = None  # the next request creates it again
             self._tell_ranks(links, seq, committed)
         return seq
 

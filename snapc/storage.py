@@ -186,6 +186,20 @@ class GlobalSnapshotWriter:
             withdrawn = partial
         shutil.rmtree(withdrawn, ignore_errors=True)
 
+    def remove_if_unused(self) -> bool:
+        """Remove the directory if it holds no sequence, only its metadata (a job's first
+        checkpoint failed or was refused): nothing is left behind. True if removed."""
+        if any(k == "Seq" for k, _ in self.meta.records):
+            return False
+        if any(p.name != META_FILE for p in self.path.iterdir()):
+            return False
+        (self.path / META_FILE).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
+
     def seq_dir(self, seq: int) -> Path:
         return self.path / str(seq)
 

@@ -361,7 +361,8 @@ def test_a_cut_held_back_past_the_quiesce_timeout_fails_the_checkpoint(tmp_path:
 def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:
     job = start(tmp_path, 2)
     job.wait_started()
-    checkpoint_refused(job, "saved whole by blcr, not by self", options=("--mca", "crs", "self"))
+    checkpoint_refused(job, "registered no checkpoint callback", "which the self component needs",
+                       "saved whole by blcr", options=("--mca", "crs", "self"))
     _, gdir = checkpoint(MPICH, job.pid, job=job)  # and the next one works
     code, out, err = job.finish()
     assert code == 0, err
