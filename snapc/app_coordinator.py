@@ -114,7 +114,8 @@ class AppCoordinator:
         op = msg.get("op")
         if op == "prepare":  # how this rank can be saved; the coordinator picks for all
             # not on this thread: a program still starting is given time to register callbacks
-            threading.Thread(target=self._report_method, args=(msg["seq"],),
+            threading.Thread(target=self._report_method,
+                             args=(msg["seq"], msg.get("callbacks_matter", True)),
                              name="pycrs-method", daemon=True).start()
             return
         if op == "begin" and msg.get("method") != "self":
@@ -218,15 +219,17 @@ class AppCoordinator:
             while not ready():
                 self.cond.wait()
 
-    def _report_method(self, seq: int) -> None:
-        """Tell the coordinator how this rank can be saved. Without the MPI layer, a program
-        that has registered no callback yet and has not passed a safe point may still be
-        importing its main module (a slow launcher, a loaded machine): it is asked again until
-        it registers one, passes a safe point, or is older than crs_base_startup_timeout, so that
-        a request made as the job starts is not refused for a half-started program. Under the
-        layer the rank can always be saved whole, so it answers at once."""
+    def _report_method(self, seq: int, callbacks_matter: bool) -> None:
+        """Tell the coordinator how this rank can be saved. A program that has registered no
+        callback yet and has not passed a safe point may still be importing its main module (a
+        slow launcher, a loaded machine): it is asked again until it registers one, passes a
+        safe point, or is older than crs_base_startup_timeout, so that a request made as the job
+        starts neither refuses a half-started program nor saves whole one that will have
+        callbacks (the choice must not depend on how fast the machine is). When only image
+        components are allowed (``callbacks_matter`` false) the answer is the same either way,
+        and is given at once."""
         grace_until = runtime.started_at() + runtime.params().get_int("crs_base_startup_timeout")
-        while (self.image_component() is None and not has_checkpoint_callback()
+        while (callbacks_matter and not has_checkpoint_callback()
                and runtime.safe_points_passed() == 0
                and time.clock_gettime(time.CLOCK_BOOTTIME) < grace_until and self.connected):
             time.sleep(0.05)

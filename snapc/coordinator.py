@@ -398,8 +398,12 @@ class GlobalCoordinator:
         self.state = f"checkpointing sequence {seq}"
         committed = False
         try:
+            from crs.framework import parse_selection
+
+            matter = method.callbacks_matter(*parse_selection(req.only or self.params.get("crs")))
             for link in links:
-                link.send({"op": "prepare", "seq": seq, "crs": req.only})
+                link.send({"op": "prepare", "seq": seq, "crs": req.only,
+                           "callbacks_matter": matter})
             how = self._method(req, self._gather(links, "method", seq))
             req.events.put({"event": "status", "message": f"sequence {seq}: asking "
                             f"{len(links)} ranks for {TOWARDS[how != 'self']}"})

@@ -34,6 +34,13 @@ def _ranks(ranks: list[int]) -> str:
     return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
 
 
+def callbacks_matter(wanted: set[str] | None, excluded: set[str]) -> bool:
+    """Whether the choice may depend on the ranks' callbacks: some component that saves at safe
+    points is allowed (with only image components, the ranks are saved whole either way)."""
+    names = (set(PRIORITY) if wanted is None else set(wanted)) - excluded
+    return bool(names - set(IMAGE))
+
+
 def choose(wanted: set[str] | None, excluded: set[str], reports: list[RankReport]) -> str:
     """The method for this checkpoint: ``wanted`` are the components the request (or else the
     job's ``crs`` parameter) names, None for any; ``excluded`` those it rules out."""
