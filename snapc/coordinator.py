@@ -31,6 +31,7 @@ import os
 import queue
 import secrets
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from crs.params import Params
 from crs.snapshot import SnapshotError
 
 from . import jobenv, method
+from .period import Period
 from .storage import GlobalSnapshotWriter, global_snapshot_name
 
 #: what the ranks are asked for, at safe points (False) or as images (True)
@@ -50,6 +52,10 @@ TOWARDS = {False: "their safe point", True: "a consistent cut"}
 
 class CheckpointFailed(Exception):
     """A coordinated checkpoint did not complete; the message says which rank and why."""
+
+
+class JobEnded(CheckpointFailed):
+    """The job ended (its program finished) before or during the checkpoint."""
 
 
 def merge_failures(messages: list[str]) -> str:
@@ -141,6 +147,9 @@ class GlobalCoordinator:
         self.size: int | None = None
         self.registered = threading.Condition()
         self.requests: queue.Queue[Request] = queue.Queue()
+        self.period = Period(params)
+        #: the sequence this job restarted from: never removed by snapc_base_keep
+        self.restarted_from: int | None = None
         # Every rank's messages, in arrival order; None marks a rank whose connection ended.
         self.inbox: queue.Queue[tuple[RankLink, dict[str, Any] | None]] = queue.Queue()
         self.job_ended = threading.Event()
@@ -162,8 +171,36 @@ class GlobalCoordinator:
                 jobenv.ENV_JOBID: str(self.jobid)}
 
     def start(self) -> None:
-        for target in (self._accept_ranks, self._accept_tools, self._work):
+        targets = [self._accept_ranks, self._accept_tools, self._work]
+        if self.period.enabled:
+            targets.append(self._periodic)
+        for target in targets:
             threading.Thread(target=target, name=f"pycrs-{target.__name__}", daemon=True).start()
+
+    # -- the job's own checkpoints ------------------------------------------------------------
+    def _periodic(self) -> None:
+        """Checkpoint the job every snapc_base_period seconds (snapc.period), counted from the
+        end of one checkpoint; a request of a tool in between does as well. A failure is said in
+        one line on stderr and the job goes on; the next one is tried after the interval."""
+        done = time.monotonic()
+        while True:
+            interval = self.period.interval() or 0.0
+            if self.job_ended.wait(max(0.0, done + interval - time.monotonic())):
+                return
+            if self.state != "idle" or not self.requests.empty():
+                done = time.monotonic()  # a tool's checkpoint is under way: it counts as one
+                continue
+            req = Request()
+            started = time.monotonic()
+            self.requests.put(req)
+            while (event := req.events.get())["event"] not in endpoint.FINAL_EVENTS:
+                pass
+            done = time.monotonic()
+            if event["event"] == "done":
+                self.period.measured(done - started)
+            elif not self.job_ended.is_set() and not event.get("job_ended"):
+                print(f"mpirun: periodic checkpoint failed: {event.get('message')}; the job goes "
+                      "on", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """The job ended: fail what is pending, let the tools hear it, remove the endpoint."""
@@ -252,7 +289,7 @@ class GlobalCoordinator:
         with self.registered:
             while True:
                 if self.job_ended.is_set():
-                    raise CheckpointFailed("the job ended before the checkpoint started")
+                    raise JobEnded("the job ended before the checkpoint started")
                 links = [link for link in self.ranks.values() if link.alive]
                 if self.size is not None and len(links) == self.size:
                     return sorted(links, key=lambda link: link.rank)
@@ -299,11 +336,11 @@ class GlobalCoordinator:
                 link, message = self.inbox.get(timeout=0.5)
             except queue.Empty:
                 if self.job_ended.is_set():
-                    raise CheckpointFailed("the job ended during the checkpoint") from None
+                    raise JobEnded("the job ended during the checkpoint") from None
                 continue
             if message is None and link in links:
                 if link.finished:  # it said goodbye: the program ended, it did not die
-                    raise CheckpointFailed(f"the job ended during the checkpoint (rank "
+                    raise JobEnded(f"the job ended during the checkpoint (rank "
                                            f"{link.rank} finished before the agreed safe point)")
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
                                        "during the checkpoint")
@@ -373,7 +410,8 @@ class GlobalCoordinator:
             try:
                 seq = self._checkpoint(req)
             except (CheckpointFailed, SnapshotError, OSError) as exc:
-                req.events.put({"event": "error", "message": str(exc)})
+                req.events.put({"event": "error", "message": str(exc),
+                                "job_ended": isinstance(exc, JobEnded)})
             except Exception as exc:  # a bug here must not leave the tool waiting forever
                 req.events.put({"event": "error", "message": f"internal error in the global "
                                 f"coordinator: {type(exc).__name__}: {exc}"})
@@ -435,6 +473,15 @@ class GlobalCoordinator:
             writer.commit(seq, partial, ",".join(components), len(links))
             committed = True
             self.last_seq = seq
+            keep = self.params.get_int("snapc_base_keep")
+            if keep > 0:
+                protect = {seq} | ({self.restarted_from} if self.restarted_from is not None
+                                   else set())
+                try:
+                    writer.prune(keep, protect)
+                except (OSError, SnapshotError) as exc:  # the new sequence stands all the same
+                    print(f"mpirun: older sequences not removed (snapc_base_keep): {exc}",
+                          file=sys.stderr, flush=True)
         finally:
             if not committed:
                 writer.abort(partial)

@@ -33,6 +33,7 @@ from crs.launch import cr_environment
 from . import crcp, jobenv
 from .launcher import RealLauncher, find_real_launcher
 from .layer import NAME
+from .period import Period
 
 TOOL = "mpirun"
 IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
@@ -115,6 +116,7 @@ def _main(argv: list[str]) -> int:
     launcher = find_real_launcher(prm.get("mpirun_launcher") or None)
     if prm.get_bool("ft_cr_enabled"):
         refuse_unknown_parameters(cmd, launcher)
+        Period(prm)  # a wrong snapc_base_period is refused before anything starts
     if not cmd.program and any(t in HELP for t in cmd.launcher_options):
         # what we are, in one line, before the launcher's own help
         print(f"{TOOL} (pycrs): run an MPI job with {launcher.path}; with -am ft-enable-cr it "
@@ -240,6 +242,8 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
         ("AMCA", ":".join(cmd.amca)),
     ]
     coordinator = GlobalCoordinator(prm, records, Path(restart_dir) if restart_dir else None)
+    if restart_seq is not None and restart_seq.isdigit():
+        coordinator.restarted_from = int(restart_seq)
     env = cr_environment(os.environ, prm.child_env())
     env.update(layers.environment(env, NAME))  # the ranks run SnapC's layer (snapc/layer.py)
     env.update(coordinator.rank_environment())
