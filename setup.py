@@ -13,6 +13,12 @@ from setuptools.command.build_ext import build_ext
 PLAIN = {"crs.plugins.mtcp.libmtcp": "libmtcp.so", "snapc.crcp.libcrcp": "libcrcp.so"}
 
 
+def units(folder: str, names: str) -> list[str]:
+    """The C files of one native library or program: one unit per concern (its header, in the
+    same folder, says which holds what)."""
+    return [f"{folder}/{name}.c" for name in names.split()]
+
+
 def mpich_include() -> str:
     """MPICH's headers: from the mpich wheel of the build environment (pyproject's build
     requirements), or PYCRS_MPI_INCLUDE. The layer is compiled against them and links no libmpi
@@ -32,7 +38,7 @@ def mpich_include() -> str:
 # The mtcp restart program: static, no libc, linked at the address it restores around (it must
 # not overlap the image it rebuilds; crs/plugins/mtcp/restart.py checks the same range).
 RESTART_PROGRAM = "pycrs-mtcp-restart"
-RESTART_SOURCE = "crs/plugins/mtcp/native/restart.c"
+RESTART_SOURCES = units("crs/plugins/mtcp/native/restart", "main libc pages threads state")
 RESTART_FLAGS = ["-O2", "-static", "-nostdlib", "-fpie", "-no-pie", "-fno-stack-protector",
                  "-fno-asynchronous-unwind-tables", "-fno-tree-loop-distribute-patterns",
                  "-msse4.2", "-Wall", "-Wextra", "-Icrs/native",
@@ -55,7 +61,7 @@ class BuildExt(build_ext):
         os.makedirs(where, exist_ok=True)
         cc = shlex.split(os.environ.get("CC", "cc"))
         subprocess.run([*cc, *RESTART_FLAGS, "-o", os.path.join(where, RESTART_PROGRAM),
-                        RESTART_SOURCE], check=True)
+                        *RESTART_SOURCES], check=True)
 
     def get_ext_filename(self, fullname: str) -> str:
         # called with the full dotted name, or with its last part alone (distutils' build path)
@@ -75,8 +81,10 @@ class BuildExt(build_ext):
 
 mtcp = Extension(
     "crs.plugins.mtcp.libmtcp",
-    sources=["crs/plugins/mtcp/native/mtcp.c"],
-    include_dirs=["crs/native"],  # crc32c.h, shared with blcr
+    sources=units("crs/plugins/mtcp/native/kernel",
+                  "kernel control checkpoint threads process signals fds fd_kinds memory vmas "
+                  "image pages compress writer resume buf procfs"),
+    include_dirs=["crs/native"],  # crc32c.h, lzpack.h, fdio.h, pagemap.h, shared with blcr
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"],
     extra_link_args=["-pthread"],
 )
@@ -96,4 +104,5 @@ crcp = Extension(
 setup(cmdclass={"build_ext": BuildExt},
       ext_modules=[mtcp, crcp],
       cffi_modules=["crs/native/build_fsops.py:ffibuilder",
+                    "crs/native/build_imagecheck.py:ffibuilder",
                     "crs/plugins/blcr/native/build_blcr.py:ffibuilder"])

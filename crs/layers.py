@@ -10,6 +10,11 @@ the entry-point group ``pycrs.layers``. The entry point names an object (a modul
 ``RESTART_VARIABLES``
     the environment variables by which the layer restarts a process: when one is set and the
     start-up fails, the process ends instead of starting the application from scratch.
+``restore_failed(message) -> bool`` (optional)
+    called by ``opal-restart`` when it cannot restore its process, in a process whose
+    ``PYCRS_LAYERS`` names the layer (SnapC tells the restarted job's coordinator, which ends the
+    job: its other ranks would wait for this one forever); True when the layer has reported the
+    failure itself, and opal-restart then prints nothing more.
 
 Loading a layer registers its MCA parameters: ``pycrs`` loads every installed layer, so that
 ``pycrs info`` lists their parameters and ``--mca`` accepts them. Only processes whose
@@ -44,3 +49,13 @@ def environment(env: dict[str, str], name: str) -> dict[str, str]:
     """``PYCRS_LAYERS`` for the processes a layer launches: ``env``'s, with ``name`` added."""
     names = [n for n in env.get(ENV, "").split(",") if n and n != name]
     return {ENV: ",".join([*names, name])}
+
+
+def report_restore_failure(message: str) -> bool:
+    """Tell this process's layers that it could not be restored; True if one reported it."""
+    reported = False
+    for layer in of_this_process():
+        hook = getattr(layer, "restore_failed", None)
+        if hook is not None:
+            reported = bool(hook(message)) or reported
+    return reported

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -347,6 +348,20 @@ class ChecksummedReader:
             os.close(self.fd)
 
 
+#: the digest of a file its component checks with a CRC-32C per CHUNK bytes, kept in CRCS
+_CHUNKED = re.compile(r"crc32c/(?P<chunk>[1-9][0-9]*):(?P<crcs>[^ ]+)")
+
+
+def check_chunks(fd: int, size: int, crcs: bytes, chunk: int, where: str) -> None:
+    """Check the file open at ``fd`` against its CRC-32C per ``chunk`` bytes; raise
+    SnapshotError naming ``where`` and the first chunk at fault."""
+    bad = native.verify_chunks(fd, size, crcs, chunk)
+    if bad is not None:
+        unit = "MiB" if chunk == 1 << 20 else f"chunk of {chunk} bytes"
+        raise SnapshotError(f"{where}: snapshot file is corrupted (checksum mismatch in {unit} "
+                            f"{bad})")
+
+
 class LocalSnapshot:
     """A committed local snapshot on disk."""
 
@@ -382,13 +397,26 @@ class LocalSnapshot:
         size, digest = self.files[name]
         return ChecksummedReader(self.path / name, size, digest)
 
-    def verify(self) -> None:
+    def verify(self, deep: bool = False) -> None:
         """Check every recorded file in full; raise SnapshotError naming the first one at fault.
         A file its component checks itself (see SnapshotWriter.adopt) is checked for size here
-        and for content when the component reads it."""
+        and for content when the component reads it; with ``deep``, its content is checked here
+        too when its scheme is the CRC-32C per chunk one (``crc32c/CHUNK:CRCFILE``): before a
+        job is relaunched, no rank may be found damaged once the others are running."""
         for name in self.files:
             r = self.open(name)
-            r.finish()
+            try:
+                scheme = _CHUNKED.fullmatch(r.digest) if deep else None
+                if scheme:
+                    crcs = self.open(scheme["crcs"]) if scheme["crcs"] in self.files else None
+                    if crcs is None:
+                        raise SnapshotError(f"{self.path}: snapshot has no file "
+                                            f"{scheme['crcs']!r}, the checksums of {name}")
+                    table = bytes(crcs.read(crcs.size))
+                    crcs.finish()
+                    check_chunks(r.fd, r.size, table, int(scheme["chunk"]), str(r.path))
+            finally:
+                r.finish()
 
     def iter_files(self) -> Iterator[Path]:
         for name in self.files:

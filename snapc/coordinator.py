@@ -158,6 +158,9 @@ class GlobalCoordinator:
         self._ahead: list[tuple[RankLink, dict[str, Any]]] = []
         self.state = "idle"
         self._writer: GlobalSnapshotWriter | None = None
+        #: a rank of a restarted job that could not be restored: (rank, why); the job must end
+        self.restore_failure: tuple[int, str] | None = None
+        self.restore_failed = threading.Event()
         self._tool_threads: set[threading.Thread] = set()
         host = params.get("snapc_base_coordinator_address")
         self.rank_listener = socket.create_server((host, 0))
@@ -245,6 +248,11 @@ class GlobalCoordinator:
             hello = None
         if not hello or hello.get("op") != "hello" or not secrets.compare_digest(
                 str(hello.get("token", "")), self.token):
+            conn.close()
+            return
+        if "restore_failed" in hello:  # a rank of a restarted job that opal-restart could not
+            self.restore_failure = (int(hello["rank"]), str(hello["restore_failed"]))
+            self.restore_failed.set()
             conn.close()
             return
         if hello.get("resume"):

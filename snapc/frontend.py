@@ -261,13 +261,40 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
                              preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, signals))
     threading.Thread(target=_forward_signals, args=(child, coordinator, signals),
                      name="pycrs-signals", daemon=True).start()
+    threading.Thread(target=_end_on_restore_failure, args=(child, coordinator),
+                     name="pycrs-restore-watch", daemon=True).start()
     try:
         status = child.wait()
     finally:
         coordinator.close()
+    if coordinator.restore_failure is not None:
+        return 1
     if status < 0:
         _die_of(-status)
     return 128 - status if status < 0 else status
+
+
+def _end_on_restore_failure(child: subprocess.Popen[bytes], coordinator: object,
+                            grace: float = 5.0) -> None:
+    """A rank of a restarted job could not be restored: the others would wait for it in MPI
+    forever. Say so in one line and end the job (the launcher ends its ranks on SIGTERM; it is
+    killed if it has not within ``grace`` seconds)."""
+    failed: threading.Event = coordinator.restore_failed  # type: ignore[attr-defined]
+    while not failed.wait(0.5):
+        if child.poll() is not None:
+            return
+    rank, why = coordinator.restore_failure  # type: ignore[attr-defined]
+    print(f"{TOOL}: rank {rank} could not be restored ({why}); ending the restarted job",
+          file=sys.stderr, flush=True)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            child.send_signal(sig)
+            child.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
 
 
 def _die_of(sig: int) -> None:

@@ -4,6 +4,9 @@ registers SnapC's MCA parameters (``snapc/__init__.py``)."""
 from __future__ import annotations
 
 import os
+import socket
+
+from crs import endpoint
 
 from . import jobenv
 
@@ -18,3 +21,23 @@ def activate() -> None:
         from .app_coordinator import activate_if_in_job
 
         activate_if_in_job()
+
+
+def restore_failed(message: str) -> bool:
+    """opal-restart could not restore this rank of a restarted job: tell the job's coordinator,
+    which ends the job at once and says so in one line. False outside a job, or when the
+    coordinator cannot be reached (opal-restart then reports the failure itself)."""
+    from .launcher import rank_from_env
+
+    address, ranks = os.environ.get(jobenv.ENV_ADDRESS), rank_from_env(os.environ)
+    if not address or ranks is None:
+        return False
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            endpoint.send(sock, {"op": "hello", "token": os.environ.get(jobenv.ENV_TOKEN, ""),
+                                 "rank": ranks[0], "size": ranks[1], "pid": os.getpid(),
+                                 "host": socket.gethostname(), "restore_failed": message})
+    except (OSError, ValueError):
+        return False
+    return True

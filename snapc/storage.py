@@ -119,7 +119,8 @@ class GlobalSnapshot:
         return self.seqs[seq]
 
     def verify(self, seq: int) -> list[LocalSnapshot]:
-        """Verify every rank's local snapshot of ``seq`` in full; return them in rank order."""
+        """Verify every rank's local snapshot of ``seq`` in full, images included (their pages'
+        CRCs: see LocalSnapshot.verify); return them in rank order."""
         record = self.check_seq(seq)
         if record.nprocs <= 0:
             raise SnapshotError(f"{self.path / META_FILE}: sequence {seq} has no NP record")
@@ -129,7 +130,7 @@ class GlobalSnapshot:
         paths = [self.rank_snapshot(seq, r) for r in range(record.nprocs)]
         snaps = [LocalSnapshot(p) for p in paths]
         with ThreadPoolExecutor(max_workers=min(8, len(snaps))) as pool:
-            list(pool.map(LocalSnapshot.verify, snaps))  # raises the first failure
+            list(pool.map(lambda snap: snap.verify(deep=True), snaps))  # the first failure
         return snaps
 
     def job(self, key: str) -> str | None:

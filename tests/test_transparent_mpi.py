@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, BIN, MPI, _openmpi_bin, run
+from crs.snapshot import LocalSnapshot
 from helpers import descendants, kill_tree, proc_state, reap, wait_for_job_endpoint, wait_until
 from test_snapc_e2e import restart
 
@@ -269,6 +270,58 @@ def test_restarted_job_is_checkpointed_again(tmp_path: Path) -> None:
     again.kill()
     assert not STARTED.search("".join(again.err))
     restarted(gdir, 3)
+
+
+# -- a restart that cannot succeed ends at once -------------------------------------------------
+def flip_byte(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def tree_bytes(top: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("crs", ["blcr", "mtcp"])
+def test_a_corrupted_rank_image_is_refused_before_anything_starts(tmp_path: Path,
+                                                                  crs: str) -> None:
+    """One flipped byte in one rank's pages.img (checked by its CRCs, not by the snapshot's
+    checksums): ompi-restart names the file in one line and launches no rank; the snapshot is
+    left as it was."""
+    job = start(tmp_path, 3, crs=crs)
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    job.kill()
+    pages = gdir / "0" / "opal_snapshot_1.ckpt" / "pages.img"
+    flip_byte(pages)
+    before = tree_bytes(gdir)
+    res = restart(MPICH, gdir)
+    assert res.returncode == 1 and res.stdout == "", res
+    one_line_error(res.stderr, "ompi-restart", str(pages), "corrupted", "checksum mismatch")
+    assert tree_bytes(gdir) == before
+
+
+def test_a_rank_that_cannot_be_restored_ends_the_job(tmp_path: Path) -> None:
+    """Rank 1's image verifies, but the file it was writing is gone: its restore fails once the
+    other ranks are restored and waiting for it in MPI. mpirun names the rank and the cause in
+    one line and ends the job with status 1; no restored rank is left running."""
+    job = start(tmp_path, 3, "log")
+    at_random_moment(job)
+    _, gdir = checkpoint(MPICH, job.pid, job=job)
+    pids = [int(LocalSnapshot(p).meta.get("PID") or 0) for p in sorted((gdir / "0").iterdir())]
+    assert all(pids), pids
+    job.kill()
+    (tmp_path / "rank.1.log").unlink()
+    res = restart(MPICH, gdir)
+    assert res.returncode == 1, res
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(("mpirun:", "opal-restart:"))]
+    assert len(lines) == 1 and lines[0].startswith("mpirun: rank 1 could not be restored"), res
+    assert str(tmp_path / "rank.1.log") in lines[0] and "Traceback" not in res.stderr, res
+    reap(pids)  # restored ranks were ended (orphans come here to be reaped), none runs on
+    assert not any(proc_state(pid) for pid in pids)
 
 
 # -- mtcp: the rank's own kernel writes its image ----------------------------------------------

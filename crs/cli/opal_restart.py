@@ -98,5 +98,24 @@ def _run(argv: list[str] | None) -> int:
     return 0
 
 
+def _run_reporting(argv: list[str] | None) -> int:
+    """``_run``; a failure is also told to the layers (a rank of a restarted job: the job must
+    end), and not printed again here when a layer has reported it."""
+    from .errors import expected
+
+    try:
+        return _run(argv)
+    except Exception as exc:
+        if not isinstance(exc, expected()):
+            raise
+        from crs import layers
+
+        text = f"{exc.filename}: {exc.strerror or exc}" if (
+            isinstance(exc, OSError) and exc.filename) else str(exc)
+        if layers.report_restore_failure(text):
+            return 1
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_tool(TOOL, lambda: _run(argv))
+    run_tool(TOOL, lambda: _run_reporting(argv))

@@ -1,9 +1,11 @@
 """Narrow Python interface over pycrs's native helpers (C, built by cffi at install time)."""
 from __future__ import annotations
 
+import errno
 import os
 
 from ._fsops import lib as _lib
+from ._imagecheck import ffi as _check_ffi, lib as _check_lib
 
 
 def _check(rc: int, what: str, a: bytes, b: bytes) -> None:
@@ -23,4 +25,20 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
     _check(_lib.pycrs_rename_noreplace(es, ed), "rename", es, ed)
 
 
-__all__ = ["rename_exchange", "rename_noreplace"]
+def verify_chunks(fd: int, size: int, crcs: bytes, chunk: int) -> int | None:
+    """Check the CRC-32C of every ``chunk`` bytes of the file open at ``fd`` (``size`` bytes)
+    against ``crcs`` (little-endian uint32s); None if all match, else the first chunk that does
+    not. Raise OSError if the file cannot be read."""
+    n = len(crcs) // 4
+    table = _check_ffi.new("uint32_t[]", max(n, 1))
+    _check_ffi.memmove(table, crcs[: 4 * n], 4 * n)
+    bad = _check_ffi.new("uint64_t *", 0)
+    rc = _check_lib.pycrs_verify_chunks(fd, size, table, n, chunk, bad)
+    if rc == -errno.EBADMSG:
+        return int(bad[0])
+    if rc != 0:
+        raise OSError(-rc, f"checking an image file: {os.strerror(-rc)}")
+    return None
+
+
+__all__ = ["rename_exchange", "rename_noreplace", "verify_chunks"]

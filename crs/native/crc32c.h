@@ -80,4 +80,16 @@ __attribute__((target("sse4.2"))) static inline uint32_t crc32c(uint32_t crc,
     return ~(uint32_t)crc32c_chain(c, p, n);
 }
 
+/* A CRC-32C per chunk of a stream (pages.img has one per MiB): the bytes at p, which start at
+ * offset pos of the stream, as far as they stay in the chunk of pos, continue *crc, the CRC of
+ * that chunk (started anew at a chunk's first byte). Returns how many bytes that is. */
+static inline size_t crc32c_chunk_step(uint32_t *crc, uint64_t pos, uint64_t chunk,
+                                       const unsigned char *p, size_t n)
+{
+    uint64_t in = pos % chunk;
+    size_t take = n < chunk - in ? n : (size_t)(chunk - in);
+    *crc = crc32c(in ? *crc : 0, p, take);
+    return take;
+}
+
 #endif

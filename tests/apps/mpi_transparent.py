@@ -11,9 +11,10 @@ in rank order, on stdout: the same for every run with the same STEPS and number 
 ``window``: a one-sided window (MPI.Win) is open from the start to the end; ``datatype``: a
 derived datatype (a contiguous pair of doubles) is committed from the start to the end and
 carries the halo's Sendrecv; ``tcp``: each rank holds a listening TCP socket of its own (which
-no image can hold); ``slow``: half way through, rank 0 says so on stderr (``rank 0 computes``)
-and computes for 6 s without calling MPI, while rank 2 waits for it in the Allreduce (no
-consistent cut until it is back; the output is the same). Each rank says on
+no image can hold); ``log``: each rank writes a line per step to ``rank.R.log`` in its working
+directory (a file a restore must find again); ``slow``: half way through, rank 0 says so on
+stderr (``rank 0 computes``) and computes for 6 s without calling MPI, while rank 2 waits for it
+in the Allreduce (no consistent cut until it is back; the output is the same). Each rank says on
 stderr that it started (a restored rank does not start again).
 """
 import socket
@@ -36,6 +37,7 @@ left, right = (rank - 1) % size, (rank + 1) % size
 window = MPI.Win.Create(np.zeros(8), comm=world) if feature == "window" else None
 pair = MPI.DOUBLE.Create_contiguous(2).Commit() if feature == "datatype" else None
 server = socket.create_server(("127.0.0.1", 0)) if feature == "tcp" else None
+log = open(f"rank.{rank}.log", "w") if feature == "log" else None
 
 field = np.sin(np.arange(4096, dtype=np.float64) + rank)
 acc = np.zeros(1)
@@ -69,6 +71,9 @@ for step in range(steps):
         print("mpi_transparent: rank 0 computes", file=sys.stderr, flush=True)
         time.sleep(6)
     part[0] = field.sum()
+    if log is not None:
+        log.write(f"step {step}\n")
+        log.flush()
     sub.Allreduce(part, total, op=MPI.SUM)
     acc += total
 

@@ -135,7 +135,41 @@ def collect(pid: int, pidfd: int, save: SaveFile,
             rec.update(_describe(pid, pidfd, fd, link, info, save, seen))
         records.append(rec)
     _pair_up(pid, records)
+    mark_shared_files(pid, records)
     return records
+
+
+def mark_shared_files(pid: int, records: list[dict[str, Any]]) -> None:
+    """Mark (``shared``) the regular files the process writes that another process holds open
+    too: a restore must not cut them back, nor write over what the others wrote since."""
+    wanted: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("kind") == "file" and r["flags"] & O_ACCMODE != os.O_RDONLY:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{r['fd']}")
+            except OSError:
+                continue
+            r["dev_ino"] = [st.st_dev, st.st_ino]
+            wanted.setdefault(r["path"], []).append(r)
+    if not wanted:
+        return
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue  # gone, or not ours to look into
+        for fd in fds:
+            try:
+                mine = wanted.get(os.readlink(f"/proc/{entry}/fd/{fd}"))
+                if mine:
+                    st = os.stat(f"/proc/{entry}/fd/{fd}")
+                    for r in mine:
+                        if r["dev_ino"] == [st.st_dev, st.st_ino]:
+                            r["shared"] = True
+            except OSError:
+                continue
 
 
 def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
@@ -334,6 +368,7 @@ class Rebuilt:
         self.by_ino: dict[int, int] = {}  # image inode of a memfd or deleted file -> ours (RDWR)
         self.seals: list[tuple[int, int]] = []  # (its fd, memfd seals) to add once mapped
         self.ptys: dict[int, int] = {}  # pseudo-terminal index in the image -> our master
+        self.report: Report | None = None
 
     def own(self, fd: int) -> int:
         self.ours.append(fd)
@@ -351,11 +386,15 @@ def _setfl(fd: int, flags: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, (cur & ~SETFL_FLAGS) | (flags & SETFL_FLAGS))
 
 
+Report = Callable[[str], None]
+
+
 def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
-            truncate_files: bool) -> Rebuilt:
+            truncate_files: bool, report: Report | None = None) -> Rebuilt:
     """Open, create and fill every descriptor of the image here; raise OSError or ValueError
-    naming the descriptor that cannot be rebuilt."""
+    naming the descriptor that cannot be rebuilt. ``report`` is told of every file cut back."""
     out = Rebuilt()
+    out.report = report
     mine: dict[int, int] = {}
     pipes: dict[int, tuple[int, int]] = {}
     pairs: dict[int, int] = {}
@@ -412,10 +451,7 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
     if kind in ("file", "dir", "device"):
         ours = out.own(os.open(r["path"], (flags & ~OPEN_IGNORED) | O_CLOEXEC))
         if kind == "file":
-            if truncate_files and flags & O_ACCMODE != os.O_RDONLY:
-                if os.fstat(ours).st_size > r["size"]:
-                    os.ftruncate(ours, r["size"])
-            os.lseek(ours, r["pos"], os.SEEK_SET)
+            os.lseek(ours, _file_position(ours, r, truncate_files, out.report), os.SEEK_SET)
         return ours
     if kind == "deleted":
         if r["ino"] not in out.by_ino:  # one unnamed file, however many times it was opened
@@ -541,6 +577,34 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         finally:
             ep.close()
     raise OSError(errno.EINVAL, f"unknown descriptor kind {kind!r} in the image")
+
+
+def private_output(r: dict[str, Any]) -> bool:
+    """Whether a file descriptor of the image is the process's own output, which a restore may
+    cut back to its size at the checkpoint: written through a descriptor above 2, not in append
+    mode, and held by no other process when the image was taken. Standard descriptors (a job's
+    output file, a batch system's), append-mode logs and files others write are the user's."""
+    return (r["flags"] & O_ACCMODE != os.O_RDONLY and r["fd"] > 2
+            and not r["flags"] & os.O_APPEND and not r.get("shared"))
+
+
+def _file_position(fd: int, r: dict[str, Any], truncate_files: bool,
+                   report: Report | None) -> int:
+    """Where the restored descriptor of a regular file stands. The process's own output is cut
+    back to its size at the checkpoint (with ``truncate_files``: what it wrote later is undone);
+    a file that is the user's is never cut, and a writer goes on after what was written since,
+    never over it."""
+    size, pos = os.fstat(fd).st_size, r["pos"]
+    if r["flags"] & O_ACCMODE == os.O_RDONLY or r["flags"] & os.O_APPEND:
+        return pos
+    if not private_output(r):
+        return max(pos, size)
+    if truncate_files and size > r["size"]:
+        os.ftruncate(fd, r["size"])
+        if report:
+            report(f"cut {r['path']} back to {r['size']} bytes (was {size}), as it was at the "
+                   f"checkpoint (descriptor {r['fd']})")
+    return pos
 
 
 def memfd_for(out: Rebuilt, ino: int, name: str, size: int, data: bytes) -> int:

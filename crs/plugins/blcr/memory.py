@@ -11,6 +11,7 @@ import os
 import struct
 
 from crs.framework import CRSError
+from crs.snapshot import check_chunks
 
 from ._native import ffi, lib
 from .procfs import Vma
@@ -96,16 +97,7 @@ def dump_pages(pid: int, out_fd: int, parts: list[tuple[list[tuple[int, int]], b
 
 def verify_pages(fd: int, size: int, crcs: bytes, image: str) -> None:
     """Check every MiB of ``pages.img`` against its CRC-32C (the GIL is released meanwhile)."""
-    n = len(crcs) // 4
-    table = ffi.new("uint32_t[]", max(n, 1))
-    for i, c in enumerate(struct.unpack(f"<{n}I", crcs)):
-        table[i] = c
-    bad = ffi.new("uint64_t *", 0)
-    ret = lib.blcr_verify_chunks(fd, size, table, n, CHUNK, bad)
-    if ret == -74:  # EBADMSG
-        raise MappingError(f"{image}: snapshot file is corrupted (checksum mismatch in MiB "
-                           f"{int(bad[0])})")
-    check(ret, f"checking {image}")
+    check_chunks(fd, size, crcs, CHUNK, image)
 
 
 def unpack_pages(in_fd: int, out_fd: int, raw: int, image: str) -> None:

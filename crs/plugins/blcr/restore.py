@@ -117,13 +117,13 @@ class Stub:
 
 
 def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False,
-            pid_namespace: bool = False) -> tuple[int, int]:
+            pid_namespace: bool = False, report: fds.Report | None = None) -> tuple[int, int]:
     """Rebuild the process of ``snap`` as a child of this one (or as the child of the init of a
     fresh PID namespace, which is ours); return its PID here and the PID of the child to wait
-    for. It runs, or is stopped when ``stop``."""
+    for. It runs, or is stopped when ``stop``. ``report`` hears of every file cut back."""
     image = read_image(snap)
     check_restorable(image, pid_namespace)
-    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files)
+    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files, report)
     try:
         stub = _spawn(image, snap, rebuilt, pid_namespace)
     finally:
@@ -167,8 +167,12 @@ def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch
 
     for sig in FORWARDED:  # from here on, a signal for the tool is one for the process
         signal.signal(sig, forward)
+    def report(line: str) -> None:
+        print(f"opal-restart: {line}", file=sys.stderr, flush=True)
+
     pid, waiter = (rebuild or restore)(snapshot, truncate_files=truncate_files,
-                                        stop=relaunch.stop, pid_namespace=relaunch.pid_namespace)
+                                        stop=relaunch.stop, pid_namespace=relaunch.pid_namespace,
+                                        report=report if relaunch.verbose else None)
     for sig in early:
         os.kill(pid, sig)
     if relaunch.verbose:

@@ -1,8 +1,9 @@
 """The ``mtcp`` CRS component: an in-process, user-space checkpoint kernel (see component.py).
 
 The kernel is a plain shared library, ``libmtcp.so`` beside this file, built from
-``native/mtcp.c`` by the package build. A program gets it by preloading (``LD_PRELOAD``, which
-``pycrs run --mca crs mtcp PROGRAM`` sets), a Python process also by ``load()``.
+``native/kernel/`` by the package build (``kernel.h`` there is its map). A program gets it by
+preloading (``LD_PRELOAD``, which ``pycrs run --mca crs mtcp PROGRAM`` sets), a Python process
+also by ``load()``.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from crs import params as _params
 _params.register("crs_mtcp_restart", "program", "How opal-restart rebuilds an mtcp image: "
                  "'program' (the restart program pycrs-mtcp-restart: no ptrace, the process "
                  "rebuilds itself) or 'ptrace' (the restorer of the blcr component)")
-_params.register("crs_mtcp_truncate_files", "1", "On restore, cut files the process had open for "
-                 "writing back to their size at the checkpoint (mtcp)", "bool")
+_params.register("crs_mtcp_truncate_files", "1", "On restore, cut the process's own output files "
+                 "back to their size at the checkpoint, as crs_blcr_truncate_files (mtcp)",
+                 "bool")
 _params.register("crs_mtcp_omit_fds", "", "Descriptors (comma-separated numbers) left out of the "
                  "image: the process makes them again itself after a restore (an MPI rank's "
                  "launcher connection); they are closed in the restored process")

@@ -15,6 +15,7 @@ snapshot>``, as for blcr.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,6 +102,7 @@ class MtcpComponent:
             raise CRSError(f"process {pid}: {reply.get('message')}")
         self.timings = {k: float(reply.get(k, 0.0)) for k in ("frozen", "total")}
         self.sizes = {k: int(reply.get(k, 0)) for k in ("raw_bytes", "stored_bytes")}
+        _mark_shared_files(snapshot, pid)
         _include_image(snapshot)
         meta = snapshot.meta
         meta.add("MTCP Frozen Seconds", f"{self.timings['frozen']:.6f}")
@@ -125,6 +127,21 @@ class MtcpComponent:
 
         return restart_as_child(self.name, snapshot, relaunch, spawn, self.truncate_files,
                                 restart.restore if self.restorer == "program" else None)
+
+
+def _mark_shared_files(snapshot: SnapshotWriter, pid: int) -> None:
+    """The kernel sees only its own process: which of the files it writes other processes hold
+    too is found from here, and recorded in its image (blcr's rule, fds.mark_shared_files)."""
+    from crs.plugins.blcr import fds
+
+    path = snapshot.directory / "image.json"
+    try:
+        image = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CRSError(f"the mtcp kernel's image.json cannot be read: {exc}") from None
+    fds.mark_shared_files(pid, image.get("fds", []))
+    if any(r.get("shared") for r in image.get("fds", [])):
+        path.write_text(json.dumps(image))
 
 
 def _include_image(snapshot: SnapshotWriter) -> None:

@@ -1,12 +1,12 @@
-"""Restore an mtcp image with the restart program (``pycrs-mtcp-restart``, native/restart.c):
+"""Restore an mtcp image with the restart program (``pycrs-mtcp-restart``, native/restart/):
 no ptrace, the process rebuilds itself.
 
 Here, with a real library at hand: check the image, rebuild its descriptors, open what its
 mappings need, and lay everything the program needs out in a plan (a flat array of 64-bit words,
-the layout of ``struct plan`` in restart.c) in a memfd. Then the blcr stub starts with the
-image's PID, places the descriptors and execs the program, which maps the image, loads its pages
-and lets its threads go. It reports on an error pipe: ``what:errno`` when it fails, or ``OK``
-from the restored kernel once the process runs.
+the layout of ``struct plan`` in native/restart/restart.h) in a memfd. Then the blcr stub starts
+with the image's PID, places the descriptors and execs the program, which maps the image, loads
+its pages and lets its threads go. It reports on an error pipe: ``what:errno`` when it fails, or
+``OK`` from the restored kernel once the process runs.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ HEAD = ("magic size pid err_fd pages_fd codec pages_size chunk ncrcs crcs vdso_b
         "stop personality area area_len scratch scratch_len exe_fd "
         + " ".join(f"mm{i}" for i in range(11))
         + " auxv auxv_len nvmas vmas nruns runs sigactions itimers ntimers timers nthreads "
-        "threads nclose close ncloexec cloexec").split()  # struct plan in restart.c
+        "threads nclose close ncloexec cloexec").split()  # struct plan in restart/restart.h
 MM = ("start_code", "end_code", "start_data", "end_data", "start_brk", None, "start_stack",
       "arg_start", "arg_end", "env_start", "env_end")
 # struct user_regs_struct, as the kernel writes it in image.json's "regs"
@@ -190,7 +190,7 @@ def build_plan(image: dict[str, Any], snap: LocalSnapshot, aux_of: dict[str, int
 
 
 def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False,
-            pid_namespace: bool = False) -> tuple[int, int]:
+            pid_namespace: bool = False, report: fds.Report | None = None) -> tuple[int, int]:
     """Rebuild the process of ``snap`` as our child with the restart program; (its PID here, the
     child to wait for). It runs (or is stopped, with ``stop``) when this returns."""
     program = restart_program_path()
@@ -199,7 +199,7 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
     image = read_image(snap)
     check_restorable(image, pid_namespace)
     vdso = check_image(image)
-    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files)
+    rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files, report)
     try:
         if rebuilt.seals:
             raise RestoreError("the image has sealed memfds, which mtcp does not save")

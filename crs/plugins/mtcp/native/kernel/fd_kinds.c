@@ -1,0 +1,171 @@
+/* mtcp kernel: what each descriptor is, by kind: a regular file (not deleted), a directory, a
+ * plain device (null, zero, random...), a terminal, a pipe (whole only when both ends are in
+ * the process, its unread content saved without consuming it), a listening Unix socket with a
+ * name, or at 0-2 whatever the restarter provides. Anything else is refused with a reason. */
+#include "kernel.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+static int is_tty_major(unsigned m) { return m == 4 || m == 5 || (m >= 136 && m <= 143); }
+
+static int plain_device(unsigned ma, unsigned mi)
+{
+    return ma == 1 && (mi == 3 || mi == 5 || mi == 7 || mi == 8 || mi == 9);
+}
+
+static int unread_pipe_data(int fd, struct buf *out, int *capacity)
+{
+    int cap = fcntl(fd, F_GETPIPE_SZ);
+    if (cap < 0)
+        return mtcp_fail("descriptor %d: pipe size (F_GETPIPE_SZ): %s", fd, errname(errno));
+    *capacity = cap;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return mtcp_fail_errno("a pipe for copying buffered pipe data", errno);
+    mtcp_own_add(p[0]);
+    mtcp_own_add(p[1]);
+    int rc = 0;
+    if (fcntl(p[1], F_SETPIPE_SZ, cap) < 0) {
+        rc = mtcp_fail("descriptor %d: sizing the copy pipe: %s", fd, errname(errno));
+    } else {
+        ssize_t t = tee(fd, p[1], (size_t)cap, SPLICE_F_NONBLOCK);
+        if (t < 0 && errno != EAGAIN)
+            rc = mtcp_fail("descriptor %d: copying buffered pipe data (tee): %s", fd,
+                           errname(errno));
+        else if (t > 0 && mtcp_buf_reserve(out, (size_t)t) == 0) {
+            ssize_t got = read(p[0], out->p, (size_t)t);
+            out->len = got > 0 ? (size_t)got : 0;
+        }
+    }
+    close(p[0]);
+    close(p[1]);
+    mtcp_own_del(p[0]);
+    mtcp_own_del(p[1]);
+    return rc;
+}
+
+/* A socket: a listening Unix socket with a name (kept with its type and address), or at 0-2
+ * whatever the restarter provides. */
+static int socket_kind(struct fdrec *e, const char *link, struct buf *links)
+{
+    int fd = e->fd;
+    int dom = 0, acc = 0, type = 0;
+    socklen_t sl = sizeof dom;
+    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl);
+    sl = sizeof acc;
+    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl);
+    sl = sizeof type;
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl);
+    if (dom == AF_UNIX && acc) {
+        struct sockaddr_un sa;
+        socklen_t al = sizeof sa;
+        if (getsockname(fd, (struct sockaddr *)&sa, &al) < 0)
+            return mtcp_fail("descriptor %d: getsockname: %s", fd, errname(errno));
+        size_t plen = al > offsetof(struct sockaddr_un, sun_path)
+                          ? al - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (plen && sa.sun_path[0])
+            plen = strnlen(sa.sun_path, plen);
+        if (!plen)
+            return mtcp_fail("descriptor %d is an unnamed listening socket", fd);
+        e->kind = FD_LISTEN;
+        e->stype = type;
+        e->path = links->len;
+        e->pathlen = plen;
+        if (mtcp_put(links, sa.sun_path, plen) < 0)
+            return -1;
+        return 0;
+    }
+    if (fd <= 2) {
+        e->kind = FD_STDIO;
+        return 0;
+    }
+    return mtcp_fail("descriptor %d is a %s socket (%s), which mtcp cannot restore yet", fd,
+                     dom == AF_UNIX    ? "Unix"
+                     : dom == AF_INET  ? "IPv4"
+                     : dom == AF_INET6 ? "IPv6"
+                                       : "network",
+                     link);
+}
+
+int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links)
+{
+    int fd = e->fd;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return mtcp_fail("descriptor %d (%s): fstat: %s", fd, link, errname(errno));
+    if (!strncmp(link, "pipe:[", 6)) {
+        e->kind = FD_PIPE;
+        e->ino = st.st_ino;
+        return 0;
+    }
+    if (!strncmp(link, "socket:[", 8))
+        return socket_kind(e, link, links);
+    if (link[0] != '/')
+        return mtcp_fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
+    if (!strncmp(link, "/memfd:", 7))
+        return mtcp_fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
+    if (S_ISREG(st.st_mode)) {
+        if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0)
+            return mtcp_fail("descriptor %d is a deleted file (%s), which mtcp cannot restore yet",
+                             fd, link);
+        e->kind = FD_FILE;
+        e->size = st.st_size;
+        return 0;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        e->kind = FD_DIR;
+        return 0;
+    }
+    if (S_ISCHR(st.st_mode)) {
+        unsigned ma = major(st.st_rdev), mi = minor(st.st_rdev);
+        if (is_tty_major(ma) && strcmp(link, "/dev/ptmx") && strcmp(link, "/dev/pts/ptmx")) {
+            e->kind = fd <= 2 ? FD_STDIO : FD_TERMINAL;
+            return 0;
+        }
+        if (plain_device(ma, mi)) {
+            e->kind = FD_DEVICE;
+            return 0;
+        }
+    }
+    if (S_ISFIFO(st.st_mode))
+        return mtcp_fail("descriptor %d is a FIFO (%s), which mtcp cannot restore yet", fd, link);
+    return mtcp_fail("descriptor %d is %s, a device or special file that mtcp cannot restore", fd,
+                     link);
+}
+
+/* Pipes: whole when both ends are here; at 0-2 a pipe to elsewhere is the restarter's. */
+int mtcp_fd_pipes(struct fdrec *r, int m, const struct buf *links)
+{
+    for (int i = 0; i < m; i++) {
+        if (r[i].kind != FD_PIPE)
+            continue;
+        int modes = 0;
+        for (int j = 0; j < m; j++)
+            if (r[j].kind == FD_PIPE && r[j].ino == r[i].ino)
+                modes |= 1 << (r[j].flags & O_ACCMODE);
+        if ((modes & 3) == 3)
+            continue;
+        if (r[i].fd <= 2) {
+            r[i].kind = FD_STDIO;
+            continue;
+        }
+        return mtcp_fail("descriptor %d is a pipe (%s) to another process, which mtcp cannot "
+                         "restore yet", r[i].fd, links->p + r[i].link);
+    }
+    return 0;
+}
+
+/* The unread content of a pipe (fd, its read end) and its capacity, in its record. */
+int mtcp_put_pipe_data(struct buf *b, int fd, struct buf *tmp)
+{
+    int cap = 65536;
+    tmp->len = 0;
+    if (unread_pipe_data(fd, tmp, &cap) < 0)
+        return -1;
+    if (mtcp_key(b, "data_bytes") < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_put_hex(b, tmp->p, tmp->len) < 0 || mtcp_puts(b, "\"") < 0 ||
+        mtcp_kv_i64(b, "capacity", cap) < 0)
+        return -1;
+    return 0;
+}
