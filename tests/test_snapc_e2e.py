@@ -189,7 +189,8 @@ def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_pat
 
 def test_overlapping_requests_are_queued_in_order(mpi: MPI, tmp_path: Path,
                                                   faulty_reference: str) -> None:
-    job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "pause:0:1"], tmp_path)  # the first one lasts
+    # the first checkpoint lasts (rank 0 pauses in it)
+    job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "pause:0:1"], tmp_path)
     waiting = [subprocess.Popen([mpi.tool("ompi-checkpoint"), "-s", str(job.pid)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
