@@ -74,6 +74,13 @@ register("crs_base_snapshot_dir", "~", "Directory where opal-checkpoint and crs.
          "write local snapshots (opal_snapshot_<PID>.ckpt)", "path")
 register("crs_base_fsync", "1", "fsync snapshot files and directories before a snapshot is "
          "committed (turn off only for throw-away benchmarks)", "bool")
+register("crs_base_startup_timeout", "10", "Seconds a checkpoint request for a process that pycrs "
+         "is still starting waits for it to serve its control endpoint; a program younger than "
+         "this may still be registering its checkpoint callback, which is awaited until then",
+         "int")
+register("crs_base_safe_point_timeout", "600", "Seconds a checkpoint request waits for the process "
+         "(or every rank of a job) to reach a safe point before it fails and the program goes on "
+         "(0: no limit)", "int")
 register(AMCA_PARAM, "", "Aggregate parameter sets to load (what -am sets), colon separated")
 register("mca_base_param_file_path", f"{AMCA_DIR}:.", "Directories searched for aggregate "
          "parameter sets, colon separated", "paths")

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +323,32 @@ def checkpoint(path: str | os.PathLike[str] | None = None, *, component: str | N
                 _request = waiting  # a tool's request still waits for the next safe point
 
 
+def _cannot_serve(only: str | None) -> str | None:
+    """Why no component can save this process from inside, in one line; None if one can. A
+    program younger than crs_base_startup_timeout may still be registering its callbacks: it is
+    given until that age before it is refused."""
+    from .framework import ComponentError, select
+
+    grace_until = started_at() + params().get_int("crs_base_startup_timeout")
+    while True:
+        try:
+            select(Target(os.getpid(), in_process=True), params(), only)
+            return None
+        except ComponentError as exc:
+            if time.clock_gettime(time.CLOCK_BOOTTIME) >= grace_until:
+                return f"{exc}; save it from outside: opal-checkpoint --mca crs blcr {os.getpid()}"
+        time.sleep(0.05)
+
+
+def started_at() -> float:
+    """When this process started, in seconds since boot (CLOCK_BOOTTIME, as /proc counts)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 # -- the control endpoint ---------------------------------------------------------------------
 def activate() -> None:
     """Start serving checkpoint requests on this process's control endpoint (idempotent)."""
@@ -392,6 +419,10 @@ def _serve_checkpoint(conn: socket.socket, message: dict[str, Any]) -> None:
         options=CheckpointOptions(term=bool(message.get("term")), stop=bool(message.get("stop"))),
         reply=reply,
     )
+    refused = _cannot_serve(req.only)
+    if refused:  # known now: waiting for a safe point would not change it
+        reply({"event": "error", "message": refused})
+        return
     with _lock:
         if _request is not None:
             reply({"event": "error",
@@ -400,11 +431,20 @@ def _serve_checkpoint(conn: socket.socket, message: dict[str, Any]) -> None:
         _request = req
         _pending = True
     reply({"event": "waiting", "message": "waiting for the next safe point"})
-    # Wait for the outcome; if the tool hangs up before the checkpoint starts, withdraw it.
+    # Wait for the outcome; if the tool hangs up, or no safe point comes in time, before the
+    # checkpoint starts, withdraw it.
+    limit = params().get_int("crs_base_safe_point_timeout")
+    deadline = time.monotonic() + limit if limit > 0 else None
     while not req.done.wait(0.2):
         readable, _, _ = select.select([conn], [], [], 0)
-        if readable and not conn.recv(1, socket.MSG_PEEK):
+        gone = readable and not conn.recv(1, socket.MSG_PEEK)
+        late = deadline is not None and time.monotonic() > deadline
+        if gone or late:
             with _lock:
                 if not req.started and _request is req:
                     _request = None
+                    if late:
+                        reply({"event": "error", "message": f"process {os.getpid()} reached no "
+                               f"safe point within {limit} s (crs_base_safe_point_timeout); "
+                               "it goes on"})
                     return

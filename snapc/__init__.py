@@ -11,8 +11,18 @@ _params.register("snapc_base_registration_timeout", "60", "Seconds a checkpoint 
                  "every rank to register with the coordinator", "int")
 _params.register("snapc_base_detach_timeout", "600", "Seconds a transparent checkpoint waits "
                  "for a rank to come back after it detached for its image (0: no limit)", "int")
-_params.register("snapc_crcp_quiesce_timeout", "0", "Seconds the ranks of a transparent "
+_params.register("snapc_crcp_quiesce_timeout", "600", "Seconds the ranks of a transparent "
                  "checkpoint wait for their consistent cut before all give up and the job goes "
                  "on (0: no limit)", "int")
+_params.register("snapc_base_period", "0", "Seconds between a job's own checkpoints (counted "
+                 "from the end of one to the start of the next), 'auto' for Young's optimal "
+                 "interval sqrt(2 * cost * snapc_base_mtbf) from the job's measured checkpoint "
+                 "cost, or 0: only on request")
+_params.register("snapc_base_mtbf", "86400", "Mean time between failures in seconds, for "
+                 "snapc_base_period auto (the whole job's: a node's MTBF divided by the number of "
+                 "nodes)", "int")
+_params.register("snapc_base_keep", "0", "Keep only the newest N finished sequences of a job's "
+                 "global snapshot (older ones are removed after each commit; never the one the "
+                 "job restarted from); 0 keeps all", "int")
 _params.register("mpirun_launcher", "", "The real MPI launcher behind our mpirun: a path, or "
                  "'mpich' / 'openmpi'; empty finds the installed one")

@@ -3,27 +3,30 @@
 It is started at interpreter start-up by the pycrs hook when the rank was launched by our
 ``mpirun`` in C/R mode, connects to the global coordinator and serves its requests on a thread:
 
-1. ``prepare``: report how many safe points this rank has passed (c) and promise not to pass
-   safe point c+1 before the target is known;
-2. ``target``: the coordinator picked T = max(c) + 1, a safe point every rank can reach without
-   waiting for another; each rank runs on to its safe point T;
+1. ``prepare``: say how this rank can be saved (whether the program registered a checkpoint
+   callback, and which component its MPI layer serves); the coordinator picks one way for all;
+2. ``begin`` at safe points: report how many safe points this rank has passed (c) and promise
+   not to pass safe point c+1 before the target is known; ``target``: the coordinator picked
+   T = max(c) + 1, a safe point every rank can reach without waiting for another; each rank
+   runs on to its safe point T;
 3. at T, on the application's thread: quiesce check, local snapshot through the selected CRS
    component, agreement over mpi4py, ``saved`` to the coordinator, then wait for ``committed``.
 
 No message is exchanged at ordinary safe points: the cost in the application loop is the runtime's
 single global test.
 
-Transparent mode (the rank runs under the MPI layer ``snapc.crcp``, preloaded by our mpirun for
-``--mca crs blcr`` or ``--mca crs mtcp``): no safe points and no help from the application,
-whose thread is left where it is (computing, or blocked in MPI inside the layer). On
-``prepare`` a worker thread has the layer reach a consistent cut and tear MPI down, and reports
-count 0; on ``target`` it detaches from the coordinator (the image must hold no network socket)
-and has a child of its own (``snapc.rank_image``) save this process, then waits for it: with
-blcr the child dumps it from outside, with mtcp the kernel preloaded here writes the image at
-the child's request (``crcp.component()`` says which, as our mpirun launched the rank). When the
-wait returns in the same job, it reconnects, reports ``saved``, waits for ``committed`` and has
-the layer bring MPI back; when it returns in a process restored by ``opal-restart`` in a new
-job (its parent changed), it rebuilds MPI in the new job and registers with its coordinator.
+Transparent mode (the rank runs under the MPI layer ``snapc.crcp``, preloaded by our mpirun on MPICH
+unless ``crs`` names self only, and the program registered no callback or the job asked for ``blcr``
+or ``mtcp``): no safe points and no help from the application, whose thread is left where it is
+(computing, or blocked in MPI inside the layer). On ``begin`` a worker thread has the layer reach a
+consistent cut and tear MPI down, and reports count 0; on ``target`` it detaches from the
+coordinator (the image must hold no network socket) and has a child of its own
+(``snapc.rank_image``) save this process, then waits for it: with blcr the child dumps it from
+outside, with mtcp the kernel preloaded here writes the image at the child's request
+(``crcp.component()`` says which, as our mpirun launched the rank). When the wait returns in the
+same job, it reconnects, reports ``saved``, waits for ``committed`` and has the layer bring MPI
+back; when it returns in a process restored by ``opal-restart`` in a new job (its parent changed),
+it rebuilds MPI in the new job and registers with its coordinator.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,16 +112,22 @@ class AppCoordinator:
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
-        if op == "prepare" and self.transparent:
+        if op == "prepare":  # how this rank can be saved; the coordinator picks for all
+            # not on this thread: a program still starting is given time to register callbacks
+            threading.Thread(target=self._report_method,
+                             args=(msg["seq"], msg.get("callbacks_matter", True)),
+                             name="pycrs-method", daemon=True).start()
+            return
+        if op == "begin" and msg.get("method") != "self":
             with self.cond:
                 self.seq, self.target = msg["seq"], None
                 self.outcomes = {k: v for k, v in self.outcomes.items() if k >= self.seq - 1}
             # not on this thread: it must go on reading (target, abort) while the layer works
-            threading.Thread(target=self._transparent_checkpoint, args=(msg["seq"], msg.get("crs")),
+            threading.Thread(target=self._transparent_checkpoint, args=(msg["seq"],),
                              name="pycrs-crcp", daemon=True).start()
             return
         with self.cond:
-            if op == "prepare":
+            if op == "begin":
                 self.seq, self.target = msg["seq"], None
                 self.outcomes = {k: v for k, v in self.outcomes.items() if k >= self.seq - 1}
                 runtime.request_safe_point_call()
@@ -133,7 +143,7 @@ class AppCoordinator:
             elif op == "committed":
                 self.outcomes[msg["seq"]] = msg
             self.cond.notify_all()
-        if op == "prepare":
+        if op == "begin":
             self.send({"op": "count", "seq": msg["seq"], "count": count})
 
     def goodbye(self) -> None:
@@ -160,6 +170,8 @@ class AppCoordinator:
         return False
 
     def _checkpoint(self, target: Target, count: int) -> None:
+        with suppress(OSError):  # the coordinator's wait for safe points ends here
+            self.send({"op": "reached", "seq": target.seq})
         comm = quiesce.private_comm()
         ok, message, component = True, "", ""
         try:
@@ -207,20 +219,46 @@ class AppCoordinator:
             while not ready():
                 self.cond.wait()
 
-    def _transparent_checkpoint(self, seq: int, only: str | None) -> None:
+    def _report_method(self, seq: int, callbacks_matter: bool) -> None:
+        """Tell the coordinator how this rank can be saved. A program that has registered no
+        callback yet and has not passed a safe point may still be importing its main module (a
+        slow launcher, a loaded machine): it is asked again until it registers one, passes a
+        safe point, or is older than crs_base_startup_timeout, so that a request made as the job
+        starts neither refuses a half-started program nor saves whole one that will have
+        callbacks (the choice must not depend on how fast the machine is). When only image
+        components are allowed (``callbacks_matter`` false) the answer is the same either way,
+        and is given at once."""
+        grace_until = runtime.started_at() + runtime.params().get_int("crs_base_startup_timeout")
+        while (callbacks_matter and not has_checkpoint_callback()
+               and runtime.safe_points_passed() == 0
+               and time.clock_gettime(time.CLOCK_BOOTTIME) < grace_until and self.connected):
+            time.sleep(0.05)
+        self.send({"op": "method", "seq": seq, "rank": self.rank,
+                   "callbacks": has_checkpoint_callback(), "image": self.image_component()})
+
+    def image_component(self) -> str | None:
+        """The component that saves this rank whole (its MPI layer's), None without the layer."""
+        if not self.transparent:
+            return None
+        from . import crcp
+
+        return crcp.component()
+
+    def _transparent_checkpoint(self, seq: int) -> None:
         """One checkpoint on the worker thread; see the module docstring."""
         from . import crcp
 
         ok, message = True, ""
         component = crcp.component()
-        if only and only != component:
-            ok, message = False, (f"rank {self.rank}: the ranks of this job run under the MPI "
-                                  f"layer and are saved whole by {component}, not by {only}")
-        else:
-            try:
-                crcp.quiesce(float(runtime.params().get_int("snapc_crcp_quiesce_timeout")))
-            except crcp.LayerError as exc:
-                ok, message = False, f"rank {self.rank}: {exc}"
+        # A rank asked for as the job starts may not have initialized MPI yet: its MPI_Init is
+        # awaited as its registration was (snapc_base_registration_timeout).
+        deadline = time.monotonic() + runtime.params().get_int("snapc_base_registration_timeout")
+        while not crcp.active() and time.monotonic() < deadline and self.seq == seq:
+            time.sleep(0.02)
+        try:
+            crcp.quiesce(float(runtime.params().get_int("snapc_crcp_quiesce_timeout")))
+        except crcp.LayerError as exc:
+            ok, message = False, f"rank {self.rank}: {exc}"
         torn_down = ok  # MPI is down until resumed (a refused quiesce left it up)
         try:
             self.send({"op": "count", "seq": seq, "count": 0, "cut": ok})
@@ -388,6 +426,14 @@ class AppCoordinator:
                 self.detaching, self.connected = False, False
 
 
+def has_checkpoint_callback() -> bool:
+    """Whether the program registered a checkpoint callback (the self component's), as
+    ``crs.on_checkpoint`` or by name in ``__main__``."""
+    from crs.plugins.self import callbacks
+
+    return callbacks.current().checkpoint is not None
+
+
 def _exit_torn_down() -> None:
     """End the rank after a checkpoint with --term while MPI is still torn down: the layer's
     teardown finalized the MPI session (and with it the launcher's PMI session), so the launcher
@@ -476,10 +522,9 @@ def activate_if_in_job() -> AppCoordinator | None:
     coordinator = AppCoordinator(sock, rank, size, address, token, transparent)
     coordinator.send({"op": "hello", "token": token, "rank": rank,
                       "size": size, "pid": os.getpid(), "host": socket.gethostname()})
-    if restart_dir and not transparent:
+    if restart_dir:  # restarted at safe points: the rank's state comes from its snapshot
         runtime.set_restart_snapshot(Path(restart_dir) / local_snapshot_name(rank))
-    if not transparent:  # under the layer, checkpoints never wait for safe points
-        runtime.set_coordinator(coordinator)
+    runtime.set_coordinator(coordinator)  # for checkpoints at safe points, under the layer too
     coordinator.start_serving()
     atexit.register(coordinator.goodbye)
     _coordinator = coordinator

@@ -4,7 +4,11 @@ It listens on two endpoints: a private Unix socket named by the JOBID (its PID) 
 tools (``ompi-checkpoint``), and a TCP socket with a per-job secret for the ranks' application
 coordinators. Checkpoint requests are served one at a time, in arrival order:
 
-    prepare -> every rank reports its safe-point count c
+    prepare -> every rank says how it can be saved (a checkpoint callback registered; the
+               image component of its MPI layer); the coordinator picks one way for all
+               (``snapc.method``) or fails the request at once
+    begin   -> the method; every rank reports its safe-point count c (under the MPI layer: 0,
+               once the ranks are at a consistent cut and MPI is torn down)
     target  -> T = max(c) + 1 is sent to every rank; each saves itself at its safe point T
     saved   <- every rank reports its outcome (they also agree among themselves over mpi4py)
     commit  -> the sequence directory is renamed into place and ``Finished Seq`` recorded
@@ -27,6 +31,7 @@ import os
 import queue
 import secrets
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,12 +42,20 @@ from crs import endpoint
 from crs.params import Params
 from crs.snapshot import SnapshotError
 
-from . import jobenv
+from . import jobenv, method
+from .period import Period
 from .storage import GlobalSnapshotWriter, global_snapshot_name
+
+#: what the ranks are asked for, at safe points (False) or as images (True)
+TOWARDS = {False: "their safe point", True: "a consistent cut"}
 
 
 class CheckpointFailed(Exception):
     """A coordinated checkpoint did not complete; the message says which rank and why."""
+
+
+class JobEnded(CheckpointFailed):
+    """The job ended (its program finished) before or during the checkpoint."""
 
 
 def merge_failures(messages: list[str]) -> str:
@@ -134,10 +147,15 @@ class GlobalCoordinator:
         self.size: int | None = None
         self.registered = threading.Condition()
         self.requests: queue.Queue[Request] = queue.Queue()
+        self.period = Period(params)
+        #: the sequence this job restarted from: never removed by snapc_base_keep
+        self.restarted_from: int | None = None
         # Every rank's messages, in arrival order; None marks a rank whose connection ended.
         self.inbox: queue.Queue[tuple[RankLink, dict[str, Any] | None]] = queue.Queue()
         self.job_ended = threading.Event()
         self.last_seq: int | None = None
+        # messages of the running checkpoint that came before the step that reads them
+        self._ahead: list[tuple[RankLink, dict[str, Any]]] = []
         self.state = "idle"
         self._writer: GlobalSnapshotWriter | None = None
         #: a rank of a restarted job that could not be restored: (rank, why); the job must end
@@ -156,8 +174,36 @@ class GlobalCoordinator:
                 jobenv.ENV_JOBID: str(self.jobid)}
 
     def start(self) -> None:
-        for target in (self._accept_ranks, self._accept_tools, self._work):
+        targets = [self._accept_ranks, self._accept_tools, self._work]
+        if self.period.enabled:
+            targets.append(self._periodic)
+        for target in targets:
             threading.Thread(target=target, name=f"pycrs-{target.__name__}", daemon=True).start()
+
+    # -- the job's own checkpoints ------------------------------------------------------------
+    def _periodic(self) -> None:
+        """Checkpoint the job every snapc_base_period seconds (snapc.period), counted from the
+        end of one checkpoint; a request of a tool in between does as well. A failure is said in
+        one line on stderr and the job goes on; the next one is tried after the interval."""
+        done = time.monotonic()
+        while True:
+            interval = self.period.interval() or 0.0
+            if self.job_ended.wait(max(0.0, done + interval - time.monotonic())):
+                return
+            if self.state != "idle" or not self.requests.empty():
+                done = time.monotonic()  # a tool's checkpoint is under way: it counts as one
+                continue
+            req = Request()
+            started = time.monotonic()
+            self.requests.put(req)
+            while (event := req.events.get())["event"] not in endpoint.FINAL_EVENTS:
+                pass
+            done = time.monotonic()
+            if event["event"] == "done":
+                self.period.measured(done - started)
+            elif not self.job_ended.is_set() and not event.get("job_ended"):
+                print(f"mpirun: periodic checkpoint failed: {event.get('message')}; the job goes "
+                      "on", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """The job ended: fail what is pending, let the tools hear it, remove the endpoint."""
@@ -251,7 +297,7 @@ class GlobalCoordinator:
         with self.registered:
             while True:
                 if self.job_ended.is_set():
-                    raise CheckpointFailed("the job ended before the checkpoint started")
+                    raise JobEnded("the job ended before the checkpoint started")
                 links = [link for link in self.ranks.values() if link.alive]
                 if self.size is not None and len(links) == self.size:
                     return sorted(links, key=lambda link: link.rank)
@@ -264,13 +310,20 @@ class GlobalCoordinator:
                 req.events.put({"event": "status", "message": "waiting for ranks to register"})
                 self.registered.wait(0.5)
 
-    def _gather(self, links: list[RankLink], op: str, seq: int) -> list[dict[str, Any]]:
+    def _gather(self, links: list[RankLink], op: str, seq: int,
+                timeout: float = 0, late: str = "") -> list[dict[str, Any]]:
         """One ``op`` message of ``seq`` from every rank, in rank order; the first rank to go
-        away (in the order it happened) fails the checkpoint."""
+        away (in the order it happened) fails the checkpoint, as do ranks still silent after
+        ``timeout`` seconds (if not 0), named before ``late``."""
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        got: dict[int, dict[str, Any]] = {}
+        for link, message in list(self._ahead):
+            if message.get("seq") == seq and message.get("op") == op:
+                self._ahead.remove((link, message))
+                got[link.rank] = message
         for link in links:
             if not link.alive:
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) is gone")
-        got: dict[int, dict[str, Any]] = {}
         detach_timeout = float(self.params.get_int("snapc_base_detach_timeout"))
         while len(got) < len(links):
             for link in links:
@@ -283,20 +336,27 @@ class GlobalCoordinator:
                             f"rank {link.rank} (PID {link.pid} on {link.host}) did not come back "
                             f"within {detach_timeout:g} s after it detached for its image "
                             "(snapc_base_detach_timeout)")
+            if deadline is not None and time.monotonic() > deadline:
+                silent = [str(link.rank) for link in links if link.rank not in got]
+                raise CheckpointFailed(f"rank{'s' if len(silent) > 1 else ''} "
+                                       f"{', '.join(silent)} {late}")
             try:
                 link, message = self.inbox.get(timeout=0.5)
             except queue.Empty:
                 if self.job_ended.is_set():
-                    raise CheckpointFailed("the job ended during the checkpoint") from None
+                    raise JobEnded("the job ended during the checkpoint") from None
                 continue
             if message is None and link in links:
                 if link.finished:  # it said goodbye: the program ended, it did not die
-                    raise CheckpointFailed(f"the job ended during the checkpoint (rank "
+                    raise JobEnded(f"the job ended during the checkpoint (rank "
                                            f"{link.rank} finished before the agreed safe point)")
                 raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
                                        "during the checkpoint")
-            if message is not None and message.get("op") == op and message.get("seq") == seq:
-                got[link.rank] = message
+            if message is not None and message.get("seq") == seq:
+                if message.get("op") == op:
+                    got[link.rank] = message
+                else:  # a rank ahead of the others: its next step's message, for later
+                    self._ahead.append((link, message))
         return [got[link.rank] for link in links]
 
     # -- tools --------------------------------------------------------------------------------
@@ -358,7 +418,11 @@ class GlobalCoordinator:
             try:
                 seq = self._checkpoint(req)
             except (CheckpointFailed, SnapshotError, OSError) as exc:
-                req.events.put({"event": "error", "message": str(exc)})
+                req.events.put({"event": "error", "message": str(exc),
+                                "job_ended": isinstance(exc, JobEnded)})
+            except Exception as exc:  # a bug here must not leave the tool waiting forever
+                req.events.put({"event": "error", "message": f"internal error in the global "
+                                f"coordinator: {type(exc).__name__}: {exc}"})
             else:
                 req.events.put({"event": "done", "seq": seq, "snapshot": str(self.snapshot_dir)})
             finally:
@@ -375,14 +439,22 @@ class GlobalCoordinator:
         links = self._wait_for_ranks(req)
         writer = self._storage()
         seq = writer.next_seq()
+        self._ahead.clear()
         partial = writer.begin(seq)
         self.state = f"checkpointing sequence {seq}"
-        req.events.put({"event": "status", "message": f"sequence {seq}: asking "
-                        f"{len(links)} ranks for their safe point"})
         committed = False
         try:
+            from crs.framework import parse_selection
+
+            matter = method.callbacks_matter(*parse_selection(req.only or self.params.get("crs")))
             for link in links:
-                link.send({"op": "prepare", "seq": seq, "crs": req.only})
+                link.send({"op": "prepare", "seq": seq, "crs": req.only,
+                           "callbacks_matter": matter})
+            how = self._method(req, self._gather(links, "method", seq))
+            req.events.put({"event": "status", "message": f"sequence {seq}: asking "
+                            f"{len(links)} ranks for {TOWARDS[how != 'self']}"})
+            for link in links:
+                link.send({"op": "begin", "seq": seq, "method": how})
             replies = self._gather(links, "count", seq)
             at = max(m["count"] for m in replies) + 1
             if all("cut" in m for m in replies):  # under the MPI layer: no safe points
@@ -395,6 +467,10 @@ class GlobalCoordinator:
             for link in links:
                 link.send({"op": "target", "seq": seq, "at": at, "dir": str(partial),
                            "term": req.term, "stop": req.stop, "crs": req.only})
+            if how == "self":  # a safe point may never come: that wait is bounded
+                limit = self.params.get_int("crs_base_safe_point_timeout")
+                self._gather(links, "reached", seq, limit, f"reached no safe point within "
+                             f"{limit} s (crs_base_safe_point_timeout); the job goes on")
             results = self._gather(links, "saved", seq)
             failures = [r["message"] for r in results if not r.get("ok")]
             if failures:
@@ -405,11 +481,39 @@ class GlobalCoordinator:
             writer.commit(seq, partial, ",".join(components), len(links))
             committed = True
             self.last_seq = seq
+            keep = self.params.get_int("snapc_base_keep")
+            if keep > 0:
+                protect = {seq} | ({self.restarted_from} if self.restarted_from is not None
+                                   else set())
+                try:
+                    writer.prune(keep, protect)
+                except (OSError, SnapshotError) as exc:  # the new sequence stands all the same
+                    print(f"mpirun: older sequences not removed (snapc_base_keep): {exc}",
+                          file=sys.stderr, flush=True)
         finally:
             if not committed:
                 writer.abort(partial)
+                if writer.remove_if_unused():
+                    self._writer = None  # the next request creates it again
             self._tell_ranks(links, seq, committed)
         return seq
+
+    def _method(self, req: Request, replies: list[dict[str, Any]]) -> str:
+        """How the ranks are saved this time (snapc.method); fails the request at once, in one
+        line, when no way can serve every rank."""
+        from crs.framework import component_names, parse_selection
+
+        include, exclude = parse_selection(req.only or self.params.get("crs"))
+        unknown = sorted(((include or set()) | exclude) - set(component_names()))
+        if unknown:
+            raise CheckpointFailed(f"unknown CRS component {', '.join(unknown)} (installed: "
+                                   f"{', '.join(component_names())})")
+        reports = [method.RankReport(m["rank"], bool(m["callbacks"]), m.get("image"))
+                   for m in replies]
+        try:
+            return method.choose(include, exclude, reports)
+        except method.NoMethod as exc:
+            raise CheckpointFailed(str(exc)) from None
 
     def _tell_ranks(self, links: list[RankLink], seq: int, ok: bool) -> None:
         for link in links:

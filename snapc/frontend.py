@@ -14,6 +14,7 @@ rank is saved whole as a process image.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ from crs.launch import cr_environment
 from . import crcp, jobenv
 from .launcher import RealLauncher, find_real_launcher
 from .layer import NAME
+from .period import Period
 
 TOOL = "mpirun"
 IMAGE_COMPONENTS = frozenset(crcp.COMPONENTS)
@@ -39,6 +41,8 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signa
              signal.SIGTSTP, signal.SIGCONT)
 SI_KERNEL = 0x80  # si_code of a signal the terminal sent to the whole foreground group
 HELP = ("-h", "--help", "-help")  # hydra's and prterun's
+#: parameter names of ours; under Open MPI, other --mca names are its own
+OUR_PREFIXES = ("crs", "snapc", "ft_cr", "mpirun_", "pycrs")
 
 # Launcher options (MPICH's hydra and Open MPI's prterun) that take a value, so that the value
 # is not mistaken for the program.
@@ -110,6 +114,9 @@ def _main(argv: list[str]) -> int:
     prm = crs_params.Params(cli=cmd.mca, amca=cmd.amca)
     prm.validate()
     launcher = find_real_launcher(prm.get("mpirun_launcher") or None)
+    if prm.get_bool("ft_cr_enabled"):
+        refuse_unknown_parameters(cmd, launcher)
+        Period(prm)  # a wrong snapc_base_period is refused before anything starts
     if not cmd.program and any(t in HELP for t in cmd.launcher_options):
         # what we are, in one line, before the launcher's own help
         print(f"{TOOL} (pycrs): run an MPI job with {launcher.path}; with -am ft-enable-cr it "
@@ -137,22 +144,39 @@ def _launcher_arguments(launcher: RealLauncher, prm: crs_params.Params, cmd: Com
 
 
 def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> str | None:
-    """The image-based component the job's ranks are to be saved with (``blcr`` or ``mtcp``),
-    or None when ``crs`` does not name image-based components only (the self component at safe
-    points). Where both are named, mtcp (priority 15) wins over blcr (10), as in any selection.
-    Raises UsageError, in one line, where that cannot work."""
-    from crs.framework import parse_selection
+    """The image-based component the job's ranks can be saved with (``blcr`` or ``mtcp``), for
+    which the MPI layer is preloaded into every rank; None when the ranks can only be saved at
+    safe points (``crs`` names no image component, or Open MPI without an explicit request).
 
-    include, _ = parse_selection(prm.get("crs"))
-    if not include or not include <= IMAGE_COMPONENTS:
+    With ``crs`` empty (``-am ft-enable-cr`` alone) the layer is preloaded on MPICH for blcr
+    where this user may trace its own processes, else for mtcp: ranks whose program registers
+    no checkpoint callback are then saved whole, any other at its safe points (``snapc.method``
+    decides at each checkpoint). Where several are named, mtcp (priority 15) wins over blcr
+    (10), as in any selection. Raises UsageError, in one line, where that cannot work."""
+    from crs.framework import component_names, parse_selection
+
+    include, exclude = parse_selection(prm.get("crs"))
+    installed = component_names()
+    unknown = sorted(((include or set()) | exclude) - set(installed))
+    if unknown:
+        raise UsageError(f"--mca crs {prm.get('crs')}: unknown CRS component "
+                         f"{', '.join(unknown)} (installed: {', '.join(installed)})")
+    explicit = include is not None
+    images = (include if explicit else IMAGE_COMPONENTS) & (IMAGE_COMPONENTS - exclude)
+    if not images:
         return None
     if launcher.flavour == "openmpi":
+        if not explicit:
+            return None  # safe points only: a checkpoint says so at once if there are none
         raise UsageError(
             f"--mca crs {prm.get('crs')}: transparent checkpoint of MPI ranks needs MPICH; "
             f"{launcher.version() or 'Open MPI'} cannot finalize and re-initialize MPI sessions "
             "more than once, so its ranks cannot be saved as images (docs/design/"
             "transparent-mpi.md); use the self component (--mca crs self)")
-    component = "mtcp" if "mtcp" in include else "blcr"
+    if "mtcp" in images and (explicit or "blcr" not in images or not may_trace_own_processes()):
+        component = "mtcp"
+    else:
+        component = "blcr"
     for library in jobenv.layer_libraries(component):
         if not library.is_file():
             what = "the MPI layer" if library == crcp.library_path() else "the mtcp kernel"
@@ -173,6 +197,34 @@ def transparent_checkpoint(prm: crs_params.Params, launcher: RealLauncher) -> st
     return component
 
 
+def may_trace_own_processes() -> bool:
+    """Whether a rank's child may trace the rank (blcr saves it so): Yama's ptrace_scope 0 or 1
+    (the rank names its tracer), 2 with CAP_SYS_PTRACE (taken as root), never at 3."""
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        return True  # no Yama: the usual same-user rules
+    return scope <= 1 or (scope == 2 and os.geteuid() == 0)
+
+
+def refuse_unknown_parameters(cmd: CommandLine, launcher: RealLauncher) -> None:
+    """A misspelled parameter is refused at launch instead of being ignored. Names of ours are
+    known; under Open MPI, other names are its launcher's own and pass through, unless they
+    look like ours."""
+    from crs.framework import manager
+
+    manager()  # loading the components registers their parameters
+    known = {spec.name for spec in crs_params.registered()}
+    for name, _ in cmd.mca:
+        if name in known:
+            continue
+        if launcher.flavour == "openmpi" and not name.startswith(OUR_PREFIXES):
+            continue
+        near = difflib.get_close_matches(name, known, n=1)
+        raise UsageError(f"--mca {name}: unknown parameter" + (f" (did you mean {near[0]}?)"
+                         if near else "") + "; 'pycrs info' lists them")
+
+
 def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
             argv: list[str]) -> int:
     """Be the global coordinator of a C/R job; return the job's exit status."""
@@ -190,6 +242,8 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
         ("AMCA", ":".join(cmd.amca)),
     ]
     coordinator = GlobalCoordinator(prm, records, Path(restart_dir) if restart_dir else None)
+    if restart_seq is not None and restart_seq.isdigit():
+        coordinator.restarted_from = int(restart_seq)
     env = cr_environment(os.environ, prm.child_env())
     env.update(layers.environment(env, NAME))  # the ranks run SnapC's layer (snapc/layer.py)
     env.update(coordinator.rank_environment())

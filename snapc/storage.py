@@ -35,6 +35,10 @@ from crs.snapshot import (
 META_FILE = "global_snapshot_meta.data"
 
 
+#: the metadata record of a finished sequence removed since (snapc_base_keep)
+REMOVED = "Removed Seq"
+
+
 def global_snapshot_name(jobid: int) -> str:
     return f"ompi_global_snapshot_{jobid}.ckpt"
 
@@ -62,9 +66,17 @@ class GlobalSnapshot:
             raise SnapshotError(f"{self.path}: not a global snapshot (no {META_FILE})")
         self.meta = Meta.read(self.path / META_FILE)
         self.seqs: dict[int, SeqRecord] = {}
+        #: finished sequences removed since (snapc_base_keep)
+        self.removed: set[int] = set()
         current: dict[str, str] = {}
         for key, value in self.meta.records:
-            if key == "Seq":
+            if key == REMOVED:
+                try:
+                    self.removed.add(int(value))
+                except ValueError:
+                    raise SnapshotError(f"{self.path / META_FILE}: malformed {REMOVED} record "
+                                        f"{value!r}") from None
+            elif key == "Seq":
                 current = {"Seq": value}
             elif key == "Finished Seq":
                 try:
@@ -77,6 +89,8 @@ class GlobalSnapshot:
                                         f"record {value!r}") from None
             elif current:
                 current[key] = value
+        for seq in self.removed:
+            self.seqs.pop(seq, None)
 
     @property
     def finished(self) -> list[int]:
@@ -97,6 +111,9 @@ class GlobalSnapshot:
         """The record of ``seq``, or SnapshotError if it never finished."""
         if seq not in self.seqs:
             have = ", ".join(map(str, self.finished)) or "none"
+            if seq in self.removed:
+                raise SnapshotError(f"{self.path}: sequence {seq} was removed to keep only the "
+                                    f"newest ones (snapc_base_keep; finished sequences: {have})")
             state = "exists but never finished" if self.seq_dir(seq).exists() else "does not exist"
             raise SnapshotError(f"{self.path}: sequence {seq} {state} (finished sequences: {have})")
         return self.seqs[seq]
@@ -186,6 +203,40 @@ class GlobalSnapshotWriter:
         except OSError:
             withdrawn = partial
         shutil.rmtree(withdrawn, ignore_errors=True)
+
+    def prune(self, keep: int, protect: set[int]) -> list[int]:
+        """Remove the finished sequences older than the newest ``keep`` (none of ``protect``);
+        return them. Each is first recorded as removed (so no restart picks it), then its
+        directory is withdrawn and deleted."""
+        current = GlobalSnapshot(self.path)
+        old = [s for s in current.finished[:-keep] if s not in protect] if keep > 0 else []
+        if not old:
+            return []
+        for seq in old:
+            self.meta.add(REMOVED, str(seq))
+        self._write_meta()
+        for seq in old:
+            gone = self.path / f".{seq}.aborted-{os.getpid()}-{time.time_ns()}"
+            try:
+                os.rename(self.seq_dir(seq), gone)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(gone, ignore_errors=True)
+        return old
+
+    def remove_if_unused(self) -> bool:
+        """Remove the directory if it holds no sequence, only its metadata (a job's first
+        checkpoint failed or was refused): nothing is left behind. True if removed."""
+        if any(k == "Seq" for k, _ in self.meta.records):
+            return False
+        if any(p.name != META_FILE for p in self.path.iterdir()):
+            return False
+        (self.path / META_FILE).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
 
     def seq_dir(self, seq: int) -> Path:
         return self.path / str(seq)

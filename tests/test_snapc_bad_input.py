@@ -74,12 +74,12 @@ def private_dir(factory: pytest.TempPathFactory, name: str) -> Path:
 
 
 def start_job(program: list[str], cwd: Path, np_: int = 4,
-              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+              env: dict[str, str] | None = None, crs: str = "") -> subprocess.Popen[str]:
     """Our mpirun in C/R mode in its own session (so that it can be killed whole), snapshots in
     ``cwd``, output in ``cwd``; returns once the job's control endpoint is up."""
     env = env or dict(os.environ)
     cmd = [MPICH.tool("mpirun"), "-am", "ft-enable-cr", "--mca", "snapc_base_global_snapshot_dir",
-           str(cwd), "-np", str(np_), *program]
+           str(cwd), *(["--mca", "crs", crs] if crs else []), "-np", str(np_), *program]
     with open(cwd / "job.out", "a") as out, open(cwd / "job.err", "a") as err:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True,
                                 start_new_session=True, env=env)
@@ -499,18 +499,36 @@ def test_checkpoint_unknown_component_on_a_live_job(on_live_job: LiveJob) -> Non
     assert not list(on_live_job.gdir.glob(".*"))
 
 
-@pytest.mark.parametrize("component", ["blcr", "mtcp"])
-def test_checkpoint_image_component_on_a_live_job(on_live_job: LiveJob, component: str) -> None:
-    """The image-based components save MPI ranks only in a job started for them (with the MPI
-    layer, and for mtcp its kernel): every rank says so, in one line; the job goes on, nothing
-    is left behind."""
+def test_checkpoint_other_image_component_on_a_live_job(on_live_job: LiveJob) -> None:
+    """A job started with -am ft-enable-cr alone runs its ranks under the MPI layer for blcr:
+    asked for mtcp, every rank says in one line that they are saved by blcr; the job goes on,
+    nothing is left behind."""
     job = on_live_job.proc
-    res = run([CHECKPOINT, "--mca", "crs", component, str(job.pid)])
+    res = run([CHECKPOINT, "--mca", "crs", "mtcp", str(job.pid)])
     assert_one_line_error(res, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
-                          f"{component}: cannot save the ranks of a job started without the MPI "
-                          "layer", f"mpirun -am ft-enable-cr --mca crs {component}", code=1)
+                          "saved whole by blcr, not by mtcp", code=1)
     assert res.stdout == ""
     assert not list(on_live_job.gdir.glob(".*"))
+
+
+@pytest.mark.parametrize("component", ["blcr", "mtcp"])
+def test_checkpoint_image_component_on_a_job_started_for_self(tmp_path: Path,
+                                                              component: str) -> None:
+    """The image-based components save MPI ranks only in a job started with the MPI layer (not
+    with --mca crs self): one line says so at once; the job goes on, nothing is left behind."""
+    job = start_job([MPICH.python, STENCIL, FOREVER, DELAY], tmp_path, np_=2,
+                    crs="self")
+    try:
+        res = run([CHECKPOINT, "--mca", "crs", component, str(job.pid)])
+        assert_one_line_error(res, "ompi-checkpoint", f"checkpoint of job {job.pid} failed",
+                              f"{component}: cannot save the ranks of a job started without the "
+                              f"MPI layer", f"mpirun -am ft-enable-cr --mca crs {component}",
+                              code=1)
+        assert res.stdout == ""
+        assert job.poll() is None
+        assert not list(tmp_path.glob("ompi_global_snapshot_*"))
+    finally:
+        end_job(job)
 
 
 # -- the job ends while the request waits ------------------------------------------------------

@@ -17,6 +17,7 @@ from helpers import kill_session, proc_state, wait_for_job_endpoint, wait_until
 STENCIL = str(ROOT / "examples" / "mpi_stencil.py")
 STEPS, DELAY = "400", "0.02"
 FAULTY = str(APPS / "mpi_faulty.py")
+FAULTY_STEPS = "400"  # 8 s: the second checkpoint of a test must come well before the end
 
 
 def start_job(mpi: MPI, args: list[str], gdir: Path, np_: int = 4,
@@ -128,14 +129,14 @@ def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path,
 
 @pytest.fixture(scope="module")
 def faulty_reference(mpi: MPI) -> str:
-    res = run([*mpi.plain(4), mpi.python, FAULTY, "150", "0", "none"])
+    res = run([*mpi.plain(4), mpi.python, FAULTY, FAULTY_STEPS, "0", "none"])
     assert res.returncode == 0, res.stderr
     return res.stdout
 
 
 def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path,
                                                    faulty_reference: str) -> None:
-    job = start_job(mpi, [FAULTY, "150", "0.02", "raise:2:2"], tmp_path)
+    job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "raise:2:2"], tmp_path)
     time.sleep(1.5)
     _, gdir = checkpoint(mpi, job.pid)
     before = tree_digest(gdir)
@@ -151,7 +152,7 @@ def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path,
 
 
 def test_rank_dying_during_checkpoint(mpi: MPI, tmp_path: Path, faulty_reference: str) -> None:
-    job = start_job(mpi, [FAULTY, "150", "0.02", "die:1:2"], tmp_path)
+    job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "die:1:2"], tmp_path)
     time.sleep(1.5)
     _, gdir = checkpoint(mpi, job.pid)
     res = run([mpi.tool("ompi-checkpoint"), str(job.pid)])
@@ -167,7 +168,7 @@ def test_rank_dying_during_checkpoint(mpi: MPI, tmp_path: Path, faulty_reference
 
 def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_path: Path,
                                                                faulty_reference: str) -> None:
-    job = start_job(mpi, [FAULTY, "150", "0.02", "slow:0:2"], tmp_path)
+    job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "slow:0:2"], tmp_path)
     time.sleep(1.5)
     _, gdir = checkpoint(mpi, job.pid)
     pending = subprocess.Popen([mpi.tool("ompi-checkpoint"), str(job.pid)], stdout=subprocess.PIPE,
@@ -188,7 +189,8 @@ def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_pat
 
 def test_overlapping_requests_are_queued_in_order(mpi: MPI, tmp_path: Path,
                                                   faulty_reference: str) -> None:
-    job = start_job(mpi, [FAULTY, "150", "0.02", "pause:0:1"], tmp_path)  # the first one lasts
+    # the first checkpoint lasts (rank 0 pauses in it)
+    job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "pause:0:1"], tmp_path)
     waiting = [subprocess.Popen([mpi.tool("ompi-checkpoint"), "-s", str(job.pid)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]

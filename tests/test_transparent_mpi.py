@@ -26,6 +26,7 @@ from test_snapc_e2e import restart
 MPICH = MPI("mpich", BIN)
 APP = str(APPS / "mpi_transparent.py")
 STEPS, DELAY = "1200", "0.005"  # about 8 s per run on the 2-core dev VM
+LONG_STEPS = "4000"  # longer than crs_base_startup_timeout (10 s) on any machine
 PR_SET_CHILD_SUBREAPER = 36
 STARTED = re.compile(r"mpi_transparent: rank \d+ of \d+ started")
 
@@ -119,8 +120,8 @@ def no_job_left() -> object:
 
 def start(where: Path, np_: int, *args: str, mpi: MPI = MPICH, crs: str = "blcr",
           steps: str = STEPS, mca: tuple[str, ...] = ()) -> Job:
-    cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr", "--mca", "crs", crs,
-           *mca,
+    cmd = [mpi.tool("mpirun"), *mpi.launcher_options, "-am", "ft-enable-cr",
+           *(["--mca", "crs", crs] if crs else []), *mca,
            "--mca", "snapc_base_global_snapshot_dir", str(where), "-np", str(np_), mpi.python,
            APP, steps, DELAY, *args]
     return Job(cmd, where, np_)
@@ -144,12 +145,12 @@ def at_random_moment(job: Job) -> None:
     time.sleep(random.uniform(0.0, 1.5))
 
 
-def restarted(gdir: Path, np_: int, *extra: str) -> None:
+def restarted(gdir: Path, np_: int, *extra: str, steps: str = STEPS) -> None:
     """ompi-restart of ``gdir``: the job ends as an uninterrupted run, with restored ranks
     (none of them starts the program again)."""
     res = restart(MPICH, gdir, *extra)
     assert res.returncode == 0, res.stderr
-    assert tuple(res.stdout.splitlines()) == reference(np_)
+    assert tuple(res.stdout.splitlines()) == reference(np_, steps)
     assert not STARTED.search(res.stderr), res.stderr
 
 
@@ -178,6 +179,21 @@ def one_line_error(stderr: str, prog: str, *needles: str) -> None:
 
 
 # -- checkpoint, kill, restart -----------------------------------------------------------------
+def test_the_first_line_of_the_readme(tmp_path: Path) -> None:
+    """mpirun -am ft-enable-cr with no other option, an unmodified program, ompi-checkpoint at a
+    random moment, the job killed, ompi-restart: the uninterrupted run's output. The ranks
+    registered no callback, so they are saved whole (blcr, this user may trace its processes).
+    Asked for in the ranks' first crs_base_startup_timeout seconds, the checkpoint waits until
+    then for callbacks that may still come: the job runs longer than that."""
+    job = start(tmp_path, 3, crs="", steps=LONG_STEPS)
+    at_random_moment(job)
+    seq, gdir = checkpoint(MPICH, job.pid, job=job)
+    ranks = sorted((gdir / str(seq)).iterdir())
+    assert all("OPAL CRS Component: blcr" in (p / "snapshot_meta.data").read_text() for p in ranks)
+    job.kill()
+    restarted(gdir, 3, steps=LONG_STEPS)
+
+
 def test_checkpoint_kill_restart(tmp_path: Path) -> None:
     job = start(tmp_path, 3)
     at_random_moment(job)
@@ -413,14 +429,17 @@ def test_a_cut_held_back_past_the_quiesce_timeout_fails_the_checkpoint(tmp_path:
 
 
 def test_other_component_on_a_transparent_job(tmp_path: Path) -> None:
-    job = start(tmp_path, 2)
+    """Asked for self, the ranks wait for callbacks until crs_base_startup_timeout (they may be
+    starting still), then refuse in one line; the next checkpoint, for blcr, works."""
+    job = start(tmp_path, 2, steps=LONG_STEPS)
     job.wait_started()
-    checkpoint_refused(job, "saved whole by blcr, not by self", options=("--mca", "crs", "self"))
+    checkpoint_refused(job, "registered no checkpoint callback", "which the self component needs",
+                       "saved whole by blcr", options=("--mca", "crs", "self"))
     _, gdir = checkpoint(MPICH, job.pid, job=job)  # and the next one works
     code, out, err = job.finish()
     assert code == 0, err
-    assert tuple(out.splitlines()) == reference(2)
-    restarted(gdir, 2)
+    assert tuple(out.splitlines()) == reference(2, LONG_STEPS)
+    restarted(gdir, 2, steps=LONG_STEPS)
 
 
 def test_open_mpi_is_refused_at_launch(tmp_path: Path) -> None:

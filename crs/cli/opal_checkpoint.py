@@ -67,6 +67,7 @@ def _run(argv: list[str] | None) -> int:
 
     if ns.verbose:
         print(f"{TOOL}: checkpointing process {pid} into {target}", file=sys.stderr)
+    _wait_while_starting(pid, prm)
     if _from_outside(prm) or _outside_only(pid, prm):
         return _save_from_outside(pid, target, prm, CheckpointOptions(ns.term, ns.stop),
                                   ns.verbose)
@@ -83,6 +84,23 @@ def _run(argv: list[str] | None) -> int:
 
 HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save it from outside "
         "with --mca crs blcr (or mtcp, for a process with the mtcp kernel loaded)")
+
+
+def _wait_while_starting(pid: int, prm: params.Params) -> None:
+    """A process pycrs is still starting (``pycrs run ... & opal-checkpoint $!``) is given up to
+    crs_base_startup_timeout to serve its control endpoint, and its mtcp kernel, if it is
+    started with one, to serve the kernel's."""
+    from crs import endpoint, framework, starting
+    from crs.plugins.mtcp import library_path, socket_path
+
+    timeout = prm.get_int("crs_base_startup_timeout")
+    include, exclude = framework.parse_selection(prm.get("crs"))
+    if not endpoint.process_socket(pid).exists() and (include is None or include - OUTSIDE):
+        starting.wait_for(endpoint.process_socket(pid), pid,
+                          lambda: starting.cr_enabled_in(pid), timeout)
+    if "mtcp" in (include or {"mtcp"}) - exclude and not socket_path(pid).exists():
+        starting.wait_for(socket_path(pid), pid,
+                          lambda: starting.preloads(pid, library_path()), timeout)
 
 
 def _from_outside(prm: params.Params) -> bool:

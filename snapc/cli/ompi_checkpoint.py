@@ -84,8 +84,14 @@ def _run(argv: list[str] | None) -> int:
         jobid = int(ns.jobid)
     except ValueError:
         raise UsageError(f"JOBID must be a number, not {ns.jobid!r}") from None
+    path = job_socket(jobid)
+    if not path.exists():  # our mpirun may still be on its way to listening
+        from crs import starting
+
+        starting.wait_for(path, jobid, lambda: starting.runs_tool(jobid, "snapc.frontend"),
+                          prm.get_int("snapc_base_registration_timeout"))
     try:
-        sock = endpoint.connect(jobid, "job", job_socket(jobid), HINT)
+        sock = endpoint.connect(jobid, "job", path, HINT)
     except endpoint.EndpointError:
         owner = job_of(jobid)
         if owner is None:

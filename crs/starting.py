@@ -1,0 +1,66 @@
+"""Processes that pycrs is still starting: a request for one of them waits, for a bounded time,
+until it serves the endpoint it will serve, instead of denying that it runs under pycrs.
+
+``mpirun -am ft-enable-cr ... & ompi-checkpoint $!`` reaches our mpirun before it listens, and
+``pycrs run --mca crs mtcp PROGRAM & opal-checkpoint --mca crs mtcp $!`` reaches the program
+before its kernel does. What is known of such a process without its help: which program it runs
+(our console scripts, before they exec or listen) and the environment it was started with.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def environment(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` was started with (empty if it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for entry in raw.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def runs_tool(pid: int, module: str) -> bool:
+    """Whether ``pid`` runs one of our console scripts (a Python script importing ``module``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if len(argv) < 2:
+            return False
+        with open(argv[1], "rb") as f:
+            return f"from {module} import".encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def wait_for(path: Path, pid: int, starting: Callable[[], bool], timeout: float) -> bool:
+    """Wait until ``path`` exists, while process ``pid`` lives and ``starting()`` says it is
+    still on its way to serving it, at most ``timeout`` seconds; True once it exists."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not os.path.exists(f"/proc/{pid}") or not starting() or time.monotonic() > deadline:
+            return path.exists()
+        time.sleep(0.02)
+    return True
+
+
+def cr_enabled_in(pid: int) -> bool:
+    """Whether ``pid`` was started with checkpoint/restart enabled (``pycrs run`` sets it), or is
+    still ``pycrs run`` itself, about to exec the program."""
+    return (environment(pid).get("OMPI_MCA_ft_cr_enabled") == "1"
+            or runs_tool(pid, "crs.cli.pycrs"))
+
+
+def preloads(pid: int, library: Path) -> bool:
+    """Whether ``pid`` was started with ``library`` in its LD_PRELOAD, or is still ``pycrs run``
+    (which puts it there for --mca crs mtcp)."""
+    preload = environment(pid).get("LD_PRELOAD", "")
+    return (str(library) in preload.replace(" ", ":").split(":")
+            or runs_tool(pid, "crs.cli.pycrs"))
