@@ -194,6 +194,9 @@ class Node:
         local.mkdir()
 
 
+#: the repository this test suite belongs to (its .venv holds the programs every node runs)
+SOURCE_TREE = Path(__file__).resolve().parents[2]
+
 class Cluster:
     """``n`` compute nodes ``node1``..``nodeN`` and a head node ``head`` on ``subnet``.0/24.
 
@@ -207,9 +210,12 @@ class Cluster:
         self.root = Path(root).absolute()
         self.subnet = subnet
         self.shared = [Path(p).absolute() for p in (shared or [])]
-        if Path("/tmp") in self.root.parents and not any(s == self.root or s in self.root.parents
+        # every node sees the cluster's own directory, and the source tree with its virtual
+        # environments (a CI job may clone the repository under /tmp)
+        for needed in (self.root, SOURCE_TREE):
+            if Path("/tmp") in needed.parents and not any(s == needed or s in needed.parents
                                                           for s in self.shared):
-            self.shared.append(self.root)  # every node sees the cluster's own directory
+                self.shared.append(needed)
         self.id = uuid.uuid4().hex[:12]
         names = (["head"] if head else []) + [f"node{i}" for i in range(1, n + 1)]
         hosts = {"head": 10} | {f"node{i}": 10 + i for i in range(1, n + 1)}
