@@ -51,16 +51,31 @@ def wait_for(path: Path, pid: int, starting: Callable[[], bool], timeout: float)
     return True
 
 
+def about_to_exec(pid: int, within: float = 1.0) -> bool:
+    """Whether ``pid`` was forked less than ``within`` seconds ago and still runs its parent's
+    command line: between fork and exec (``pycrs run ... & opal-checkpoint $!`` may look then),
+    nothing tells what it will run, so it is waited for, that long at most."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        ppid, started = int(fields[1]), int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        same = (Path(f"/proc/{pid}/cmdline").read_bytes()
+                == Path(f"/proc/{ppid}/cmdline").read_bytes())
+    except (OSError, ValueError, IndexError):
+        return False
+    return same and time.clock_gettime(time.CLOCK_BOOTTIME) - started < within
+
+
 def cr_enabled_in(pid: int) -> bool:
     """Whether ``pid`` was started with checkpoint/restart enabled (``pycrs run`` sets it), or is
-    still ``pycrs run`` itself, about to exec the program."""
+    still ``pycrs run`` itself (or about to exec it), on its way to the program."""
     return (environment(pid).get("OMPI_MCA_ft_cr_enabled") == "1"
-            or runs_tool(pid, "crs.cli.pycrs"))
+            or runs_tool(pid, "crs.cli.pycrs") or about_to_exec(pid))
 
 
 def preloads(pid: int, library: Path) -> bool:
     """Whether ``pid`` was started with ``library`` in its LD_PRELOAD, or is still ``pycrs run``
-    (which puts it there for --mca crs mtcp)."""
+    (which puts it there for --mca crs mtcp), or about to exec it."""
     preload = environment(pid).get("LD_PRELOAD", "")
     return (str(library) in preload.replace(" ", ":").split(":")
-            or runs_tool(pid, "crs.cli.pycrs"))
+            or runs_tool(pid, "crs.cli.pycrs") or about_to_exec(pid))

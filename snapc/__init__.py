@@ -24,5 +24,15 @@ _params.register("snapc_base_mtbf", "86400", "Mean time between failures in seco
 _params.register("snapc_base_keep", "0", "Keep only the newest N finished sequences of a job's "
                  "global snapshot (older ones are removed after each commit; never the one the "
                  "job restarted from); 0 keeps all", "int")
+_params.register("snapc_base_checkpoint_signal", "", "A signal (USR1, TERM, ...) that makes "
+                 "mpirun checkpoint the job instead of passing the signal on, as a batch system "
+                 "sends before preemption or the time limit (sbatch --signal=B:USR1@120); empty: "
+                 "off")
+_params.register("snapc_base_signal_then", "end", "After a checkpoint on "
+                 "snapc_base_checkpoint_signal: 'end' the job (mpirun then exits with "
+                 "snapc_base_requeue_status) or 'continue' it")
+_params.register("snapc_base_requeue_status", "99", "mpirun's exit status when a checkpoint on "
+                 "snapc_base_checkpoint_signal ended the job: the job is to be requeued (SLURM: "
+                 "RequeueExit=99)", "int")
 _params.register("mpirun_launcher", "", "The real MPI launcher behind our mpirun: a path, or "
                  "'mpich' / 'openmpi'; empty finds the installed one")

@@ -30,7 +30,7 @@ from crs import layers, params as crs_params
 from crs.cli.errors import UsageError, run_tool
 from crs.launch import cr_environment
 
-from . import crcp, jobenv
+from . import crcp, jobenv, on_signal
 from .launcher import RealLauncher, find_real_launcher
 from .layer import NAME
 from .period import Period
@@ -117,6 +117,7 @@ def _main(argv: list[str]) -> int:
     if prm.get_bool("ft_cr_enabled"):
         refuse_unknown_parameters(cmd, launcher)
         Period(prm)  # a wrong snapc_base_period is refused before anything starts
+        on_signal.from_params(prm)  # and so is a wrong snapc_base_checkpoint_signal
     if not cmd.program and any(t in HELP for t in cmd.launcher_options):
         # what we are, in one line, before the launcher's own help
         print(f"{TOOL} (pycrs): run an MPI job with {launcher.path}; with -am ft-enable-cr it "
@@ -254,12 +255,14 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     rank_env = jobenv.layer_environment(env, transparent) if transparent and not restoring else {}
     args = _launcher_arguments(launcher, prm, cmd, env, rank_env)
 
-    signals = set(FORWARDED)
+    wanted = on_signal.from_params(prm)
+    coordinator.requeue = False  # type: ignore[attr-defined]
+    signals = set(FORWARDED) | ({wanted.sig} if wanted else set())
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # taken by the forwarding thread only
     coordinator.start()
     child = subprocess.Popen(args, env=env,
                              preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, signals))
-    threading.Thread(target=_forward_signals, args=(child, coordinator, signals),
+    threading.Thread(target=_forward_signals, args=(child, coordinator, signals, wanted),
                      name="pycrs-signals", daemon=True).start()
     threading.Thread(target=_end_on_restore_failure, args=(child, coordinator),
                      name="pycrs-restore-watch", daemon=True).start()
@@ -269,6 +272,8 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
         coordinator.close()
     if coordinator.restore_failure is not None:
         return 1
+    if wanted and coordinator.requeue:  # type: ignore[attr-defined]
+        return wanted.requeue_status
     if status < 0:
         _die_of(-status)
     return 128 - status if status < 0 else status
@@ -318,14 +323,19 @@ def _die_of(sig: int) -> None:
 
 
 def _forward_signals(child: subprocess.Popen[bytes], coordinator: object,
-                     signals: set[signal.Signals]) -> None:
-    """Pass signals on to the launcher (and stop/continue with the job on SIGTSTP/SIGCONT).
+                     signals: set[signal.Signals],
+                     wanted: on_signal.SignalCheckpoint | None = None) -> None:
+    """Pass signals on to the launcher (and stop/continue with the job on SIGTSTP/SIGCONT);
+    ``wanted``'s signal checkpoints the job instead (snapc.on_signal).
 
     A signal the terminal sent to the whole foreground group has reached the launcher already;
     passing it on again would deliver it twice."""
     while child.poll() is None:
         info = signal.sigwaitinfo(signals)
         sig = signal.Signals(info.si_signo)
+        if wanted and sig == wanted.sig:
+            on_signal.checkpoint_now(coordinator, wanted)
+            continue
         from_terminal = info.si_code == SI_KERNEL
         sends = [] if from_terminal else [(child.pid, sig)]
         if sig in (signal.SIGTSTP, signal.SIGCONT):

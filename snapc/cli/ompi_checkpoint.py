@@ -88,7 +88,8 @@ def _run(argv: list[str] | None) -> int:
     if not path.exists():  # our mpirun may still be on its way to listening
         from crs import starting
 
-        starting.wait_for(path, jobid, lambda: starting.runs_tool(jobid, "snapc.frontend"),
+        starting.wait_for(path, jobid, lambda: starting.runs_tool(jobid, "snapc.frontend")
+                          or starting.about_to_exec(jobid),
                           prm.get_int("snapc_base_registration_timeout"))
     try:
         sock = endpoint.connect(jobid, "job", path, HINT)
