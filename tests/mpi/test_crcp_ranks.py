@@ -41,6 +41,27 @@ def test_a_message_in_flight_at_the_cut_is_drained_and_delivered_after_it() -> N
     dup.Free()
 
 
+def test_a_cancelled_send_is_not_waited_for_at_the_cut() -> None:
+    """A send cancelled before anyone matched it (mpi4py's own testProbeCancel does this on
+    COMM_SELF) never arrives: the drain must not wait for it, whether the application freed the
+    request or still holds it."""
+    w = MPI.COMM_WORLD
+    me = MPI.COMM_SELF.Dup()
+    freed = me.Issend([None, 0, MPI.BYTE], 0, 123)
+    freed.Cancel()
+    freed.Free()
+    held = me.Issend([None, 0, MPI.BYTE], 0, 124)
+    held.Cancel()
+    crcp.quiesce(30)  # before the fix: a drain spinning for ever on the missing message
+    crcp.resume(False)
+    status = MPI.Status()
+    held.Wait(status)
+    assert status.Is_cancelled()
+    assert not me.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG)
+    assert me.allreduce(1) == 1 and w.allreduce(1) == w.Get_size()
+    me.Free()
+
+
 def test_a_live_shared_memory_window_is_refused_by_every_rank() -> None:
     """A shared-memory window cannot be brought back (its memory belongs to the node's MPI, not
     to the image): every rank refuses the cut, saying why, and MPI goes on; once it is freed,

@@ -264,7 +264,11 @@ EXPORT int MPI_Cancel(MPI_Request *r)
     else if (T[k].kind == RQ_GREQ) { if (T[k].gcancel) rc = T[k].gcancel(T[k].extra, T[k].done); }
     else if (!T[k].done && T[k].real != MPI_REQUEST_NULL) {
         rc = PMPI_Cancel(&T[k].real);
-        if (!rc && T[k].partner >= 0 && T[T[k].partner].real != MPI_REQUEST_NULL) rc = PMPI_Cancel(&T[T[k].partner].real);
+        T[k].cancelling = !rc;
+        if (!rc && T[k].partner >= 0 && T[T[k].partner].real != MPI_REQUEST_NULL) {
+            rc = PMPI_Cancel(&T[T[k].partner].real);
+            T[T[k].partner].cancelling = !rc;
+        }
     }
     if (rc) rc = raise_request(k, rc, "MPI_Cancel");
     leave();

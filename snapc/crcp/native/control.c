@@ -53,9 +53,16 @@ EXPORT int crcp_quiesce(int timeout_ms, char *err, int errlen)
     phase = 3;
     stat_cut = now() - t0;
     double t1 = now();
-    if (!rc && drain(err, errlen)) rc = -1;
+    if (!rc && drain(timeout_ms > 0 ? now() + timeout_ms / 1e3 : 0, err, errlen)) rc = -1;
     else if (rc) rc = mpi_error(rc, err, errlen, "reaching the cut");
-    if (!rc && (rc = PMPI_Barrier(proto_comm))) rc = mpi_error(rc, err, errlen, "after the drain");
+    /* every rank learns whether all drained: one that could not must not leave the others
+     * waiting for it in the teardown */
+    int failed = rc != 0, any_failed = 0, e = PMPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, proto_comm);
+    if (e && !rc) rc = mpi_error(e, err, errlen, "after the drain");
+    else if (any_failed && !rc) {
+        snprintf(err, errlen, "another rank could not receive the messages in flight (its own message says why)");
+        rc = -1;
+    }
     /* one-sided epochs closed, the other requests in flight completed, file pointers saved */
     if (!rc) win_close_epochs();
     if (!rc && drain_others(err, errlen)) rc = -1;

@@ -323,6 +323,7 @@ struct treq {
     int precv;                         /* a persistent receive */
     int newcomm;                       /* MPI_Comm_idup: the communicator it completes (-1) */
     int ownbuf;                        /* buf is the layer's (a packed copy), freed with it */
+    int cancelling;                    /* MPI_Cancel was called on it: it may never be matched */
     MPI_Status st;
     struct rec *rec;                   /* persistent: how it was made */
     /* generalized requests */
@@ -342,6 +343,8 @@ static inline int treq_find(MPI_Request app)
 }
 void treq_free(int k);
 int persistent(int k);
+/* a send (a persistent one started): its message counts for the peer until it is cancelled */
+static inline int is_send(int k) { return T[k].kind == RQ_SEND || (T[k].kind == RQ_PERSIST && !T[k].precv); }
 int poll_one_plain(int k, int *rc);
 int greq_finish(int k, MPI_Status *st);
 void request_p2p(MPI_Request app, int recv, int peer, int tag, void *buf, MPI_Count count, MPI_Datatype type);

@@ -174,7 +174,7 @@ extern double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat
 /* what the rounds of the cut agreed on (cut.c) */
 struct cut_outcome { int all_done, any_late, any_refused; };
 int cut_rounds(int timeout_ms, double t0, int mine_refused, struct cut_outcome *out);
-int drain(char *err, int errlen);
+int drain(double deadline, char *err, int errlen); /* deadline: now() clock, 0 = none */
 int drain_others(char *err, int errlen);
 int protocol_wait(int n, MPI_Request *rs);
 /* an MPI error code as the one-line message the app coordinator shows; returns -1 */

@@ -43,6 +43,7 @@ static int send_blocking(int mode, const void *b, MPI_Count n, MPI_Datatype t, i
     if (!rc) {
         int k = treq_new(RQ_SEND, ci, r);
         T[k].internal = 1;
+        T[k].peer = d;
         while (!poll_one(k, &rc)) loop_pause();
         treq_free(k);
     }
@@ -54,7 +55,10 @@ static int send_nonblocking(int mode, const void *b, MPI_Count n, MPI_Datatype t
     MPI_Request real;
     count_send(ci, d);
     rc = post_send(mode, b, n, rt, d, tag, C[ci].r, &real);
-    if (!rc) *r = request_made(RQ_SEND, ci, real, NULL, isend_name[mode]);
+    if (!rc) {
+        *r = request_made(RQ_SEND, ci, real, NULL, isend_name[mode]);
+        T[treq_find(*r)].peer = d;
+    }
     P2P_END(isend_name[mode]);
 }
 EXPORT int MPI_Send(const void *b, int n, MPI_Datatype t, int d, int tag, MPI_Comm c) { return send_blocking(S_STD, b, n, t, d, tag, c); }
@@ -147,6 +151,7 @@ static int sendrecv_post(const void *sb, MPI_Count sn, MPI_Datatype stype, int d
     if ((rc = PMPI_Isend_c(sb, sn, rst, d, stag, C[ci].r, &sr))) return rc;
     int ks = treq_new(RQ_SEND, ci, sr);
     T[ks].internal = 1;
+    T[ks].peer = d;
     T[kr].partner = ks;
     *kr_out = kr;
     return MPI_SUCCESS;

@@ -78,8 +78,13 @@ void completed(int k, const MPI_Status *st)
     T[k].done = 1;
     T[k].st = *st;
     if (!persistent(k)) T[k].real = MPI_REQUEST_NULL;
-    if (T[k].kind == RQ_RECV || T[k].kind == RQ_SENDRECV || (T[k].kind == RQ_PERSIST && T[k].precv))
-        count_recv(T[k].comm, st);
+    int ci = T[k].comm, cancelled = T[k].cancelling && status_cancelled(st);
+    T[k].cancelling = 0;
+    if (T[k].kind == RQ_RECV || T[k].kind == RQ_SENDRECV || (T[k].kind == RQ_PERSIST && T[k].precv)) {
+        if (!cancelled) count_recv(ci, st);
+    } else if (is_send(k) && cancelled && ci >= 0 && T[k].peer >= 0 &&
+               T[k].peer < (C[ci].inter ? C[ci].rsize : C[ci].size) && C[ci].sent[T[k].peer])
+        C[ci].sent[T[k].peer]--; /* never to arrive: the peer's drain must not wait for it */
     else if ((T[k].kind == RQ_COLL || T[k].kind == RQ_PCOLL) && T[k].comm >= 0) C[T[k].comm].completed++;
     if (T[k].newcomm >= 0) comm_finish(T[k].newcomm);
 }
