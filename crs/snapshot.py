@@ -37,19 +37,28 @@ def local_snapshot_name(ident: int) -> str:
     return f"opal_snapshot_{ident}.ckpt"
 
 
-def remove_stale_partials(directory: Path, prefix: str) -> None:
-    """Remove ``<prefix><pid>-*`` directories whose writer (``pid``) is gone: what a writer
-    killed mid-snapshot left behind. A live writer's directory is never touched."""
+def stale_partials(directory: Path, prefix: str = ".") -> list[Path]:
+    """The ``<prefix>....partial-<pid>-*`` directories in ``directory`` whose writer (``pid``)
+    is gone: what a writer killed mid-snapshot left behind. A live writer's is never one."""
     try:
-        entries = list(directory.iterdir())
+        entries = sorted(directory.iterdir())
     except OSError:
-        return
+        return []
+    stale = []
     for entry in entries:
-        if not entry.name.startswith(prefix):
+        name = entry.name
+        if not name.startswith(prefix) or ".partial-" not in name:
             continue
-        pid = entry.name[len(prefix):].split("-", 1)[0]
+        pid = name.split(".partial-", 1)[1].split("-", 1)[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(entry, ignore_errors=True)
+            stale.append(entry)
+    return stale
+
+
+def remove_stale_partials(directory: Path, prefix: str = ".") -> None:
+    """Remove stale_partials()."""
+    for entry in stale_partials(directory, prefix):
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def fsync_dir(path: Path) -> None:
@@ -417,6 +426,12 @@ class LocalSnapshot:
                     check_chunks(r.fd, r.size, table, int(scheme["chunk"]), str(r.path))
             finally:
                 r.finish()
+
+    def check_sizes(self) -> None:
+        """The fast check: the metadata is intact (read when this was made) and every recorded
+        file is present with its recorded size; SnapshotError names the first one at fault."""
+        for name in self.files:
+            os.close(self.open(name).fd)
 
     def iter_files(self) -> Iterator[Path]:
         for name in self.files:
