@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from crs import endpoint
-from crs.snapshot import LocalSnapshot, SnapshotError, stale_partials
+from crs.snapshot import PARTIAL, LocalSnapshot, SnapshotError, aside_name, stale_partials
 
-from .storage import META_FILE, GlobalSnapshot, remove_sequences
+from .storage import ABORTED, META_FILE, GlobalSnapshot, remove_sequences
+
+#: the mark of a snapshot directory that prune withdrew before deleting it
+REMOVED_MARK = ".removed-"
 
 GLOBAL = re.compile(r"ompi_global_snapshot_(\d+)\.ckpt")
 LOCAL = re.compile(r"opal_snapshot_(\d+)\.ckpt")
@@ -251,13 +254,17 @@ def plan(directory: Path, keep: int | None, older_than: float | None,
             steps.append(Step(f"sequence{'s' if len(removable) > 1 else ''} "
                               f"{seq_list(removable)} of {found.path} "
                               f"(kept {seq_list(left) or 'none'})", found.path, removable))
-        steps += [Step(f"{p} (partial sequence of a job that is gone)", p, whole=True)
-                  for p in stale_partials(found.path)]
-    steps += [Step(f"{p} (partial snapshot of a process that is gone)", p, whole=True)
-              for p in stale_partials(directory)]
+        steps += leftovers(found.path)
+    steps += leftovers(directory)
     steps += [Step(f"{p} (control socket of a process that is gone)", p, socket=True)
               for p in endpoint.stale_sockets()]
     return steps, notes, problems
+
+
+def leftovers(directory: Path) -> list[Step]:
+    """Removing the partial and withdrawn directories in ``directory`` whose writer is gone."""
+    return [Step(f"{p} (left by a writer that is gone)", p, whole=True)
+            for p in stale_partials(directory, markers=(PARTIAL, ABORTED, REMOVED_MARK))]
 
 
 def _live_partials(path: Path) -> bool:
@@ -275,7 +282,7 @@ def carry_out(step: Step) -> None:
     if step.seqs:
         remove_sequences(step.path, step.seqs)
     if step.whole:
-        aside = step.path.with_name(f".{step.path.name}.removed-{os.getpid()}")
+        aside = step.path.with_name(aside_name(step.path.name, REMOVED_MARK))
         try:
             os.rename(step.path, aside)
         except FileNotFoundError:

@@ -27,9 +27,11 @@ from pathlib import Path
 
 from crs import native
 from crs.snapshot import (
+    PARTIAL,
     LocalSnapshot,
     Meta,
     SnapshotError,
+    aside_name,
     fsync_dir,
     local_snapshot_name,
     remove_stale_partials,
@@ -37,6 +39,9 @@ from crs.snapshot import (
 
 META_FILE = "global_snapshot_meta.data"
 
+
+#: the mark of a sequence directory withdrawn before it is deleted (see crs.snapshot.aside_name)
+ABORTED = ".aborted-"
 
 #: the metadata record of a finished sequence removed since (snapc_base_keep)
 REMOVED = "Removed Seq"
@@ -188,7 +193,7 @@ def _withdraw(path: Path, seqs: list[int]) -> None:
     """Rename the directories of ``seqs`` aside (a reader sees them gone at once) and delete
     them."""
     for seq in seqs:
-        gone = path / f".{seq}.aborted-{os.getpid()}-{time.time_ns()}"
+        gone = path / aside_name(str(seq), ABORTED)
         try:
             os.rename(path / str(seq), gone)
         except FileNotFoundError:
@@ -219,7 +224,7 @@ class GlobalSnapshotWriter:
     def begin(self, seq: int) -> Path:
         """A fresh partial directory for ``seq``, where ranks write their local snapshots."""
         self._clean_partials()
-        partial = self.path / f".{seq}.partial-{os.getpid()}-{time.time_ns()}"
+        partial = self.path / aside_name(str(seq))
         partial.mkdir()
         return partial
 
@@ -250,7 +255,7 @@ class GlobalSnapshotWriter:
     def abort(self, partial: Path) -> None:
         """Withdraw a partial sequence. It is renamed first, so that a rank still writing into
         it fails instead of recreating it, then removed."""
-        withdrawn = partial.with_name(partial.name.replace(".partial-", ".aborted-", 1))
+        withdrawn = partial.with_name(partial.name.replace(PARTIAL, ABORTED, 1))
         try:
             os.rename(partial, withdrawn)
         except OSError:
@@ -307,6 +312,6 @@ class GlobalSnapshotWriter:
 
     def _clean_partials(self) -> None:
         """Remove withdrawn sequences, and partial ones whose coordinator died."""
-        for p in self.path.glob(".*.aborted-*"):
+        for p in self.path.glob(f".*{ABORTED}*"):
             shutil.rmtree(p, ignore_errors=True)
         remove_stale_partials(self.path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -209,16 +210,20 @@ def test_stale_sockets_and_partials_of_dead_processes_are_removed(
     # prune removes them too, and the partial directories of dead writers
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    partial = tmp_path / f".opal_snapshot_{gone}.ckpt.partial-{gone}-1"
+    partial = tmp_path / f".opal_snapshot_{gone}.ckpt.partial-{gone}-1-{socket.gethostname()}"
     (partial / "sub").mkdir(parents=True)
+    # a writer on another node that shares the file system: its PID means nothing here
+    elsewhere = tmp_path / f".opal_snapshot_{gone}.ckpt.partial-{gone}-1-another-node"
+    elsewhere.mkdir()
     before = snapshots("prune", "--dry-run", str(tmp_path))
     assert before.returncode == 0 and second.exists() and partial.exists()
     res = snapshots("prune", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert res.stdout.replace("removed", "would remove") == before.stdout
     assert f"removed {second} (control socket of a process that is gone)" in res.stdout
-    assert f"removed {partial} (partial snapshot of a process that is gone)" in res.stdout
+    assert f"removed {partial} (left by a writer that is gone)" in res.stdout
     assert not second.exists() and not partial.exists()
+    assert elsewhere.exists() and str(elsewhere) not in res.stdout
 
 
 def spoil_metadata(gdir: Path) -> None:
