@@ -42,7 +42,8 @@ class Found:
     nprocs: int = 0
     size: int = 0
     mtime: float = 0.0
-    #: "verified" | "complete" (the fast check) | "not checked" | "damaged: <why>"
+    #: "verified" | "complete" (the fast check) | "not checked" | "damaged: <why>" |
+    #: "unreadable: <why>" (damaged: the snapshot is at fault; unreadable: we may not read it)
     state: str = "not checked"
     #: when each finished sequence was written (global snapshots)
     seq_mtimes: dict[int, float] = field(default_factory=dict)
@@ -50,7 +51,8 @@ class Found:
 
     @property
     def damaged(self) -> bool:
-        return self.state.startswith("damaged")
+        """Whether its metadata could not be used (the snapshot is left alone)."""
+        return self.state.startswith(("damaged", "unreadable"))
 
 
 def disk_usage(path: Path) -> int:
@@ -105,6 +107,8 @@ def describe(path: Path) -> Found:
             found.nprocs = 1
     except SnapshotError as exc:
         found.state = f"damaged: {exc}"
+    except OSError as exc:
+        found.state = f"unreadable: {reason(exc)}"
     return found
 
 
@@ -127,9 +131,9 @@ def scan(directory: Path) -> list[Found]:
         if (GLOBAL.fullmatch(entry.name) or LOCAL.fullmatch(entry.name)) and entry.is_dir():
             try:
                 found.append(describe(entry))
-            except SnapshotError as exc:  # neither metadata file: not one of ours after all
+            except (SnapshotError, OSError) as exc:  # no metadata file, or not ours to read
                 found.append(Found(entry.absolute(), "global" if GLOBAL.fullmatch(entry.name)
-                                   else "local", state=f"damaged: {exc}"))
+                                   else "local", state=f"damaged: {reason(exc)}"))
     return found
 
 
@@ -140,8 +144,10 @@ def check(found: Found, deep: bool) -> None:
         return
     try:
         verify(found.path, deep)
-    except (SnapshotError, OSError) as exc:
-        found.state = f"damaged: {_reason(exc)}"
+    except SnapshotError as exc:
+        found.state = f"damaged: {exc}"
+    except OSError as exc:  # not ours to read, say: nothing is known to be wrong with it
+        found.state = f"unreadable: {reason(exc)}"
     else:
         found.state = "verified" if deep else "complete"
 
@@ -165,7 +171,7 @@ def verify(path: Path, deep: bool = True, seq: int | None = None) -> list[int]:
     return seqs
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)
@@ -274,20 +280,20 @@ def _live_partials(path: Path) -> bool:
 
 
 def carry_out(step: Step) -> None:
-    """Do one step of plan(). Sequences are recorded as removed before anything is deleted;
-    a whole directory is renamed aside first, so that no reader finds it half deleted."""
+    """Do one step of plan(). A whole directory is renamed aside in one step, then deleted: no
+    reader finds it half deleted, and if it cannot be renamed nothing has changed. Sequences are
+    recorded as removed before they are deleted."""
     if step.socket:
         step.path.unlink(missing_ok=True)
-        return
-    if step.seqs:
-        remove_sequences(step.path, step.seqs)
-    if step.whole:
+    elif step.whole:
         aside = step.path.with_name(aside_name(step.path.name, REMOVED_MARK))
         try:
             os.rename(step.path, aside)
         except FileNotFoundError:
             return
         shutil.rmtree(aside, ignore_errors=True)
+    else:
+        remove_sequences(step.path, step.seqs)
 
 
 # -- words -------------------------------------------------------------------------------------

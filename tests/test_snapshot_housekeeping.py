@@ -298,3 +298,4 @@ def test_a_job_writes_into_its_working_directory_by_default(tmp_path: Path,
     finally:
         kill_session(job.pid)
         job.wait()
+

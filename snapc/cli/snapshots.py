@@ -113,6 +113,8 @@ def _verify(ns, prm: params.Params) -> int:  # type: ignore[no-untyped-def]
 
 
 def _prune(ns, prm: params.Params) -> int:  # type: ignore[no-untyped-def]
+    from crs.snapshot import SnapshotError
+
     from .. import housekeeping as hk
 
     if ns.keep is not None and ns.keep < 1:
@@ -131,7 +133,11 @@ def _prune(ns, prm: params.Params) -> int:  # type: ignore[no-untyped-def]
     for steps, notes, trouble in plans:
         for step in steps:
             if not ns.dry_run:
-                hk.carry_out(step)
+                try:
+                    hk.carry_out(step)
+                except (OSError, SnapshotError) as exc:  # the next steps are tried all the same
+                    problems.append(f"{step.path}: not removed: {hk.reason(exc)}")
+                    continue
             print(f"{verb} {step.what}")
         for note in notes:
             print(note)
