@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,8 +179,8 @@ def reason(exc: BaseException) -> str:
 # -- pruning -----------------------------------------------------------------------------------
 @dataclass
 class Users:
-    """Who uses snapshots now: running jobs (by global snapshot directory: their JOBID and the
-    sequence they restarted from) and running processes."""
+    """The running jobs of this user on this node, by global snapshot directory: their JOBIDs
+    and the sequences they restarted from."""
 
     jobs: dict[Path, list[tuple[int, int | None]]]
 
@@ -210,12 +209,10 @@ class Step:
     socket: bool = False
 
 
-def plan(directory: Path, keep: int | None, older_than: float | None,
-         now: float | None = None) -> tuple[list[Step], list[str], list[str]]:
+def plan(directory: Path, keep: int | None, older_than: float | None, users: Users,
+         now: float) -> tuple[list[Step], list[str], list[str]]:
     """What pruning ``directory`` does: the steps, the notes on what is kept although the
     criteria name it (in use), and the problems (damaged snapshots, left alone)."""
-    now = time.time() if now is None else now
-    users = Users.now()
     steps: list[Step] = []
     notes: list[str] = []
     problems: list[str] = []
@@ -262,9 +259,13 @@ def plan(directory: Path, keep: int | None, older_than: float | None,
                               f"(kept {seq_list(left) or 'none'})", found.path, removable))
         steps += leftovers(found.path)
     steps += leftovers(directory)
-    steps += [Step(f"{p} (control socket of a process that is gone)", p, socket=True)
-              for p in endpoint.stale_sockets()]
     return steps, notes, problems
+
+
+def stale_socket_steps() -> list[Step]:
+    """Removing the control sockets of processes that are gone (endpoint.stale_sockets)."""
+    return [Step(f"{p} (control socket of a process that is gone)", p, socket=True)
+            for p in endpoint.stale_sockets()]
 
 
 def leftovers(directory: Path) -> list[Step]:
@@ -275,7 +276,7 @@ def leftovers(directory: Path) -> list[Step]:
 
 def _live_partials(path: Path) -> bool:
     """Whether a live writer has a partial sequence in the global snapshot at ``path``."""
-    partial = [p for p in path.iterdir() if ".partial-" in p.name]
+    partial = [p for p in path.iterdir() if PARTIAL in p.name]
     return len(partial) > len(stale_partials(path))
 
 

@@ -62,12 +62,13 @@ def build_parser() -> ToolParser:
 
 
 def directories(given: str | None, prm: params.Params) -> list[Path]:
-    """The directories to look in: the one given, else the default ones."""
+    """The directories to look in: the one given, else those of the default ones that exist
+    (a missing default holds no snapshot yet)."""
     if given is not None:
         return [Path(given).expanduser().absolute()]
     dirs = [prm.get_path("snapc_base_global_snapshot_dir").absolute(),
             prm.get_path("crs_base_snapshot_dir").absolute()]
-    return dirs[:1] if dirs[0] == dirs[1] else dirs
+    return [d for i, d in enumerate(dirs) if d not in dirs[:i] and d.is_dir()]
 
 
 def find(name: str, prm: params.Params) -> Path:
@@ -85,9 +86,10 @@ def _list(ns, prm: params.Params) -> int:  # type: ignore[no-untyped-def]
     from .. import housekeeping as hk
 
     now = time.time()
-    found = [f for d in directories(ns.directory, prm) for f in hk.scan(d)]
+    dirs = directories(ns.directory, prm)
+    found = [f for d in dirs for f in hk.scan(d)]
     if not found:
-        print(f"no snapshots in {', '.join(str(d) for d in directories(ns.directory, prm))}")
+        print(f"no snapshots in {', '.join(map(str, dirs)) or 'the default directories'}")
         return 0
     for f in found:
         if not ns.no_check:
@@ -127,7 +129,9 @@ def _prune(ns, prm: params.Params) -> int:  # type: ignore[no-untyped-def]
         except ValueError as exc:
             raise UsageError(f"--older-than: {exc}") from None
     dirs = directories(ns.directory, prm)
-    plans = [hk.plan(d, ns.keep, older) for d in dirs]  # every problem is found before acting
+    users, now = hk.Users.now(), time.time()
+    plans = [hk.plan(d, ns.keep, older, users, now) for d in dirs]  # all found before acting
+    plans.append((hk.stale_socket_steps(), [], []))
     verb = "would remove" if ns.dry_run else "removed"
     problems = []
     for steps, notes, trouble in plans:
