@@ -90,9 +90,45 @@ def answer(conn: socket.socket, handlers: dict[str, Handler]) -> None:
             pass
 
 
+def stale_sockets(directory: Path | None = None) -> list[Path]:
+    """The sockets in the control directory whose process (``<name>-<PID>.sock``) is gone and
+    that nobody serves: what processes killed before they could remove theirs left behind."""
+    stale = []
+    try:
+        entries = sorted((directory or control_dir()).glob("*-*.sock"))
+    except OSError:
+        return []
+    for path in entries:
+        pid = path.stem.rsplit("-", 1)[1]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))  # served all the same (a process of another PID view)
+            except ConnectionRefusedError:
+                stale.append(path)
+            except OSError:
+                pass
+    return stale
+
+
+def remove_stale_sockets(directory: Path | None = None) -> list[Path]:
+    """Remove stale_sockets(); return those removed."""
+    removed = []
+    for path in stale_sockets(directory):
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def listen(path: Path) -> socket.socket:
-    """Bind a listening socket at ``path``, replacing a stale socket file of an earlier process."""
+    """Bind a listening socket at ``path``, replacing a stale socket file of an earlier process;
+    the stale sockets of other dead processes are removed too."""
     ensure_control_dir()
+    remove_stale_sockets(path.parent)
     try:
         path.unlink()
     except FileNotFoundError:

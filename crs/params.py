@@ -15,6 +15,7 @@ process resolves the same values its launcher did.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,12 @@ register("ft_cr_enabled", "0", "Enable checkpoint/restart in processes started b
          "bool")
 register("crs", "", "CRS components to consider: a comma list to include, or ^a,b to exclude; "
          "empty selects by priority")
-register("crs_base_snapshot_dir", "~", "Directory where opal-checkpoint and crs.checkpoint() "
-         "write local snapshots (opal_snapshot_<PID>.ckpt)", "path")
+#: where snapshots go unless told: the cluster's scratch space when the batch system names one
+#: ($SCRATCH), else the working directory (of the job's mpirun, of the tool, of the process)
+SNAPSHOT_DIR_DEFAULT = "${SCRATCH:-.}"
+register("crs_base_snapshot_dir", SNAPSHOT_DIR_DEFAULT, "Directory where opal-checkpoint and "
+         "crs.checkpoint() write local snapshots (opal_snapshot_<PID>.ckpt); $SCRATCH if set, "
+         "else the working directory", "path")
 register("crs_base_fsync", "1", "fsync snapshot files and directories before a snapshot is "
          "committed (turn off only for throw-away benchmarks)", "bool")
 register("crs_base_startup_timeout", "10", "Seconds a checkpoint request for a process that pycrs "
@@ -87,6 +92,7 @@ register("mca_base_param_file_path", f"{AMCA_DIR}:.", "Directories searched for 
 register("mca_base_param_files", "~/.pycrs/mca-params.conf", "Per-user parameter files, colon "
          "separated", "paths")
 
+_VARIABLE = re.compile(r"\$\{(?P<braced>\w+)(?::-(?P<fallback>[^}]*))?\}|\$(?P<bare>\w+)")
 _TRUE = {"1", "true", "yes", "on", "enabled"}
 _FALSE = {"0", "false", "no", "off", "disabled", ""}
 
@@ -214,8 +220,22 @@ class Params:
         return int(self._typed(name, "integer", int))  # type: ignore[arg-type]
 
     def get_path(self, name: str) -> Path:
-        """The value as a path, with ``~`` expanded."""
-        return Path(os.path.expanduser(self.get(name)))
+        """The value as a path, with ``~``, ``$VAR``, ``${VAR}`` and ``${VAR:-fallback}`` (the
+        fallback when VAR is unset or empty) expanded; an unset variable without a fallback is
+        a ParamError."""
+        pv = self.lookup(name)
+
+        def variable(m: re.Match[str]) -> str:
+            var = m["braced"] or m["bare"]
+            value = self.env.get(var, "")
+            if m["fallback"] is not None and not value:
+                return m["fallback"]
+            if var not in self.env:
+                raise ParamError(f"parameter {name}: {pv.value!r} names ${var}, which is not set "
+                                 f"(from {pv.source})")
+            return value
+
+        return Path(os.path.expanduser(_VARIABLE.sub(variable, pv.value)))
 
     def all_values(self) -> list[ParamValue]:
         """Every registered parameter and every parameter given anywhere, sorted by name."""
@@ -233,6 +253,8 @@ class Params:
                 self.get_bool(spec.name)
             elif spec.kind == "int":
                 self.get_int(spec.name)
+            elif spec.kind == "path":
+                self.get_path(spec.name)
 
     def child_env(self) -> dict[str, str]:
         """Environment entries that make a child process resolve what this process resolved.
@@ -259,8 +281,9 @@ class Params:
 
 
 def _absolute(path: str) -> str:
-    """``path`` made independent of the working directory (``~`` is left for the child)."""
-    if not path or path.startswith("~") or os.path.isabs(path):
+    """``path`` made independent of the working directory (``~`` and a leading variable are
+    left for the child)."""
+    if not path or path.startswith(("~", "$")) or os.path.isabs(path):
         return path
     return os.path.abspath(path)
 

@@ -37,19 +37,45 @@ def local_snapshot_name(ident: int) -> str:
     return f"opal_snapshot_{ident}.ckpt"
 
 
-def remove_stale_partials(directory: Path, prefix: str) -> None:
-    """Remove ``<prefix><pid>-*`` directories whose writer (``pid``) is gone: what a writer
-    killed mid-snapshot left behind. A live writer's directory is never touched."""
+#: the mark of a directory being written beside its final name (see aside_name)
+PARTIAL = ".partial-"
+
+
+def aside_name(final_name: str, marker: str = PARTIAL) -> str:
+    """``.<final_name><marker><pid>-<ns>-<host>``: a directory this process writes (or, with
+    another marker, withdraws) beside its final name; stale_partials knows its writer by it."""
+    return f".{final_name}{marker}{os.getpid()}-{time.time_ns()}-{socket.gethostname()}"
+
+
+def stale_partials(directory: Path, prefix: str = ".",
+                   markers: tuple[str, ...] = (PARTIAL,)) -> list[Path]:
+    """The directories named by aside_name in ``directory`` (starting with ``prefix``) whose
+    writer is gone: what a writer killed mid-snapshot left behind. A live writer's is never one,
+    nor one written on another host (a file system that nodes share), which is not ours to judge;
+    names without a host (older ones) are judged here."""
     try:
-        entries = list(directory.iterdir())
+        entries = sorted(directory.iterdir())
     except OSError:
-        return
+        return []
+    stale = []
     for entry in entries:
-        if not entry.name.startswith(prefix):
+        name = entry.name
+        marker = next((m for m in markers if m in name), None)
+        if not name.startswith(prefix) or marker is None:
             continue
-        pid = entry.name[len(prefix):].split("-", 1)[0]
+        pid, _, rest = name.split(marker, 1)[1].partition("-")
+        host = rest.partition("-")[2]
+        if host and host != socket.gethostname():
+            continue
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(entry, ignore_errors=True)
+            stale.append(entry)
+    return stale
+
+
+def remove_stale_partials(directory: Path, prefix: str = ".") -> None:
+    """Remove stale_partials()."""
+    for entry in stale_partials(directory, prefix):
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def fsync_dir(path: Path) -> None:
@@ -186,9 +212,8 @@ class SnapshotWriter:
         self.meta = Meta()
         if create_parent:
             self.final.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(self.final.parent, f".{self.final.name}.partial-")
-        self.aside = self.final.with_name(
-            f".{self.final.name}.partial-{os.getpid()}-{time.time_ns()}")
+        remove_stale_partials(self.final.parent, f".{self.final.name}{PARTIAL}")
+        self.aside = self.final.with_name(aside_name(self.final.name))
         self.aside.mkdir()
         self._files: list[ChecksummedWriter] = []
         self._done: list[tuple[str, int, str]] = []
@@ -417,6 +442,12 @@ class LocalSnapshot:
                     check_chunks(r.fd, r.size, table, int(scheme["chunk"]), str(r.path))
             finally:
                 r.finish()
+
+    def check_sizes(self) -> None:
+        """The fast check: the metadata is intact (read when this was made) and every recorded
+        file is present with its recorded size; SnapshotError names the first one at fault."""
+        for name in self.files:
+            os.close(self.open(name).fd)
 
     def iter_files(self) -> Iterator[Path]:
         for name in self.files:

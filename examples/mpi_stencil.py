@@ -2,8 +2,8 @@
 reduction every step, checkpointable with the pycrs ``self`` component.
 
     mpirun -am ft-enable-cr -np 4 python examples/mpi_stencil.py 2000 0.01 &
-    ompi-checkpoint <PID of mpirun>        # Snapshot Ref.: 0 ~/ompi_global_snapshot_<PID>.ckpt
-    ompi-restart ~/ompi_global_snapshot_<PID>.ckpt
+    ompi-checkpoint <PID of mpirun>        # Snapshot Ref.: 0 ompi_global_snapshot_<PID>.ckpt
+    ompi-restart ompi_global_snapshot_<PID>.ckpt
 """
 import hashlib
 import sys

@@ -2,8 +2,9 @@
 ``mpirun``, an application coordinator in every rank, global snapshots on disk)."""
 from crs import params as _params
 
-_params.register("snapc_base_global_snapshot_dir", "~", "Directory where global snapshots "
-                 "(ompi_global_snapshot_<JOBID>.ckpt) are written", "path")
+_params.register("snapc_base_global_snapshot_dir", _params.SNAPSHOT_DIR_DEFAULT, "Directory "
+                 "where global snapshots (ompi_global_snapshot_<JOBID>.ckpt) are written; "
+                 "$SCRATCH if set, else the job's working directory", "path")
 _params.register("snapc_base_coordinator_address", "127.0.0.1", "Address the global coordinator "
                  "listens on for its ranks; set it to an address all nodes reach for multi-node "
                  "jobs")

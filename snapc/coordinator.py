@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,19 @@ def merge_failures(messages: list[str]) -> str:
 def job_socket(jobid: int) -> Path:
     """The tools' endpoint of job ``jobid``."""
     return endpoint.control_dir() / f"mpirun-{jobid}.sock"
+
+
+def running_jobs() -> Iterator[tuple[int, dict[str, Any]]]:
+    """The running checkpoint-enabled jobs of this user, each as (JOBID, what its coordinator
+    says of itself: ``GlobalCoordinator.info``)."""
+    for sock_path in sorted(endpoint.control_dir().glob("mpirun-*.sock")):
+        try:
+            jobid = int(sock_path.stem.split("-", 1)[1])
+            info = endpoint.request(endpoint.connect(jobid, "job", sock_path), {"op": "ping"},
+                                    what=f"job {jobid}")
+        except (ValueError, endpoint.EndpointError, OSError):
+            continue  # a job that just ended
+        yield jobid, info
 
 
 @dataclass
@@ -385,7 +399,7 @@ class GlobalCoordinator:
     def info(self) -> dict[str, Any]:
         return {"jobid": self.jobid, "ranks": len(self.ranks), "size": self.size,
                 "state": self.state, "snapshot_dir": str(self.snapshot_dir),
-                "last_seq": self.last_seq,
+                "last_seq": self.last_seq, "restarted_from": self.restarted_from,
                 "command": dict(self.job_records).get("Mpirun Command", "")}
 
     def _serve_tool(self, conn: socket.socket) -> None:

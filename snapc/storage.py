@@ -15,18 +15,23 @@ sequence stays restartable; directories without a ``Finished Seq`` record are ne
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from crs import native
 from crs.snapshot import (
+    PARTIAL,
     LocalSnapshot,
     Meta,
     SnapshotError,
+    aside_name,
     fsync_dir,
     local_snapshot_name,
     remove_stale_partials,
@@ -35,8 +40,23 @@ from crs.snapshot import (
 META_FILE = "global_snapshot_meta.data"
 
 
+#: the mark of a sequence directory withdrawn before it is deleted (see crs.snapshot.aside_name)
+ABORTED = ".aborted-"
+
 #: the metadata record of a finished sequence removed since (snapc_base_keep)
 REMOVED = "Removed Seq"
+
+
+@contextmanager
+def metadata_lock(path: Path) -> Iterator[None]:
+    """Exclusive use of the global snapshot directory ``path``'s metadata (an flock on the
+    directory itself), between its writers."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def global_snapshot_name(jobid: int) -> str:
@@ -118,9 +138,10 @@ class GlobalSnapshot:
             raise SnapshotError(f"{self.path}: sequence {seq} {state} (finished sequences: {have})")
         return self.seqs[seq]
 
-    def verify(self, seq: int) -> list[LocalSnapshot]:
+    def verify(self, seq: int, deep: bool = True) -> list[LocalSnapshot]:
         """Verify every rank's local snapshot of ``seq`` in full, images included (their pages'
-        CRCs: see LocalSnapshot.verify); return them in rank order."""
+        CRCs: see LocalSnapshot.verify); return them in rank order. Not ``deep``: the fast
+        check only (LocalSnapshot.check_sizes)."""
         record = self.check_seq(seq)
         if record.nprocs <= 0:
             raise SnapshotError(f"{self.path / META_FILE}: sequence {seq} has no NP record")
@@ -130,7 +151,8 @@ class GlobalSnapshot:
         paths = [self.rank_snapshot(seq, r) for r in range(record.nprocs)]
         snaps = [LocalSnapshot(p) for p in paths]
         with ThreadPoolExecutor(max_workers=min(8, len(snaps))) as pool:
-            list(pool.map(lambda snap: snap.verify(deep=True), snaps))  # the first failure
+            check = (lambda snap: snap.verify(deep=True)) if deep else LocalSnapshot.check_sizes
+            list(pool.map(check, snaps))  # raises the first failure
         return snaps
 
     def job(self, key: str) -> str | None:
@@ -141,6 +163,42 @@ class GlobalSnapshot:
             if k == key:
                 return v
         return None
+
+
+def remove_sequences(path: Path, seqs: list[int], fsync: bool = True) -> None:
+    """Remove finished sequences of the global snapshot at ``path`` from outside its job (the
+    job may be running: its coordinator keeps what is recorded here, see
+    GlobalSnapshotWriter._write_meta). Recorded as removed first, then deleted."""
+    if not seqs:
+        return
+    with metadata_lock(path):
+        meta = Meta.read(path / META_FILE)
+        for seq in seqs:
+            meta.add(REMOVED, str(seq))
+        _replace_meta(path, meta, fsync)
+    _withdraw(path, seqs)
+
+
+def _replace_meta(path: Path, meta: Meta, fsync: bool) -> None:
+    """Write ``meta`` aside, fsynced, and rename it over the metadata (under metadata_lock)."""
+    tmp = path / f".{META_FILE}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    meta.write(tmp, fsync)
+    os.replace(tmp, path / META_FILE)
+    if fsync:
+        fsync_dir(path)
+
+
+def _withdraw(path: Path, seqs: list[int]) -> None:
+    """Rename the directories of ``seqs`` aside (a reader sees them gone at once) and delete
+    them."""
+    for seq in seqs:
+        gone = path / aside_name(str(seq), ABORTED)
+        try:
+            os.rename(path / str(seq), gone)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 class GlobalSnapshotWriter:
@@ -166,7 +224,7 @@ class GlobalSnapshotWriter:
     def begin(self, seq: int) -> Path:
         """A fresh partial directory for ``seq``, where ranks write their local snapshots."""
         self._clean_partials()
-        partial = self.path / f".{seq}.partial-{os.getpid()}-{time.time_ns()}"
+        partial = self.path / aside_name(str(seq))
         partial.mkdir()
         return partial
 
@@ -197,7 +255,7 @@ class GlobalSnapshotWriter:
     def abort(self, partial: Path) -> None:
         """Withdraw a partial sequence. It is renamed first, so that a rank still writing into
         it fails instead of recreating it, then removed."""
-        withdrawn = partial.with_name(partial.name.replace(".partial-", ".aborted-", 1))
+        withdrawn = partial.with_name(partial.name.replace(PARTIAL, ABORTED, 1))
         try:
             os.rename(partial, withdrawn)
         except OSError:
@@ -206,23 +264,20 @@ class GlobalSnapshotWriter:
 
     def prune(self, keep: int, protect: set[int]) -> list[int]:
         """Remove the finished sequences older than the newest ``keep`` (none of ``protect``);
-        return them. Each is first recorded as removed (so no restart picks it), then its
-        directory is withdrawn and deleted."""
+        return them (see remove)."""
         current = GlobalSnapshot(self.path)
         old = [s for s in current.finished[:-keep] if s not in protect] if keep > 0 else []
-        if not old:
-            return []
-        for seq in old:
-            self.meta.add(REMOVED, str(seq))
-        self._write_meta()
-        for seq in old:
-            gone = self.path / f".{seq}.aborted-{os.getpid()}-{time.time_ns()}"
-            try:
-                os.rename(self.seq_dir(seq), gone)
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(gone, ignore_errors=True)
+        self.remove(old)
         return old
+
+    def remove(self, seqs: list[int]) -> None:
+        """Remove finished sequences: each is first recorded as removed (so no restart picks
+        it), then its directory is withdrawn and deleted."""
+        if seqs:
+            for seq in seqs:
+                self.meta.add(REMOVED, str(seq))
+            self._write_meta()
+            _withdraw(self.path, seqs)
 
     def remove_if_unused(self) -> bool:
         """Remove the directory if it holds no sequence, only its metadata (a job's first
@@ -242,17 +297,21 @@ class GlobalSnapshotWriter:
         return self.path / str(seq)
 
     def _write_meta(self) -> None:
-        tmp = self.path / f".{META_FILE}.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        self.meta.write(tmp, self.fsync)
-        os.replace(tmp, self.path / META_FILE)
-        if self.fsync:
-            fsync_dir(self.path)
+        """Replace the metadata. ``pycrs-snapshots prune`` may have recorded sequences as
+        removed meanwhile: under the directory's lock, those records are kept."""
+        with metadata_lock(self.path):
+            try:
+                on_disk = Meta.read(self.path / META_FILE).records
+            except SnapshotError:
+                on_disk = []  # none yet, or damaged: ours replaces it
+            ours = set(self.meta.records)
+            for key, value in on_disk:
+                if key == REMOVED and (key, value) not in ours:
+                    self.meta.add(key, value)
+            _replace_meta(self.path, self.meta, self.fsync)
 
     def _clean_partials(self) -> None:
         """Remove withdrawn sequences, and partial ones whose coordinator died."""
-        for p in self.path.glob(".*.aborted-*"):
+        for p in self.path.glob(f".*{ABORTED}*"):
             shutil.rmtree(p, ignore_errors=True)
-        for p in self.path.glob(".*.partial-*"):
-            seq_prefix = p.name[: p.name.index(".partial-") + len(".partial-")]
-            remove_stale_partials(self.path, seq_prefix)
+        remove_stale_partials(self.path)

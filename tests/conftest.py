@@ -88,10 +88,12 @@ def private_control_dir(tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture
 def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A HOME of the test's own and no inherited OMPI_MCA_* settings: the user's real parameter
-    files and environment never leak into a test."""
+    """A HOME of the test's own and no inherited OMPI_MCA_* settings or $SCRATCH (the default
+    snapshot directory): the user's real parameter files and environment never leak into a
+    test."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SCRATCH", raising=False)
     for k in list(os.environ):
         if k.startswith("OMPI_MCA_"):
             monkeypatch.delenv(k)

@@ -198,8 +198,12 @@ def test_restart_nonexistent_snapshot(tmp_path: Path, private_home: Path) -> Non
     res = run([tool("opal-restart"), str(tmp_path / "opal_snapshot_1.ckpt")])
     assert_one_line_error(res, "opal-restart",
                           f"{tmp_path / 'opal_snapshot_1.ckpt'}: no such snapshot")
-    # a bare name is looked up in crs_base_snapshot_dir (here the private HOME)
+    # a bare name is looked up in crs_base_snapshot_dir ($SCRATCH, else the working directory)
     res = run([tool("opal-restart"), "opal_snapshot_2.ckpt"], cwd=tmp_path)
+    assert_one_line_error(res, "opal-restart",
+                          f"{tmp_path / 'opal_snapshot_2.ckpt'}: no such snapshot")
+    scratch = {**os.environ, "SCRATCH": str(private_home)}
+    res = run([tool("opal-restart"), "opal_snapshot_2.ckpt"], cwd=tmp_path, env=scratch)
     assert_one_line_error(res, "opal-restart",
                           f"{private_home / 'opal_snapshot_2.ckpt'}: no such snapshot")
 

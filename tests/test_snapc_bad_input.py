@@ -231,8 +231,9 @@ def test_restart_missing_directory(tmp_path: Path, private_home: Path) -> None:
     res = run([RESTART, str(gone)])
     assert_one_line_error(res, "ompi-restart", f"{gone}: no such global snapshot", code=1)
     assert res.stdout == ""
-    # a bare name is looked up in snapc_base_global_snapshot_dir (here the private HOME)
-    res = run([RESTART, "ompi_global_snapshot_2.ckpt"], cwd=tmp_path)
+    # a bare name is looked up in snapc_base_global_snapshot_dir (here $SCRATCH)
+    res = run([RESTART, "ompi_global_snapshot_2.ckpt"], cwd=tmp_path,
+              env={**os.environ, "SCRATCH": str(private_home)})
     missing = private_home / "ompi_global_snapshot_2.ckpt"
     assert_one_line_error(res, "ompi-restart", f"{missing}: no such global snapshot")
     assert res.stdout == "" and list(tmp_path.iterdir()) == []

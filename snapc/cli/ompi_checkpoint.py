@@ -51,14 +51,10 @@ def job_of(pid: int) -> int | None:
 
 
 def list_jobs() -> int:
+    from ..coordinator import running_jobs
+
     found = False
-    for sock_path in sorted(endpoint.control_dir().glob("mpirun-*.sock")):
-        try:
-            jobid = int(sock_path.stem.split("-", 1)[1])
-            info = endpoint.request(endpoint.connect(jobid, "job", sock_path, HINT),
-                                    {"op": "ping"}, what=f"job {jobid}")
-        except (ValueError, endpoint.EndpointError, OSError):
-            continue  # a job that just ended
+    for jobid, info in running_jobs():
         if not found:
             print(f"{'JOBID':>8}  {'RANKS':>5}  {'LAST SEQ':>8}  {'STATE':<24}  SNAPSHOT DIRECTORY")
             found = True
