@@ -161,6 +161,12 @@ class GlobalCoordinator:
         #: a rank of a restarted job that could not be restored: (rank, why); the job must end
         self.restore_failure: tuple[int, str] | None = None
         self.restore_failed = threading.Event()
+        #: ranks whose connection ended without their goodbye, in that order: they died
+        self.deaths: list[RankLink] = []
+        #: how the job was ended on purpose: a checkpoint on snapc_base_checkpoint_signal ended
+        #: it to be requeued, or a signal mpirun passed on to it (snapc.frontend)
+        self.requeue = False
+        self.passed_on: int | None = None
         self._tool_threads: set[threading.Thread] = set()
         host = params.get("snapc_base_coordinator_address")
         self.rank_listener = socket.create_server((host, 0))
@@ -227,6 +233,15 @@ class GlobalCoordinator:
         except OSError:
             pass
 
+    def connections_ended(self, timeout: float = 5.0) -> None:
+        """Until every rank's connection has ended (the job is over: their readers see it
+        soon), so that ``deaths`` is complete; ``timeout`` seconds at most."""
+        deadline = time.monotonic() + timeout
+        while any(link.alive and not link.detached for link in list(self.ranks.values())):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
     def local_rank_pids(self) -> list[int]:
         me = socket.gethostname()
         return [link.pid for link in self.ranks.values() if link.host == me and link.alive]
@@ -289,6 +304,8 @@ class GlobalCoordinator:
         if on_purpose:
             return
         link.alive = False
+        if not link.finished:
+            self.deaths.append(link)
         self.inbox.put((link, None))
 
     def _wait_for_ranks(self, req: Request) -> list[RankLink]:
