@@ -2,10 +2,12 @@
 from its newest sequence that verifies, a bounded number of times, each attempt said in one
 line) and snapc_base_resume (the same command line starts a job, or resumes it from its
 snapshot when it was requeued, falling back to an older sequence when the newest is damaged).
-Real 4-rank MPICH jobs; every output is compared with an uninterrupted run's."""
+Real MPICH jobs (4 ranks saving themselves at safe points, 3 unmodified ones saved whole by
+blcr); every output is compared with an uninterrupted run's."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 import signal
 from pathlib import Path
@@ -13,17 +15,19 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS, run
-from helpers import wait_until
+from helpers import descendants, proc_stat, wait_until
 from snapc.storage import GlobalSnapshot
 from test_periodic import finished_seqs
 from test_transparent_mpi import (  # noqa: F401 - fixtures: orphans reaped, no job left
     MPICH,
+    STARTED,
     Job,
     flip_byte,
     no_job_left,
     one_line_error,
     reference,
     refused_at_launch,
+    start,
     subreaper,
 )
 
@@ -65,6 +69,27 @@ def test_a_rank_dies_and_the_job_restarts_itself(tmp_path: Path) -> None:
     assert m, line
     assert int(m.group(1)) >= 1  # the newest: rank 1 died after the second commit
     assert out.endswith(faulty_reference()) and out.count("result ") == 1, out
+
+
+def test_an_unmodified_program_whose_rank_is_killed_restarts_itself(tmp_path: Path) -> None:
+    """A rank of an unmodified program (saved whole by blcr every second) is SIGKILLed from
+    outside, as a node failure would: the job is restored from its newest sequence, ranks with
+    their PIDs, none starting its program again, and ends with the uninterrupted output."""
+    job = start(tmp_path, 3, mca=("--mca", "snapc_base_period", "1",
+                                  "--mca", "snapc_base_restarts", "2"))
+    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    wait_until(lambda: finished_seqs(gdir) >= 1 or job.proc.poll() is not None,
+               "a periodic checkpoint", timeout=300)
+    ranks = [pid for pid in descendants(job.pid) if (st := proc_stat(pid))
+             and Path(f"/proc/{st[1]}/comm").read_text().strip() == "hydra_pmi_proxy"]
+    assert len(ranks) == 3, ranks
+    os.kill(sorted(ranks)[1], signal.SIGKILL)
+    code, out, err = job.finish()
+    assert code == 0, err
+    assert tuple(out.splitlines()[-3:]) == reference(3) and out.count("field crc32") == 3, out
+    before, restart, after = re.split(r"(mpirun: rank \d \(PID \d+ on \S+\) died; restart 1 of "
+                                      r"2 from sequence \d+ of \S+\n)", err)
+    assert restart.endswith(f"of {gdir}\n") and not STARTED.search(after), err
 
 
 def test_restarts_used_up_end_the_job_with_its_status(tmp_path: Path) -> None:
@@ -130,6 +155,20 @@ def test_requeued_the_same_line_resumes_from_the_newest_sequence_that_verifies(
     assert other.returncode == 1 and other.stdout == ""
     one_line_error(other.stderr, "mpirun", f"snapc_base_resume: {snapshots} holds a snapshot "
                    "of another program", "1200 0.005")
+
+
+def test_a_job_ended_by_a_signal_is_not_restarted(tmp_path: Path) -> None:
+    """SIGTERM to mpirun (kill JOBID, a batch system's scancel) is passed on to the job, which
+    ends by it: on purpose, not a failure; it is not restarted."""
+    job = start(tmp_path, 3, mca=("--mca", "snapc_base_period", "1",
+                                  "--mca", "snapc_base_restarts", "2"))
+    gdir = tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
+    wait_until(lambda: finished_seqs(gdir) >= 1 or job.proc.poll() is not None,
+               "a periodic checkpoint", timeout=300)
+    job.proc.send_signal(signal.SIGTERM)
+    code, out, err = job.finish()
+    assert code != 0 and "field crc32" not in out, err
+    assert "restart" not in err, err
 
 
 @pytest.mark.parametrize("name,value,words", [
