@@ -367,14 +367,26 @@ class GlobalCoordinator:
                 if link.finished:  # it said goodbye: the program ended, it did not die
                     raise JobEnded(f"the job ended during the checkpoint (rank "
                                            f"{link.rank} finished before the agreed safe point)")
-                raise CheckpointFailed(f"rank {link.rank} (PID {link.pid} on {link.host}) died "
-                                       "during the checkpoint")
+                raise CheckpointFailed(f"{self._dead_ranks(links)} during the checkpoint")
             if message is not None and message.get("seq") == seq:
                 if message.get("op") == op:
                     got[link.rank] = message
                 else:  # a rank ahead of the others: its next step's message, for later
                     self._ahead.append((link, message))
         return [got[link.rank] for link in links]
+
+    @staticmethod
+    def _dead_ranks(links: list[RankLink]) -> str:
+        """The ranks of ``links`` that died, named together. When a rank dies its launcher kills
+        the others within moments, and the order in which their connections are seen to close
+        here is not the order in which they died, so none is named as the first."""
+        time.sleep(0.5)  # let the connections of ranks that died with it close too
+        dead = [link for link in links if not link.alive and not link.finished]
+        if len(dead) == 1:
+            return f"rank {dead[0].rank} (PID {dead[0].pid} on {dead[0].host}) died"
+        hosts = sorted({link.host for link in dead})
+        return (f"ranks {', '.join(str(link.rank) for link in dead)} (PIDs "
+                f"{', '.join(str(link.pid) for link in dead)} on {', '.join(hosts)}) died")
 
     # -- tools --------------------------------------------------------------------------------
     def _accept_tools(self) -> None:
