@@ -86,9 +86,11 @@ def why_failed(status: int, coordinator: GlobalCoordinator) -> str | None:
     if coordinator.restore_failure is not None:
         rank, why = coordinator.restore_failure
         return f"rank {rank} could not be restored ({why})"
-    if coordinator.deaths:  # the first to go; the launcher ends the others after it
-        link = coordinator.deaths[0]
-        return f"rank {link.rank} (PID {link.pid} on {link.host}) died"
+    from .coordinator import dead_ranks
+
+    links = sorted(coordinator.ranks.values(), key=lambda link: link.rank)
+    if any(not link.alive and not link.finished for link in links):
+        return dead_ranks(links)  # with the rank that failed, those the launcher ended after it
     if status < 0:
         return f"the launcher died of {signal.Signals(-status).name}"
     return f"the job ended with exit status {status}"
