@@ -35,5 +35,12 @@ _params.register("snapc_base_signal_then", "end", "After a checkpoint on "
 _params.register("snapc_base_requeue_status", "99", "mpirun's exit status when a checkpoint on "
                  "snapc_base_checkpoint_signal ended the job: the job is to be requeued (SLURM: "
                  "RequeueExit=99)", "int")
+_params.register("snapc_base_restarts", "0", "How many times mpirun restarts a job that failed "
+                 "(a rank died, a node was lost) from the newest sequence of its global snapshot "
+                 "that verifies; 0: never", "int")
+_params.register("snapc_base_resume", "", "The job's global snapshot directory: when it holds a "
+                 "finished sequence, mpirun resumes the job from the newest that verifies instead "
+                 "of starting the program, else starts it with its checkpoints going there (the "
+                 "same command line for the first run and every requeue); empty: off", "path")
 _params.register("mpirun_launcher", "", "The real MPI launcher behind our mpirun: a path, or "
                  "'mpich' / 'openmpi'; empty finds the installed one")

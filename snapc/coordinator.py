@@ -79,6 +79,19 @@ def merge_failures(messages: list[str]) -> str:
     return "; ".join(parts)
 
 
+def dead_ranks(links: list[RankLink]) -> str:
+    """The ranks of ``links`` that died (their connection ended without their goodbye), named
+    together. When a rank dies its launcher kills the others within moments, and the order in
+    which their connections are seen to close here is not the order in which they died, so none
+    is named as the first."""
+    dead = [link for link in links if not link.alive and not link.finished]
+    if len(dead) == 1:
+        return f"rank {dead[0].rank} (PID {dead[0].pid} on {dead[0].host}) died"
+    hosts = sorted({link.host for link in dead})
+    return (f"ranks {', '.join(str(link.rank) for link in dead)} (PIDs "
+            f"{', '.join(str(link.pid) for link in dead)} on {', '.join(hosts)}) died")
+
+
 def job_socket(jobid: int) -> Path:
     """The tools' endpoint of job ``jobid``."""
     return endpoint.control_dir() / f"mpirun-{jobid}.sock"
@@ -175,6 +188,10 @@ class GlobalCoordinator:
         #: a rank of a restarted job that could not be restored: (rank, why); the job must end
         self.restore_failure: tuple[int, str] | None = None
         self.restore_failed = threading.Event()
+        #: how the job was ended on purpose: a checkpoint on snapc_base_checkpoint_signal ended
+        #: it to be requeued, or a signal mpirun passed on to it (snapc.frontend)
+        self.requeue = False
+        self.passed_on: int | None = None
         self._tool_threads: set[threading.Thread] = set()
         host = params.get("snapc_base_coordinator_address")
         self.rank_listener = socket.create_server((host, 0))
@@ -240,6 +257,15 @@ class GlobalCoordinator:
             self.tool_path.unlink()
         except OSError:
             pass
+
+    def connections_ended(self, timeout: float = 5.0) -> None:
+        """Until every rank's connection has ended (the job is over: their readers see it
+        soon), so that the ranks that died are known; ``timeout`` seconds at most."""
+        deadline = time.monotonic() + timeout
+        while any(link.alive and not link.detached for link in list(self.ranks.values())):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     def local_rank_pids(self) -> list[int]:
         me = socket.gethostname()
@@ -364,26 +390,14 @@ class GlobalCoordinator:
                 if link.finished:  # it said goodbye: the program ended, it did not die
                     raise JobEnded(f"the job ended during the checkpoint (rank "
                                            f"{link.rank} finished before the agreed safe point)")
-                raise CheckpointFailed(f"{self._dead_ranks(links)} during the checkpoint")
+                time.sleep(0.5)  # let the connections of ranks that died with it close too
+                raise CheckpointFailed(f"{dead_ranks(links)} during the checkpoint")
             if message is not None and message.get("seq") == seq:
                 if message.get("op") == op:
                     got[link.rank] = message
                 else:  # a rank ahead of the others: its next step's message, for later
                     self._ahead.append((link, message))
         return [got[link.rank] for link in links]
-
-    @staticmethod
-    def _dead_ranks(links: list[RankLink]) -> str:
-        """The ranks of ``links`` that died, named together. When a rank dies its launcher kills
-        the others within moments, and the order in which their connections are seen to close
-        here is not the order in which they died, so none is named as the first."""
-        time.sleep(0.5)  # let the connections of ranks that died with it close too
-        dead = [link for link in links if not link.alive and not link.finished]
-        if len(dead) == 1:
-            return f"rank {dead[0].rank} (PID {dead[0].pid} on {dead[0].host}) died"
-        hosts = sorted({link.host for link in dead})
-        return (f"ranks {', '.join(str(link.rank) for link in dead)} (PIDs "
-                f"{', '.join(str(link.pid) for link in dead)} on {', '.join(hosts)}) died")
 
     # -- tools --------------------------------------------------------------------------------
     def _accept_tools(self) -> None:

@@ -30,7 +30,7 @@ from crs import layers, params as crs_params
 from crs.cli.errors import UsageError, run_tool
 from crs.launch import cr_environment
 
-from . import crcp, jobenv, on_signal
+from . import autorestart, crcp, jobenv, on_signal
 from .launcher import RealLauncher, find_real_launcher
 from .layer import NAME
 from .period import Period
@@ -118,6 +118,7 @@ def _main(argv: list[str]) -> int:
         refuse_unknown_parameters(cmd, launcher)
         Period(prm)  # a wrong snapc_base_period is refused before anything starts
         on_signal.from_params(prm)  # and so is a wrong snapc_base_checkpoint_signal
+        autorestart.from_params(prm)  # or snapc_base_restarts / snapc_base_resume
     if not cmd.program and any(t in HELP for t in cmd.launcher_options):
         # what we are, in one line, before the launcher's own help
         print(f"{TOOL} (pycrs): run an MPI job with {launcher.path}; with -am ft-enable-cr it "
@@ -234,7 +235,13 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     restart_dir = os.environ.pop(jobenv.ENV_RESTART_GLOBAL, None)
     restart_seq = os.environ.pop(jobenv.ENV_RESTART_SEQ, None)
     restoring = bool(os.environ.pop(jobenv.ENV_RESTART_IMAGES, None))
+    restarts_done = autorestart.attempt()
+    until_done = autorestart.from_params(prm)
     transparent = transparent_checkpoint(prm, launcher)
+    # a job started (not restarted) with snapc_base_resume: resumed here (this process becomes
+    # the restarted job's mpirun), or started afresh with its snapshots in that directory
+    snapshot_dir = Path(restart_dir) if restart_dir else \
+        autorestart.resume_or_start(until_done, cmd.program)
     records = [
         ("Job ID", str(os.getpid())),
         ("Mpirun Command", json.dumps([TOOL, *argv])),
@@ -242,7 +249,7 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
         ("Launcher Options", json.dumps(cmd.launcher_options)),
         ("AMCA", ":".join(cmd.amca)),
     ]
-    coordinator = GlobalCoordinator(prm, records, Path(restart_dir) if restart_dir else None)
+    coordinator = GlobalCoordinator(prm, records, snapshot_dir)
     if restart_seq is not None and restart_seq.isdigit():
         coordinator.restarted_from = int(restart_seq)
     env = cr_environment(os.environ, prm.child_env())
@@ -256,7 +263,6 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     args = _launcher_arguments(launcher, prm, cmd, env, rank_env)
 
     wanted = on_signal.from_params(prm)
-    coordinator.requeue = False  # type: ignore[attr-defined]
     signals = set(FORWARDED) | ({wanted.sig} if wanted else set())
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # taken by the forwarding thread only
     coordinator.start()
@@ -271,8 +277,13 @@ def run_job(launcher: RealLauncher, prm: crs_params.Params, cmd: CommandLine,
     finally:
         coordinator.close()
     if coordinator.restore_failure is not None:
-        return 1
-    if wanted and coordinator.requeue:  # type: ignore[attr-defined]
+        status = 1
+    if status != 0:
+        coordinator.connections_ended()  # which ranks died, and which first
+    why = autorestart.why_failed(status, coordinator)
+    if why is not None:  # returns only when the job is not restarted
+        autorestart.restart_after_failure(why, coordinator, until_done, restarts_done)
+    if wanted and coordinator.requeue:
         return wanted.requeue_status
     if status < 0:
         _die_of(-status)
@@ -337,6 +348,8 @@ def _forward_signals(child: subprocess.Popen[bytes], coordinator: object,
             on_signal.checkpoint_now(coordinator, wanted)
             continue
         from_terminal = info.si_code == SI_KERNEL
+        if sig not in (signal.SIGTSTP, signal.SIGCONT):
+            coordinator.passed_on = sig  # type: ignore[attr-defined] # ended on purpose
         sends = [] if from_terminal else [(child.pid, sig)]
         if sig in (signal.SIGTSTP, signal.SIGCONT):
             # hydra passes neither on, and its ranks sit in sessions of their own, where the

@@ -5,6 +5,7 @@ LD_PRELOAD of the ranks of a transparent job. Those modules import this one; it 
 them.
 
     ompi-restart -> mpirun   PYCRS_RESTART_GLOBAL, PYCRS_RESTART_SEQ, PYCRS_RESTART_IMAGES
+    mpirun -> mpirun         the same, and PYCRS_RESTART_ATTEMPT (snapc.autorestart)
     mpirun -> every rank     PYCRS_COORDINATOR, PYCRS_COORDINATOR_TOKEN, PYCRS_JOBID,
                              PYCRS_RESTART_SEQ_DIR (a restart at safe points),
                              PYCRS_CRCP and LD_PRELOAD (a transparent job: the MPI layer)
@@ -26,6 +27,8 @@ ENV_RESTART_SEQ_DIR = "PYCRS_RESTART_SEQ_DIR"
 #: set by ompi-restart for mpirun: the global snapshot and the sequence the job restarts from
 ENV_RESTART_GLOBAL = "PYCRS_RESTART_GLOBAL"
 ENV_RESTART_SEQ = "PYCRS_RESTART_SEQ"
+#: set by mpirun when it restarts a job that failed (snapc.autorestart): the restarts so far
+ENV_RESTART_ATTEMPT = "PYCRS_RESTART_ATTEMPT"
 #: set by ompi-restart when the ranks are relaunched as ``opal-restart IMAGE``: they are restored
 #: processes that hold the MPI layer already, not new ones to preload it into
 ENV_RESTART_IMAGES = "PYCRS_RESTART_IMAGES"

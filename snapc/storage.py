@@ -155,6 +155,18 @@ class GlobalSnapshot:
             list(pool.map(check, snaps))  # raises the first failure
         return snaps
 
+    def newest_verified(self) -> tuple[int, list[LocalSnapshot], list[str]]:
+        """The newest finished sequence that verifies, its local snapshots, and why each newer
+        one did not ("sequence 3 does not verify: ..."), newest first. SnapshotError if there is
+        no finished sequence, or none verifies (with every reason)."""
+        skipped: list[str] = []
+        for seq in reversed(self.finished or [self.newest()]):  # newest(): no sequence at all
+            try:
+                return seq, self.verify(seq), skipped
+            except SnapshotError as exc:
+                skipped.append(f"sequence {seq} does not verify: {exc}")
+        raise SnapshotError(f"{self.path}: no finished sequence verifies ({'; '.join(skipped)})")
+
     def job(self, key: str) -> str | None:
         """A job-level record (written before any Seq block)."""
         for k, v in self.meta.records:

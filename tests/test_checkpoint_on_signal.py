@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, run
-from test_transparent_mpi import MPICH, one_line_error, reference, restarted, start
+from test_transparent_mpi import reference, refused_at_launch, restarted, start
 
 SIGNAL = ("--mca", "snapc_base_checkpoint_signal", "USR1")
 
@@ -47,8 +46,4 @@ def test_the_signal_checkpoints_and_the_job_goes_on(tmp_path: Path) -> None:
 ])
 def test_bad_values_are_refused_at_launch(tmp_path: Path, name: str, value: str,
                                           words: str) -> None:
-    res = run([str(BIN / "mpirun"), "-am", "ft-enable-cr", "--mca", name, value, "-np", "2",
-               MPICH.python, "-c", "pass"], cwd=tmp_path)
-    assert res.returncode != 0 and res.stdout == ""
-    one_line_error(res.stderr, "mpirun", name, words)
-    assert not list(tmp_path.iterdir())
+    refused_at_launch(tmp_path, name, value, words)

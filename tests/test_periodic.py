@@ -14,7 +14,14 @@ from crs.params import ParamError, Params
 from helpers import wait_until
 from snapc.period import FIRST_COST, Period
 from snapc.storage import GlobalSnapshot
-from test_transparent_mpi import LONG_STEPS, MPICH, one_line_error, restarted, start
+from test_transparent_mpi import (
+    LONG_STEPS,
+    MPICH,
+    one_line_error,
+    refused_at_launch,
+    restarted,
+    start,
+)
 
 MCA = ("--mca", "snapc_base_period", "1", "--mca", "snapc_base_keep", "2")
 
@@ -54,11 +61,7 @@ def test_periodic_checkpoints_keep_the_newest_two_then_restart(tmp_path: Path) -
                                         ("snapc_base_period", "-5"),
                                         ("snapc_base_keep", "two")])
 def test_bad_values_are_refused_at_launch(tmp_path: Path, name: str, value: str) -> None:
-    res = run([str(BIN / "mpirun"), "-am", "ft-enable-cr", "--mca", name, value, "-np", "2",
-               MPICH.python, "-c", "pass"], cwd=tmp_path)
-    assert res.returncode != 0 and res.stdout == ""
-    one_line_error(res.stderr, "mpirun", name)
-    assert not list(tmp_path.iterdir())
+    refused_at_launch(tmp_path, name, value)
 
 
 def params(**values: str) -> Params:

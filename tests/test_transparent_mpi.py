@@ -178,6 +178,17 @@ def one_line_error(stderr: str, prog: str, *needles: str) -> None:
         assert needle in stderr, (needle, stderr)
 
 
+def refused_at_launch(where: Path, name: str, value: str, *words: str) -> None:
+    """``mpirun -am ft-enable-cr --mca NAME VALUE`` (in ``where``) refuses the value in one line
+    naming the parameter and ``words``, exits non-zero and leaves nothing in ``where``."""
+    before = sorted(where.rglob("*"))
+    res = run([str(BIN / "mpirun"), "-am", "ft-enable-cr", "--mca", name, value, "-np", "2",
+               MPICH.python, "-c", "pass"], cwd=where)
+    assert res.returncode != 0 and res.stdout == ""
+    one_line_error(res.stderr, "mpirun", name, *words)
+    assert sorted(where.rglob("*")) == before
+
+
 # -- checkpoint, kill, restart -----------------------------------------------------------------
 def test_the_first_line_of_the_readme(tmp_path: Path) -> None:
     """mpirun -am ft-enable-cr with no other option, an unmodified program, ompi-checkpoint at a

@@ -2,13 +2,13 @@
 through our mpirun (same ranks, program, arguments and C/R parameters)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from crs import params
 from crs.cli.errors import ToolParser, UsageError, run_tool
@@ -125,8 +125,9 @@ def check_hostfile(name: str | None) -> None:
             raise UsageError(f"--hostfile {name}: {exc.strerror}") from None
 
 
-def build_command(snaps: list[LocalSnapshot], ns: argparse.Namespace, prm: params.Params,
-                  launcher_options: list[str]) -> tuple[list[str], Relaunch]:
+def build_command(snaps: list[LocalSnapshot], mca: dict[str, str], launcher_options: list[str],
+                  hostfile: str | None = None,
+                  mpirun_opts: str = "") -> tuple[list[str], Relaunch]:
     """The mpirun command line (MPMD when ranks differ) and the relaunch of rank 0."""
     from crs.framework import ComponentError, component_for_snapshot
 
@@ -140,10 +141,10 @@ def build_command(snaps: list[LocalSnapshot], ns: argparse.Namespace, prm: param
         component.call("crs_prelaunch", rank=rank, snapshot=snap, relaunch=relaunch)
         launches.append(relaunch)
     cmd = our_mpirun() + launcher_options
-    if ns.hostfile:
-        cmd += ["--hostfile", str(Path(ns.hostfile).absolute())]
-    cmd += mpirun_options(ns.mpirun_opts)
-    for name, value in prm.cli.items():
+    if hostfile:
+        cmd += ["--hostfile", str(Path(hostfile).absolute())]
+    cmd += mpirun_options(mpirun_opts)
+    for name, value in mca.items():
         cmd += ["--mca", name, value]
     if all(r.argv == launches[0].argv for r in launches):
         cmd += ["-np", str(len(launches)), *launches[0].argv]
@@ -151,6 +152,40 @@ def build_command(snaps: list[LocalSnapshot], ns: argparse.Namespace, prm: param
         groups = [["-np", "1", *r.argv] for r in launches]
         cmd += [tok for i, g in enumerate(groups) for tok in ([":"] if i else []) + g]
     return cmd, launches[0]
+
+
+@dataclass
+class Restart:
+    """How a job is relaunched from one verified sequence: our mpirun's command line, what the
+    restart adds to the environment, and the directory it runs in (rank 0's)."""
+
+    cmd: list[str]
+    job_env: dict[str, str]
+    cwd: str
+
+    def execute(self, extra_env: dict[str, str] | None = None) -> NoReturn:
+        """Become the restarted job's mpirun (this process's PID stays)."""
+        os.chdir(self.cwd)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(self.cmd[0], self.cmd, {**os.environ, **self.job_env, **(extra_env or {})})
+
+
+def plan_restart(gs: GlobalSnapshot, seq: int, snaps: list[LocalSnapshot],
+                 mca: dict[str, str] | None = None, hostfile: str | None = None,
+                 mpirun_opts: str = "") -> Restart:
+    """The restart of ``gs`` from sequence ``seq``, whose local snapshots ``snaps`` verified:
+    the same ranks, program, arguments and C/R parameters, and the job's launcher options."""
+    from crs.plugins.image_based import TRANSPARENT_MARK
+
+    cmd, first = build_command(snaps, mca or {}, original_launcher_options(gs, bool(hostfile)),
+                               hostfile, mpirun_opts)
+    job_env = {**first.env,  # the C/R parameters the job ran with
+               "OMPI_MCA_ft_cr_enabled": "1",
+               jobenv.ENV_RESTART_GLOBAL: str(gs.path), jobenv.ENV_RESTART_SEQ: str(seq)}
+    if any(snap.meta.get(TRANSPARENT_MARK) == "1" for snap in snaps):
+        job_env[jobenv.ENV_RESTART_IMAGES] = "1"  # restored images under the MPI layer
+    return Restart(cmd, job_env, first.cwd)
 
 
 def _glue_mpirun_opts(argv: list[str]) -> list[str]:
@@ -168,8 +203,6 @@ def _glue_mpirun_opts(argv: list[str]) -> list[str]:
 
 def _run(argv: list[str] | None) -> int:
     ns = build_parser().parse_args(_glue_mpirun_opts(sys.argv[1:] if argv is None else argv))
-    from crs.plugins.image_based import TRANSPARENT_MARK
-
     from ..storage import GlobalSnapshot
 
     prm = params.from_arguments(ns)
@@ -181,23 +214,15 @@ def _run(argv: list[str] | None) -> int:
     if ns.verbose:
         print(f"{TOOL}: verifying sequence {seq} of {gs.path}", file=sys.stderr)
     snaps = gs.verify(seq)
-    cmd, first = build_command(snaps, ns, prm, original_launcher_options(gs, bool(ns.hostfile)))
-    job_env = {**first.env,  # the C/R parameters the job ran with
-               "OMPI_MCA_ft_cr_enabled": "1",
-               jobenv.ENV_RESTART_GLOBAL: str(gs.path), jobenv.ENV_RESTART_SEQ: str(seq)}
-    if any(snap.meta.get(TRANSPARENT_MARK) == "1" for snap in snaps):
-        job_env[jobenv.ENV_RESTART_IMAGES] = "1"  # restored images under the MPI layer
-    env = {**os.environ, **job_env}
+    restart = plan_restart(gs, seq, snaps, prm.cli, ns.hostfile, ns.mpirun_opts)
     if ns.showme:  # everything the restart sets, so that the printed command does the same
-        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in job_env.items())
-        print(f"cd {shlex.quote(first.cwd)} && {assignments} {shlex.join(cmd)}")
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in restart.job_env.items())
+        print(f"cd {shlex.quote(restart.cwd)} && {assignments} {shlex.join(restart.cmd)}")
         return 0
     if ns.verbose:
-        print(f"{TOOL}: restarting {len(snaps)} ranks: {shlex.join(cmd)}", file=sys.stderr)
-    os.chdir(first.cwd)
-    sys.stdout.flush()
-    os.execve(cmd[0], cmd, env)
-    return 0  # not reached
+        print(f"{TOOL}: restarting {len(snaps)} ranks: {shlex.join(restart.cmd)}",
+              file=sys.stderr)
+    restart.execute()
 
 
 def main(argv: list[str] | None = None) -> None:

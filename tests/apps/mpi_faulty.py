@@ -2,6 +2,10 @@
 
 argv: steps delay fault, where fault is KIND:RANK:N with KIND one of die (SIGKILL itself),
 raise (the callback raises), slow (the callback sleeps 60 s) or pause (it sleeps 3 s), or 'none'.
+Two kinds fail the rank between checkpoints instead, at the first safe point after its Nth
+checkpoint (committed by then: a rank waits for the commit before it goes on): kill (SIGKILL
+itself, unless it was restored: a restarted job goes on) and killagain (in a restarted job too,
+after its Nth checkpoint since the restart).
 """
 import os
 import signal
@@ -25,7 +29,7 @@ total, step = 0, 0
 def save():
     global saves
     saves += 1
-    if rank == int(fault_rank) and saves == int(nth):
+    if kind in ("die", "raise", "slow", "pause") and rank == int(fault_rank) and saves == int(nth):
         print(f"rank {rank}: fault {kind} in checkpoint {saves}", file=sys.stderr, flush=True)
         if kind == "die":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -43,6 +47,10 @@ if state:
     step, total = state
 while step < steps:
     crs.safe_point()
+    if (kind == "killagain" or (kind == "kill" and not state)) and rank == int(fault_rank) \
+            and saves >= int(nth):
+        print(f"rank {rank}: killed at step {step}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
     total = (total * 31 + comm.allreduce(step + rank)) % 1_000_003
     step += 1
     time.sleep(delay)
