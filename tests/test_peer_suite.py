@@ -1,16 +1,23 @@
 """mpi4py's own test suite as the yardstick of an invisible MPI layer: a chosen subset of its
 modules (fast ones, each exercising an object kind the layer virtualizes) gives the same verdict,
 test by test and rank by rank, under ``mpirun -am ft-enable-cr --mca crs blcr`` as under the
-plain launcher. No checkpoint is taken: this is the layer alone. The whole suite, module by
-module, by hand: ``python -m tests.peer.suite --np 2 --crs blcr`` (tests/peer/suite.py)."""
+plain launcher, first with no checkpoint (the layer alone), then in one longer job checkpointed
+at random moments while it runs, and killed and restarted from such a checkpoint (blcr in
+make test, mtcp in make test-long). The whole suite, module by module, by hand:
+``python -m tests.peer.suite --np 2 --crs blcr`` (tests/peer/suite.py)."""
 from __future__ import annotations
 
+import random
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN
-from peer.suite import run_module, suite_dir
+from conftest import BIN, tool
+from helpers import kill_tree, reap
+from peer.suite import Verdict, run_module, suite_dir
+from test_transparent_mpi import subreaper  # noqa: F401 - orphans of a killed job reaped here
 
 # about 2 min in all, plain and layer, on the 2-core dev VM
 MODULES = ["test_attributes", "test_cco_ngh_obj", "test_cco_obj_inter", "test_comm",
@@ -24,15 +31,136 @@ def suite() -> Path:
     return suite_dir()
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_module_gives_the_plain_launchers_verdict(tmp_path: Path, suite: Path,
-                                                  module: str) -> None:
+def _plain_then_layer(tmp_path: Path, suite: Path, module: str, nprocs: int) -> None:
     python = str(BIN / "python")
-    plain = run_module([str(BIN / "mpiexec"), "-n", "2"], suite, module, tmp_path / "plain",
-                       python=python, timeout=300)
+    plain = run_module([str(BIN / "mpiexec"), "-n", str(nprocs)], suite, module,
+                       tmp_path / "plain", python=python, timeout=300)
     layer = run_module([str(BIN / "mpirun"), "-am", "ft-enable-cr", "--mca", "crs", "blcr",
-                        "-np", "2"], suite, module, tmp_path / "layer", python=python,
+                        "-np", str(nprocs)], suite, module, tmp_path / "layer", python=python,
                        timeout=300)
     assert plain.outcomes and plain.returncode == 0, plain.output[-3000:]
     diffs = layer.differences(plain)
     assert not diffs, "\n".join(diffs[:20]) + "\n" + layer.output[-3000:]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_gives_the_plain_launchers_verdict(tmp_path: Path, suite: Path,
+                                                  module: str) -> None:
+    _plain_then_layer(tmp_path, suite, module, 2)
+
+
+@pytest.mark.xfail(strict=True, reason="with 3 ranks, MPICH fails an assertion in its datatype "
+                   "packing (typerep_yaksa_pack.c:326) in test_cco_obj_inter under the layer, "
+                   "and the job aborts; with 2 ranks the module passes")
+def test_intercommunicator_collectives_on_three_ranks(tmp_path: Path, suite: Path) -> None:
+    _plain_then_layer(tmp_path, suite, "test_cco_obj_inter", 3)
+
+
+# --- with checkpoints while the suite runs, and with a kill and a restart in the middle ---------
+
+# one job of about 40 s under the plain launcher on the 2-core dev VM: long enough to be
+# checkpointed at random moments inside it
+LONG_RUN = [*MODULES, "test_cco_buf", "test_p2p_buf", "test_rma", "test_cco_nb_buf",
+            "test_msgspec"]
+
+
+@pytest.fixture(scope="module")
+def plain_long_run(suite: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Verdict]:
+    """The plain launcher's verdicts on LONG_RUN, per number of ranks, run once each."""
+    runs: dict[int, Verdict] = {}
+
+    def get(nprocs: int) -> Verdict:
+        if nprocs not in runs:
+            out = tmp_path_factory.mktemp(f"plain{nprocs}")
+            runs[nprocs] = run_module([str(BIN / "mpiexec"), "-n", str(nprocs)], suite,
+                                      LONG_RUN, out, python=str(BIN / "python"), timeout=900)
+            assert runs[nprocs].outcomes, runs[nprocs].output[-3000:]
+        return runs[nprocs]
+    return get  # type: ignore[return-value]
+
+
+def _layer(crs: str, nprocs: int, snapshots: Path) -> list[str]:
+    # At some moments of the suite the ranks reach no consistent cut (seen inside test_p2p_buf's
+    # probe tests and test_rma's fence tests, not yet understood): such a checkpoint fails after
+    # the quiesce timeout and the job goes on; 15 s rather than the default 600 keeps this short.
+    return [str(BIN / "mpirun"), "-am", "ft-enable-cr", "--mca", "crs", crs, "--mca",
+            "snapc_crcp_quiesce_timeout", "15", "--mca", "snapc_base_global_snapshot_dir",
+            str(snapshots), "-np", str(nprocs)]
+
+
+def _checkpoint(job: subprocess.Popen[str], failures: list[str]) -> Path | None:
+    """One checkpoint of the running job: its global snapshot directory, or None (the reason
+    added to ``failures``) when the coordinator refused this moment (a test holding what cannot
+    be saved, as a shared-memory window), gave up on it, or the job had already ended."""
+    res = subprocess.run([tool("ompi-checkpoint"), str(job.pid)], capture_output=True,
+                         text=True, timeout=300)
+    if res.returncode != 0:
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+        failures.append(res.stderr.strip())
+        return None
+    return Path(res.stdout.split()[-1])
+
+
+def _random_moments(count: int, within: float) -> tuple[str, list[float]]:
+    """``count`` moments (seconds after the start) up to ``within``, and how to get them again."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    return f"seed {seed}", sorted(rng.uniform(2.0, within) for _ in range(count))
+
+
+BOTH_IMAGES = [("blcr", 2), pytest.param("mtcp", 2, marks=pytest.mark.long)]
+
+
+@pytest.mark.parametrize(("crs", "nprocs"), BOTH_IMAGES)
+def test_suite_checkpointed_while_it_runs_keeps_its_verdict(
+        tmp_path: Path, suite: Path, plain_long_run, crs: str, nprocs: int) -> None:
+    seed, moments = _random_moments(3, 25.0)
+    taken: list[Path] = []
+    failures: list[str] = []
+
+    def during(job: subprocess.Popen[str]) -> None:
+        start = time.monotonic()
+        for at in moments:
+            time.sleep(max(0.0, start + at - time.monotonic()))
+            if job.poll() is not None:
+                break
+            if (gdir := _checkpoint(job, failures)) is not None:
+                taken.append(gdir)
+
+    plain = plain_long_run(nprocs)
+    layer = run_module(_layer(crs, nprocs, tmp_path / "snapshots"), suite, LONG_RUN,
+                       tmp_path / "layer", python=str(BIN / "python"), timeout=900,
+                       during=during)
+    assert taken, f"no checkpoint taken at {moments} ({seed}): {failures}"
+    diffs = layer.differences(plain)
+    assert not diffs, (f"{seed}, checkpoints at {moments}\n" + "\n".join(diffs[:20])
+                       + "\n" + layer.output[-3000:])
+
+
+@pytest.mark.parametrize(("crs", "nprocs"), BOTH_IMAGES)
+def test_suite_killed_and_restarted_keeps_its_verdict(
+        tmp_path: Path, suite: Path, plain_long_run, crs: str, nprocs: int) -> None:
+    seed, moments = _random_moments(5, 20.0)
+    failures: list[str] = []
+
+    def during(job: subprocess.Popen[str]) -> tuple[int | None, str]:
+        start, gdir = time.monotonic(), None
+        for at in moments:  # the first of these moments the coordinator accepts
+            time.sleep(max(0.0, start + at - time.monotonic()))
+            if job.poll() is not None or (gdir := _checkpoint(job, failures)) is not None:
+                break
+        assert gdir is not None, f"no checkpoint taken at {moments} ({seed}): {failures}"
+        tree = kill_tree(job.pid)  # hydra's ranks run in sessions of their own
+        job.wait()
+        reap(tree)  # their PIDs free again for the restored ranks
+        again = subprocess.run([tool("ompi-restart"), str(gdir)], cwd=suite,
+                               capture_output=True, text=True, timeout=900)
+        return again.returncode, again.stdout + again.stderr
+
+    plain = plain_long_run(nprocs)
+    layer = run_module(_layer(crs, nprocs, tmp_path / "snapshots"), suite, LONG_RUN,
+                       tmp_path / "layer", python=str(BIN / "python"), timeout=900,
+                       during=during)
+    diffs = layer.differences(plain)
+    assert not diffs, (f"{seed}, checkpoints at {moments}\n" + "\n".join(diffs[:20])
+                       + "\n" + layer.output[-3000:])

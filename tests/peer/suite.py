@@ -133,24 +133,26 @@ class Verdict:
         return diffs
 
 
-def run_module(launch: list[str], suite: Path, module: str, out: Path, *, python: str,
-               timeout: float = 600, env: dict[str, str] | None = None,
+def run_module(launch: list[str], suite: Path, module: str | list[str], out: Path, *,
+               python: str, timeout: float = 600, env: dict[str, str] | None = None,
                during: object = None) -> Verdict:
-    """Run `module` of the suite as `launch + [python, recorder, ...]`; `during(proc)`, if
-    given, is called once the job is started (to checkpoint it, say) and may return a new
-    (returncode, output) pair for a job it restarted."""
+    """Run `module` (or several, in one job) of the suite as `launch + [python, recorder, ...]`;
+    `during(proc)`, if given, is called once the job is started (to checkpoint it, say) and may
+    return a new (returncode, output) pair for a job it restarted."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    cmd = [*launch, python, str(RECORDER), str(suite), str(out), module]
+    names = [module] if isinstance(module, str) else module
+    cmd = [*launch, python, str(RECORDER), str(suite), str(out), *names]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, cwd=suite, stdout=log, stderr=subprocess.STDOUT, text=True,
                                 env=env, start_new_session=True)
         try:
             result = during(proc) if callable(during) else None
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait()
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                rc = proc.wait()
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
