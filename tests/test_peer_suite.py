@@ -58,25 +58,28 @@ def test_intercommunicator_collectives_on_three_ranks(tmp_path: Path, suite: Pat
 
 # --- with checkpoints while the suite runs, and with a kill and a restart in the middle ---------
 
-# one job of about 40 s under the plain launcher on the 2-core dev VM: long enough to be
+# one job of about 15-20 s under the plain launcher on the 2-core dev VM: long enough to be
 # checkpointed at random moments inside it
 LONG_RUN = [*MODULES, "test_cco_buf", "test_p2p_buf", "test_rma", "test_cco_nb_buf",
             "test_msgspec"]
 
 
 @pytest.fixture(scope="module")
-def plain_long_run(suite: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Verdict]:
-    """The plain launcher's verdicts on LONG_RUN, per number of ranks, run once each."""
-    runs: dict[int, Verdict] = {}
+def plain_long_run(suite: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The plain launcher's verdicts on LONG_RUN and how long it ran (s), per number of ranks,
+    run once each: checkpoints are asked for within that time."""
+    runs: dict[int, tuple[Verdict, float]] = {}
 
-    def get(nprocs: int) -> Verdict:
+    def get(nprocs: int) -> tuple[Verdict, float]:
         if nprocs not in runs:
             out = tmp_path_factory.mktemp(f"plain{nprocs}")
-            runs[nprocs] = run_module([str(BIN / "mpiexec"), "-n", str(nprocs)], suite,
-                                      LONG_RUN, out, python=str(BIN / "python"), timeout=900)
-            assert runs[nprocs].outcomes, runs[nprocs].output[-3000:]
+            started = time.monotonic()
+            verdict = run_module([str(BIN / "mpiexec"), "-n", str(nprocs)], suite, LONG_RUN,
+                                 out, python=str(BIN / "python"), timeout=900)
+            assert verdict.outcomes, verdict.output[-3000:]
+            runs[nprocs] = verdict, time.monotonic() - started
         return runs[nprocs]
-    return get  # type: ignore[return-value]
+    return get
 
 
 def _layer(crs: str, nprocs: int, snapshots: Path) -> list[str]:
@@ -101,11 +104,13 @@ def _checkpoint(job: subprocess.Popen[str], failures: list[str]) -> Path | None:
     return Path(res.stdout.split()[-1])
 
 
-def _random_moments(count: int, within: float) -> tuple[str, list[float]]:
-    """``count`` moments (seconds after the start) up to ``within``, and how to get them again."""
+def _random_moments(count: int, run_time: float) -> tuple[str, list[float]]:
+    """``count`` moments (seconds after the start) inside the first 60 % of a run that takes
+    ``run_time`` without the layer, and how to get them again."""
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    return f"seed {seed}", sorted(rng.uniform(2.0, within) for _ in range(count))
+    return f"seed {seed}", sorted(rng.uniform(1.5, max(2.0, 0.6 * run_time))
+                                  for _ in range(count))
 
 
 BOTH_IMAGES = [("blcr", 2), pytest.param("mtcp", 2, marks=pytest.mark.long)]
@@ -114,7 +119,8 @@ BOTH_IMAGES = [("blcr", 2), pytest.param("mtcp", 2, marks=pytest.mark.long)]
 @pytest.mark.parametrize(("crs", "nprocs"), BOTH_IMAGES)
 def test_suite_checkpointed_while_it_runs_keeps_its_verdict(
         tmp_path: Path, suite: Path, plain_long_run, crs: str, nprocs: int) -> None:
-    seed, moments = _random_moments(3, 25.0)
+    plain, plain_time = plain_long_run(nprocs)
+    seed, moments = _random_moments(3, plain_time)
     taken: list[Path] = []
     failures: list[str] = []
 
@@ -127,7 +133,6 @@ def test_suite_checkpointed_while_it_runs_keeps_its_verdict(
             if (gdir := _checkpoint(job, failures)) is not None:
                 taken.append(gdir)
 
-    plain = plain_long_run(nprocs)
     layer = run_module(_layer(crs, nprocs, tmp_path / "snapshots"), suite, LONG_RUN,
                        tmp_path / "layer", python=str(BIN / "python"), timeout=900,
                        during=during)
@@ -140,7 +145,8 @@ def test_suite_checkpointed_while_it_runs_keeps_its_verdict(
 @pytest.mark.parametrize(("crs", "nprocs"), BOTH_IMAGES)
 def test_suite_killed_and_restarted_keeps_its_verdict(
         tmp_path: Path, suite: Path, plain_long_run, crs: str, nprocs: int) -> None:
-    seed, moments = _random_moments(5, 20.0)
+    plain, plain_time = plain_long_run(nprocs)
+    seed, moments = _random_moments(5, plain_time)
     failures: list[str] = []
 
     def during(job: subprocess.Popen[str]) -> tuple[int | None, str]:
@@ -157,7 +163,6 @@ def test_suite_killed_and_restarted_keeps_its_verdict(
                                capture_output=True, text=True, timeout=900)
         return again.returncode, again.stdout + again.stderr
 
-    plain = plain_long_run(nprocs)
     layer = run_module(_layer(crs, nprocs, tmp_path / "snapshots"), suite, LONG_RUN,
                        tmp_path / "layer", python=str(BIN / "python"), timeout=900,
                        during=during)
