@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,18 @@ def _random_moments(count: int, run_time: float) -> tuple[str, list[float]]:
                                   for _ in range(count))
 
 
+def _checkpoints_at(job: subprocess.Popen[str], moments: list[float],
+                    failures: list[str]) -> Iterator[Path | None]:
+    """A checkpoint of the running job at each of ``moments`` (seconds from now), until it
+    ends: each one's global snapshot directory, or None where it failed."""
+    start = time.monotonic()
+    for at in moments:
+        time.sleep(max(0.0, start + at - time.monotonic()))
+        if job.poll() is not None:
+            return
+        yield _checkpoint(job, failures)
+
+
 BOTH_IMAGES = [("blcr", 2), pytest.param("mtcp", 2, marks=pytest.mark.long)]
 
 
@@ -125,13 +138,7 @@ def test_suite_checkpointed_while_it_runs_keeps_its_verdict(
     failures: list[str] = []
 
     def during(job: subprocess.Popen[str]) -> None:
-        start = time.monotonic()
-        for at in moments:
-            time.sleep(max(0.0, start + at - time.monotonic()))
-            if job.poll() is not None:
-                break
-            if (gdir := _checkpoint(job, failures)) is not None:
-                taken.append(gdir)
+        taken.extend(g for g in _checkpoints_at(job, moments, failures) if g is not None)
 
     layer = run_module(_layer(crs, nprocs, tmp_path / "snapshots"), suite, LONG_RUN,
                        tmp_path / "layer", python=str(BIN / "python"), timeout=900,
@@ -150,11 +157,8 @@ def test_suite_killed_and_restarted_keeps_its_verdict(
     failures: list[str] = []
 
     def during(job: subprocess.Popen[str]) -> tuple[int | None, str]:
-        start, gdir = time.monotonic(), None
-        for at in moments:  # the first of these moments the coordinator accepts
-            time.sleep(max(0.0, start + at - time.monotonic()))
-            if job.poll() is not None or (gdir := _checkpoint(job, failures)) is not None:
-                break
+        # the first of these moments the coordinator accepts
+        gdir = next((g for g in _checkpoints_at(job, moments, failures) if g is not None), None)
         assert gdir is not None, f"no checkpoint taken at {moments} ({seed}): {failures}"
         tree = kill_tree(job.pid)  # hydra's ranks run in sessions of their own
         job.wait()
