@@ -32,12 +32,23 @@ def start_job(mpi: MPI, args: list[str], gdir: Path, np_: int = 4,
     return proc
 
 
-def checkpoint(mpi: MPI, jobid: int, *extra: str) -> tuple[int, Path]:
-    res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
-    assert res.returncode == 0, res.stderr
+def checkpoint(mpi: MPI, job: subprocess.Popen[str], *extra: str) -> tuple[int, Path]:
+    """ompi-checkpoint of ``job``; on failure, what became of the job is shown too."""
+    res = run([mpi.tool("ompi-checkpoint"), *extra, str(job.pid)])
+    assert res.returncode == 0, res.stderr + job_state(job)
     m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
     assert m, res.stdout
     return int(m.group(1)), Path(m.group(2))
+
+
+def job_state(job: subprocess.Popen[str]) -> str:
+    """Whether ``job`` still runs, else its exit status and output (a checkpoint that found no
+    endpoint is explained by a job that ended early)."""
+    try:
+        out, err = job.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        return f"--- job {job.pid} is still running"
+    return f"--- job {job.pid} ended with status {job.returncode}:\n{out}{err}"
 
 
 def restart(mpi: MPI, gdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -56,9 +67,9 @@ def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path
                                                         reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    seq0, gdir = checkpoint(mpi, job.pid)
+    seq0, gdir = checkpoint(mpi, job)
     time.sleep(1)
-    seq1, gdir1 = checkpoint(mpi, job.pid)
+    seq1, gdir1 = checkpoint(mpi, job)
     assert (seq0, seq1) == (0, 1)
     assert gdir == gdir1 == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
     kill_session(job.pid)
@@ -79,7 +90,7 @@ def test_checkpoint_twice_kill_restart_newest_then_seq0(mpi: MPI, tmp_path: Path
 def test_term_ends_the_job_then_restart(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    _, gdir = checkpoint(mpi, job.pid, "--term")
+    _, gdir = checkpoint(mpi, job, "--term")
     out, err = job.communicate(timeout=120)
     assert job.returncode == 0, err
     assert "result" not in out
@@ -91,7 +102,7 @@ def test_term_ends_the_job_then_restart(mpi: MPI, tmp_path: Path, reference: lis
 def test_stop_then_sigcont_to_mpirun(mpi: MPI, tmp_path: Path, reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    _, gdir = checkpoint(mpi, job.pid, "--stop")
+    _, gdir = checkpoint(mpi, job, "--stop")
     ctl = Path(os.environ["PYCRS_CONTROL_DIR"])
     ranks = [int(p.stem.split("-")[1]) for p in ctl.glob("crs-*.sock")]
     assert len(ranks) == 4
@@ -110,7 +121,7 @@ def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path,
                                                   reference: list[str]) -> None:
     job = start_job(mpi, [STENCIL, STEPS, DELAY], tmp_path)
     time.sleep(2)
-    _, gdir = checkpoint(mpi, job.pid)
+    _, gdir = checkpoint(mpi, job)
     kill_session(job.pid)
     job.wait()
 
@@ -118,7 +129,7 @@ def test_restarted_job_continues_the_same_history(mpi: MPI, tmp_path: Path,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_job_endpoint(again, details=again.communicate)
     time.sleep(2)
-    seq, gdir2 = checkpoint(mpi, again.pid)
+    seq, gdir2 = checkpoint(mpi, again)
     assert (seq, gdir2) == (1, gdir)  # same directory, next sequence
     kill_session(again.pid)
     again.wait()
@@ -138,7 +149,7 @@ def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path,
                                                    faulty_reference: str) -> None:
     job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "raise:2:2"], tmp_path)
     time.sleep(1.5)
-    _, gdir = checkpoint(mpi, job.pid)
+    _, gdir = checkpoint(mpi, job)
     before = tree_digest(gdir)
     res = run([mpi.tool("ompi-checkpoint"), str(job.pid)])
     assert res.returncode == 1 and res.stderr.count("\n") == 1
@@ -154,7 +165,7 @@ def test_failing_rank_fails_the_checkpoint_cleanly(mpi: MPI, tmp_path: Path,
 def test_rank_dying_during_checkpoint(mpi: MPI, tmp_path: Path, faulty_reference: str) -> None:
     job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "die:1:2"], tmp_path)
     time.sleep(1.5)
-    _, gdir = checkpoint(mpi, job.pid)
+    _, gdir = checkpoint(mpi, job)
     res = run([mpi.tool("ompi-checkpoint"), str(job.pid)])
     assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
     # the launcher kills the other ranks at once: rank 1 is named, perhaps with them
@@ -172,7 +183,7 @@ def test_mpirun_killed_mid_checkpoint_leaves_previous_sequence(mpi: MPI, tmp_pat
                                                                faulty_reference: str) -> None:
     job = start_job(mpi, [FAULTY, FAULTY_STEPS, "0.02", "slow:0:2"], tmp_path)
     time.sleep(1.5)
-    _, gdir = checkpoint(mpi, job.pid)
+    _, gdir = checkpoint(mpi, job)
     pending = subprocess.Popen([mpi.tool("ompi-checkpoint"), str(job.pid)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     # the others saved, rank 0 is slow
