@@ -65,6 +65,7 @@
  *   session.c     the MPI session: up, torn down, objects rebuilt, what MPICH leaves behind
  *   launcher.c    the launcher's descriptors, and adopting a new launcher after a restart
  *   mpich.c       MPICH's own error raising and ROMIO's world and self, under a session
+ *   finalize_stack.c  MPICH's stack of finalize callbacks, emptied after every teardown
  *   control.c     crcp_quiesce / crcp_resume / crcp_stats: what the app coordinator calls
  *   wrappers.c    the generated wrappers of every other MPI function (crcp_wrappers.inc)
  *
@@ -186,6 +187,7 @@ int teardown(void);
 int rebuild(void);
 extern MPI_Comm proto_comm;
 void close_mpi_leftovers(void);
+void finalize_stack_empty(void); /* finalize_stack.c */
 
 /* ---- the launcher (launcher.c) ---- */
 int adopt_launcher(pid_t from, char *err, int errlen);

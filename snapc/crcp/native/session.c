@@ -95,6 +95,7 @@ int teardown(void)
     comm_teardown();
     int rc = PMPI_Session_finalize(&S);
     layer_session = MPI_SESSION_NULL;
+    if (!rc) finalize_stack_empty();
     wait_shm_unlinked();
     return rc;
 }
