@@ -150,3 +150,42 @@ def test_a_long_job_survives_as_many_cuts_as_it_likes() -> None:
     assert total == sum(range(80))
     assert dup.allreduce(r) == n * (n - 1) // 2
     dup.Free()
+
+
+def test_collectives_of_one_rank_alone_are_not_held_by_the_cut() -> None:
+    """Rank 0 fences a window of its own (on a duplicate of MPI_COMM_SELF) for a second and
+    5000 times more, while the others wait for it in a Barrier. The cut asked for meanwhile must
+    not count those fences (they wait on no one) and so hold rank 0 to one more per round of the
+    agreement (mpi4py's test_rma made such checkpoints time out); it is reached once rank 0
+    comes to the Barrier."""
+    w = MPI.COMM_WORLD
+    outcomes: list[str] = []
+
+    def control() -> None:
+        time.sleep(0.5)
+        try:
+            crcp.quiesce(20)
+            outcomes.append("cut reached")
+            crcp.resume(False)
+        except crcp.LayerError as exc:
+            outcomes.append(f"gave up: {exc}")
+
+    thread = threading.Thread(target=control)
+    thread.start()
+    fences = 0
+    if w.Get_rank() == 0:
+        alone = MPI.COMM_SELF.Dup()
+        mine = MPI.Win.Allocate(8, comm=alone)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:  # until the cut is being agreed
+            mine.Fence()
+            fences += 1
+        for _ in range(5000):  # held, one per round of 10 ms or more: 50 s
+            mine.Fence()
+            fences += 1
+        mine.Free()
+        alone.Free()
+    w.Barrier()
+    thread.join()
+    assert outcomes == ["cut reached"]
+    assert w.allreduce(fences) >= 5000

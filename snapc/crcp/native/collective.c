@@ -14,6 +14,11 @@ int inside;
 int coll_admit(int ci)
 {
     if (ci < 0) return 0;
+    if (context_alone(ci)) { /* waits on nobody: no cut needs its count */
+        HOLD_WHILE(phase == 3);
+        C[ci].started++;
+        return 0;
+    }
     C[ci].waiting++;
     HOLD_WHILE(phase == 1 || phase == 3 || (phase == 2 && C[ci].started >= C[ci].target));
     C[ci].waiting--;
@@ -38,3 +43,10 @@ void blocking_admit(void)
 }
 void blocking_done(void) { inside--; }
 int waiting_blocking;
+
+/* a context of this rank alone (a duplicate of MPI_COMM_SELF, a window or file on one): its
+ * collectives wait on no other rank, so any count of them is a consistent cut */
+int context_alone(int ci)
+{
+    return !C[ci].inter && C[ci].size == 1;
+}

@@ -22,7 +22,7 @@ int protocol_wait(int n, MPI_Request *rs)
 /* a context the cut counts: the application's communicators, windows' and files' contexts */
 static int counted(int i)
 {
-    return C[i].used && C[i].id && !C[i].foreign && C[i].kind != K_SELF && (C[i].app || C[i].holds || C[i].kind == K_WINCTX ||
+    return C[i].used && C[i].id && !C[i].foreign && C[i].kind != K_SELF && !context_alone(i) && (C[i].app || C[i].holds || C[i].kind == K_WINCTX ||
             C[i].kind == K_FILECTX);
 }
 static int cut_reached(void)
@@ -35,6 +35,7 @@ static int cut_reached(void)
 static void report_counts(const char *where)
 {
     fprintf(stderr, "crcp %d: %s:", (int)getpid(), where);
+    if (waiting_blocking) fprintf(stderr, " (%d held before a blocking call)", waiting_blocking);
     for (int i = 0; i < ncomm; i++)
         if (counted(i)) fprintf(stderr, " [%d] %lu/%lu/%lu", i, (unsigned long)C[i].started,
                                 (unsigned long)C[i].completed, (unsigned long)C[i].target);
@@ -120,14 +121,14 @@ int cut_rounds(int timeout_ms, double t0, int mine_refused, struct cut_outcome *
         pthread_cond_broadcast(&wake);
         if (verbose && round == 0) report_counts("targets (started/completed/target)");
         /* run on to the targets, for a while: a rank held short of them shows in the next round */
-        for (double t = now(), last = t; !cut_reached() && now() - t < 0.01 * (round < 20 ? 1 : 10);) {
+        for (double t = now(); !cut_reached() && now() - t < 0.01 * (round < 20 ? 1 : 10);) {
             poll_collectives(&rc);
-            if (verbose && now() - last > 2) { report_counts("still short of the cut"); last = now(); }
             pthread_mutex_unlock(&gate);
             sched_yield();
             pthread_mutex_lock(&gate);
         }
     }
+    if (verbose && any_late && !all_done) report_counts("gave up short of the cut");
     if (!rc && all_done) nZ = 0; /* every member is past the contexts freed before the cut */
     out->all_done = all_done; out->any_late = any_late; out->any_refused = any_refused;
     return rc;

@@ -169,6 +169,7 @@ int coll_wait(int ci, MPI_Request r);
 void blocking_admit(void);
 void blocking_done(void);
 extern int inside, waiting_blocking;
+int context_alone(int ci); /* a context of this rank alone: never counted, never held */
 
 /* ---- the checkpoint protocol (cut.c, drain.c, control.c) ---- */
 extern double stat_cut, stat_drain, stat_teardown, stat_rebuild, stat_msgs, stat_bytes;
