@@ -8,9 +8,10 @@ The test cluster's slurm.conf has ``RequeueExit=99`` (pycrs's snapc_base_requeue
 requeue delay of 10 s (AuthInfo's cred_expire). SLURM's accounting database (sacct) is not run
 here: SLURM's view is ``scontrol show job`` and slurmctld's log.
 
-The warning-and-requeue test is marked ``cluster_long`` (SLURM sends the warning up to 30 s
-late, and a job may be requeued several times before it is done); ``make test`` runs the rank
-killed and restarted in its allocation.
+The tests of the warning and requeue, and of a lost node, are marked ``cluster_long`` (SLURM
+sends the warning up to 30 s late, a job may be requeued several times before it is done, and
+a node is declared lost after SlurmdTimeout, 30 s); ``make test`` runs the rank killed and
+restarted in its allocation.
 """
 from __future__ import annotations
 
@@ -151,3 +152,37 @@ def test_example_rank_killed_restarts_in_its_allocation(slurm: Slurm, tmp_path: 
     assert [line for line in out.splitlines() if line.startswith("result")] == \
         expected.splitlines(), out
     assert "restart 2" not in err, err
+
+
+@pytest.mark.cluster_long
+def test_example_node_lost_is_requeued_and_resumes_elsewhere(slurm: Slurm, tmp_path: Path) -> None:
+    """A checkpoint every 2 s; once one is committed, every process of node2 is killed (its
+    slurmd with it: a lost machine). SLURM marks the node down and requeues the job
+    (``--requeue``); the requeued script resumes it on the nodes left, and it ends with the
+    output of an uninterrupted run."""
+    expected = reference(slurm, 2, [STENCIL, "600", "0"])
+    jobid = submit_example(slurm, tmp_path, [STENCIL, "600", "0.1"], "-N", "2", "--ntasks=2",
+                           "--ntasks-per-node=1", "--time=10", PERIOD="2")
+    meta = tmp_path / "scratch" / "snapshots" / f"stencil-{jobid}.ckpt" / \
+        "global_snapshot_meta.data"
+    deadline = time.monotonic() + 120
+    while not (meta.exists() and "Finished Seq" in meta.read_text()):
+        assert time.monotonic() < deadline, (tmp_path / "err").read_text()
+        time.sleep(0.5)
+    first = slurm.job(jobid)
+    assert first["NodeList"] == "node[1-2]", first
+    slurm.cluster["node2"].kill()
+    job = wait_done(slurm, jobid, timeout=600)
+    out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, err)
+    assert int(job["Restarts"]) >= 1 and "node2" not in job["NodeList"], job
+    assert re.search(r"^mpirun: resuming from sequence \d+ of ", err, re.M), err
+    log = controller_log(slurm, jobid)
+    assert any("Requeuing" in line for line in log), log
+    # the first attempt's lines up to where it was lost, then the rest from the resumed step
+    step = int(re.findall(r"^restarted at step (\d+)$", err, re.M)[-1])
+    lines = expected.splitlines()
+    rest = [line for line in lines if not line.startswith("step ") or int(line.split()[1]) > step]
+    printed = [line for line in out.splitlines() if line.startswith(("step ", "result "))]
+    assert printed[len(printed) - len(rest):] == rest, out
+    assert printed[:len(printed) - len(rest)] == lines[:len(printed) - len(rest)], out
