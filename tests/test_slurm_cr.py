@@ -6,7 +6,8 @@ shares. Root only (namespaces); SLURM is installed with apt-get the first time.
 
 The test cluster's slurm.conf has ``RequeueExit=99`` (pycrs's snapc_base_requeue_status) and a
 requeue delay of 10 s (AuthInfo's cred_expire). SLURM's accounting database (sacct) is not run
-here: SLURM's view is ``scontrol show job`` and slurmctld's log.
+here: SLURM's view is ``scontrol show job`` and the job completion log (jobcomp/filetxt, a
+line for each attempt that ended).
 
 The tests of the warning and requeue, and of a lost node, are marked ``cluster_long`` (SLURM
 sends the warning up to 30 s late, a job may be requeued several times before it is done, and
@@ -77,11 +78,6 @@ def reference(slurm: Slurm, np_: int, program: list[str]) -> str:
     return r.stdout
 
 
-def controller_log(slurm: Slurm, jobid: str) -> list[str]:
-    text = (slurm.dir / "log" / "slurmctld.log").read_text(errors="replace")
-    return [line for line in text.splitlines() if re.search(rf"JobId={jobid}\b", line)]
-
-
 def warned_and_requeued(slurm: Slurm, home: Path, program: list[str], quick: list[str],
                         *options: str) -> tuple[dict[str, str], str]:
     """Submit the example with ``--signal=B:USR1@60`` on a 2-minute limit, one rank on each
@@ -110,10 +106,9 @@ def warned_and_requeued(slurm: Slurm, home: Path, program: list[str], quick: lis
     assert len(warned) == len(resumed) == restarts, err
     assert resumed == warned and {d for _, d in warned} == {str(snapshot)}, err
     assert err.count("holds no finished sequence: starting the job") == 1, err
-    # SLURM's own account: each attempt but the last exited with 99 and was requeued
-    log = controller_log(slurm, jobid)
-    assert sum(f"WEXITSTATUS {REQUEUE_EXIT}" in line for line in log) == restarts, log
-    assert sum("Requeuing" in line for line in log) == restarts, log
+    # SLURM's own account: each attempt but the last ended with 99 (and was requeued)
+    ends = [(a["JobState"], a["ExitCode"]) for a in slurm.attempts(jobid)]
+    assert ends == [("FAILED", f"{REQUEUE_EXIT}:0")] * restarts + [("COMPLETED", "0:0")], ends
     return job, err
 
 
@@ -152,6 +147,19 @@ def test_example_rank_killed_restarts_in_its_allocation(slurm: Slurm, tmp_path: 
     assert [line for line in out.splitlines() if line.startswith("result")] == \
         expected.splitlines(), out
     assert "restart 2" not in err, err
+    assert [(a["JobState"], a["ExitCode"]) for a in slurm.attempts(jobid)] == \
+        [("COMPLETED", "0:0")]
+
+
+def lose_node2_after_first_checkpoint(slurm: Slurm, home: Path, jobid: str) -> None:
+    meta = home / "scratch" / "snapshots" / f"stencil-{jobid}.ckpt" / "global_snapshot_meta.data"
+    deadline = time.monotonic() + 120
+    while not (meta.exists() and "Finished Seq" in meta.read_text()):
+        assert time.monotonic() < deadline, (home / "err").read_text()
+        time.sleep(0.5)
+    first = slurm.job(jobid)
+    assert first["NodeList"] == "node[1-2]", first
+    slurm.cluster["node2"].kill()
 
 
 @pytest.mark.cluster_long
@@ -163,22 +171,16 @@ def test_example_node_lost_is_requeued_and_resumes_elsewhere(slurm: Slurm, tmp_p
     expected = reference(slurm, 2, [STENCIL, "600", "0"])
     jobid = submit_example(slurm, tmp_path, [STENCIL, "600", "0.1"], "-N", "2", "--ntasks=2",
                            "--ntasks-per-node=1", "--time=10", PERIOD="2")
-    meta = tmp_path / "scratch" / "snapshots" / f"stencil-{jobid}.ckpt" / \
-        "global_snapshot_meta.data"
-    deadline = time.monotonic() + 120
-    while not (meta.exists() and "Finished Seq" in meta.read_text()):
-        assert time.monotonic() < deadline, (tmp_path / "err").read_text()
-        time.sleep(0.5)
-    first = slurm.job(jobid)
-    assert first["NodeList"] == "node[1-2]", first
-    slurm.cluster["node2"].kill()
+    lose_node2_after_first_checkpoint(slurm, tmp_path, jobid)
     job = wait_done(slurm, jobid, timeout=600)
     out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, err)
     assert int(job["Restarts"]) >= 1 and "node2" not in job["NodeList"], job
     assert re.search(r"^mpirun: resuming from sequence \d+ of ", err, re.M), err
-    log = controller_log(slurm, jobid)
-    assert any("Requeuing" in line for line in log), log
+    attempts = slurm.attempts(jobid)
+    assert attempts[0]["NodeList"] == "node[1-2]" and attempts[-1]["JobState"] == "COMPLETED", \
+        attempts
+    assert len(attempts) == int(job["Restarts"]) + 1, attempts
     # the first attempt's lines up to where it was lost, then the rest from the resumed step
     step = int(re.findall(r"^restarted at step (\d+)$", err, re.M)[-1])
     lines = expected.splitlines()
@@ -186,3 +188,25 @@ def test_example_node_lost_is_requeued_and_resumes_elsewhere(slurm: Slurm, tmp_p
     printed = [line for line in out.splitlines() if line.startswith(("step ", "result "))]
     assert printed[len(printed) - len(rest):] == rest, out
     assert printed[:len(printed) - len(rest)] == lines[:len(printed) - len(rest)], out
+
+
+@pytest.mark.xfail(strict=True, reason="an unmodified program's rank image holds its listening "
+                   "endpoint PYCRS_CONTROL_DIR/crs-PID.sock; requeued onto node3, where the job "
+                   "never ran, the directory is missing: 'mpirun: rank 1 could not be restored "
+                   "([Errno 2] descriptor 3 (unix-listen /tmp/.../crs-PID.sock): No such file or "
+                   "directory)'; mpirun's restarts fail alike and the job ends FAILED (as "
+                   "test_cluster_cr's test_transparent_restart_on_a_fresh_node under hydra)")
+@pytest.mark.cluster_long
+def test_example_unmodified_program_node_lost_resumes_elsewhere(slurm: Slurm,
+                                                                tmp_path: Path) -> None:
+    """As above, with an unmodified program saved whole (blcr): the requeued job must restore
+    the lost node's rank on another node."""
+    expected = reference(slurm, 2, [TRANSPARENT, "600", "0"])
+    jobid = submit_example(slurm, tmp_path, [TRANSPARENT, "600", "0.1"], "-N", "2",
+                           "--ntasks=2", "--ntasks-per-node=1", "--time=3",
+                           "--signal=B:USR1@10", PERIOD="2")
+    lose_node2_after_first_checkpoint(slurm, tmp_path, jobid)
+    job = wait_done(slurm, jobid, timeout=600)
+    err = (tmp_path / "err").read_text()
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", (job, err)
+    assert (tmp_path / "out").read_text() == expected, err

@@ -148,7 +148,9 @@ class Slurm:
             # a batch job that exits with this status is put back in the queue, as a site
             # would configure for pycrs's snapc_base_requeue_status
             f"RequeueExit={REQUEUE_EXIT}",
-            "JobCompType=jobcomp/none",
+            # one line per job end, requeued attempts included (no accounting database here)
+            "JobCompType=jobcomp/filetxt",
+            f"JobCompLoc={d / 'log' / 'jobcomp.txt'}",
             "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none",
             f"NodeName={names} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
@@ -244,6 +246,15 @@ class Slurm:
         ExitCode, NodeList, BatchHost...); empty once SLURM has forgotten the job."""
         r = self.run(None, ["scontrol", "-o", "show", "job", jobid], timeout=20)
         return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", r.stdout))
+
+    def attempts(self, jobid: str) -> list[dict[str, str]]:
+        """SLURM's record of every attempt of job ``jobid`` that has ended, oldest first
+        (jobcomp/filetxt writes one line at each end, a requeued attempt's included):
+        JobState, ExitCode, NodeList, StartTime..."""
+        path = self.dir / "log" / "jobcomp.txt"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        records = [dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line)) for line in lines]
+        return [r for r in records if r.get("JobId") == jobid]
 
     def sbatch(self, script: str, *options: str, node: Node | None = None,
                cwd: str | os.PathLike[str] | None = None) -> str:
