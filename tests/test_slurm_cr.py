@@ -81,7 +81,8 @@ def reference(slurm: Slurm, np_: int, program: list[str]) -> str:
 def warned_and_requeued(slurm: Slurm, home: Path, program: list[str], quick: list[str],
                         *options: str) -> tuple[dict[str, str], str]:
     """Submit the example with ``--signal=B:USR1@60`` on a 2-minute limit, one rank on each
-    of two nodes: SLURM warns mpirun 60 to 90 s into an attempt (it looks every 30 s); mpirun
+    of two nodes: SLURM warns mpirun about 60 s into an attempt (it acts on time limits in
+    rounds of about 30 s, so not to the second); mpirun
     checkpoints the job, ends it and exits 99; SLURM requeues it (RequeueExit) and starts the
     same script again, which resumes from the snapshot. ``program`` sleeps 100 s in all, so
     its first attempt is warned and a later one finishes. What it printed over all attempts
