@@ -10,7 +10,7 @@ here: SLURM's view is ``scontrol show job`` and the job completion log (jobcomp/
 line for each attempt that ended).
 
 The tests of the warning and requeue, and of a lost node, are marked ``cluster_long`` (SLURM
-sends the warning up to 30 s late, a job may be requeued several times before it is done, and
+warns in rounds of about 30 s, a job may be requeued several times before it is done, and
 a node is declared lost after SlurmdTimeout, 30 s); ``make test`` runs the rank killed and
 restarted in its allocation.
 """
