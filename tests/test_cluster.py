@@ -273,7 +273,8 @@ for i in $(seq 600); do sleep 0.2; done
     slurm.wait_job(jobid, timeout=30)
     r = slurm.run(None, ["scontrol", "requeue", jobid], timeout=20)
     assert r.returncode == 0, r.stderr
-    # A requeued job is held for about 120 s (Reason=BeginTime) before it may start again.
+    # A requeued job waits (Reason=BeginTime) for AuthInfo's cred_expire (10 s in this cluster,
+    # 120 s by default) before it may start again; the test does not wait that long.
     r = slurm.run(None, ["scontrol", "update", f"JobId={jobid}", "StartTime=now"], timeout=20)
     assert r.returncode == 0, r.stderr
     deadline = time.monotonic() + 60

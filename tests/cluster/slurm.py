@@ -27,6 +27,8 @@ from .nodes import Cluster, ClusterError, Node
 INSTALL = Path(__file__).resolve().parent / "install-slurm.sh"
 CTLD_PORT = 16817
 SLURMD_PORT = 16818
+#: pycrs's default snapc_base_requeue_status: a batch job that exits with it is requeued.
+REQUEUE_EXIT = 99
 #: The states a job ends in.
 END_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
               "OUT_OF_MEMORY")
@@ -58,7 +60,8 @@ class Slurm:
     (srun, sbatch, squeue, scontrol...) on a node with it.
     """
 
-    def __init__(self, cluster: Cluster, *, slurmd_timeout: int = 30, cpus: int = 2) -> None:
+    def __init__(self, cluster: Cluster, *, slurmd_timeout: int = 30, cpus: int = 2,
+                 requeue_delay: int = 10) -> None:
         if cluster.head is None:
             raise ClusterError("SLURM needs the cluster's head node")
         self.cluster = cluster
@@ -67,6 +70,7 @@ class Slurm:
         self.munge_socket = self.dir / "munge" / "munge.socket.2"
         self.slurmd_timeout = slurmd_timeout
         self.cpus = cpus
+        self.requeue_delay = requeue_delay
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
         self.procs: list[tuple[Node, subprocess.Popen[bytes]]] = []
         self.timings: dict[str, float] = {}
@@ -112,7 +116,9 @@ class Slurm:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket}",
+            # cred_expire is also how long a requeued job waits before it may start again
+            # (120 s by default)
+            f"AuthInfo=socket={self.munge_socket},cred_expire={self.requeue_delay}",
             f"StateSaveLocation={d / 'ctld'}",
             f"SlurmdSpoolDir={d / 'spool'}/%n",
             f"SlurmctldPidFile={d / 'slurmctld.pid'}",
@@ -126,6 +132,8 @@ class Slurm:
             "SwitchType=switch/none",
             "MpiDefault=none",
             "SchedulerType=sched/builtin",
+            # pending jobs (a requeued one whose delay is over) are looked at every 5 s, not 60
+            "SchedulerParameters=sched_interval=5",
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core",
             "SlurmdParameters=config_overrides",
@@ -137,7 +145,12 @@ class Slurm:
             "MinJobAge=300",
             "MessageTimeout=10",
             "JobRequeue=1",
-            "JobCompType=jobcomp/none",
+            # a batch job that exits with this status is put back in the queue, as a site
+            # would configure for pycrs's snapc_base_requeue_status
+            f"RequeueExit={REQUEUE_EXIT}",
+            # one line per job end, requeued attempts included (no accounting database here)
+            "JobCompType=jobcomp/filetxt",
+            f"JobCompLoc={d / 'log' / 'jobcomp.txt'}",
             "AccountingStorageType=accounting_storage/none",
             "JobAcctGatherType=jobacct_gather/none",
             f"NodeName={names} CPUs={self.cpus} RealMemory=1000 State=UNKNOWN",
@@ -226,17 +239,38 @@ class Slurm:
         raise TimeoutError(f"job {jobid} still {state or 'unknown'} after {timeout:.0f} s")
 
     def job_state(self, jobid: str) -> str:
+        return self.job(jobid).get("JobState", "")
+
+    def job(self, jobid: str) -> dict[str, str]:
+        """SLURM's record of job ``jobid`` (``scontrol show job``: JobState, Restarts,
+        ExitCode, NodeList, BatchHost...); empty once SLURM has forgotten the job."""
         r = self.run(None, ["scontrol", "-o", "show", "job", jobid], timeout=20)
-        m = re.search(r"JobState=(\S+)", r.stdout)
-        return m.group(1) if m else ""
+        return dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", r.stdout))
+
+    def attempts(self, jobid: str) -> list[dict[str, str]]:
+        """SLURM's record of every attempt of job ``jobid`` that has ended, oldest first
+        (jobcomp/filetxt writes one line at each end, a requeued attempt's included):
+        JobState, ExitCode, NodeList, StartTime..."""
+        path = self.dir / "log" / "jobcomp.txt"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        records = [dict(m.groups() for m in re.finditer(r"(\w+)=(\S*)", line)) for line in lines]
+        return [r for r in records if r.get("JobId") == jobid]
 
     def sbatch(self, script: str, *options: str, node: Node | None = None,
                cwd: str | os.PathLike[str] | None = None) -> str:
         """Submit ``script`` (text) with ``options``; returns the job id."""
         path = self.dir / f"job-{secrets.token_hex(4)}.sh"
         path.write_text(script)
-        r = self.run(node, ["sbatch", "--parsable", *options, str(path)], timeout=30,
-                     cwd=cwd or self.dir)
+        return self.submit(path, *options, node=node, cwd=cwd)
+
+    def submit(self, path: str | os.PathLike[str], *options: str, args: tuple[str, ...] = (),
+               node: Node | None = None, cwd: str | os.PathLike[str] | None = None,
+               env: dict[str, str] | None = None) -> str:
+        """``sbatch OPTIONS PATH ARGS`` (the batch script file ``path`` as it is) in ``cwd``,
+        with ``env`` (default: this cluster's client environment), which the job inherits;
+        returns the job id."""
+        r = self.run(node, ["sbatch", "--parsable", *options, str(path), *args], timeout=30,
+                     cwd=cwd or self.dir, env=env or self.env)
         if r.returncode:
             raise AssertionError(f"sbatch failed: {r.stderr}")
         return r.stdout.strip().split(";")[0]
