@@ -27,6 +27,7 @@ from .unixdiag import unix_peer
 
 O_ACCMODE = 0o3
 O_CLOEXEC = os.O_CLOEXEC
+O_LARGEFILE = 0o100000  # the kernel's flag on x86-64 (userspace headers define it as 0)
 SETFL_FLAGS = os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_DIRECT", 0) | os.O_NOATIME | 0o20000
 OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | O_CLOEXEC
 # reopening through /proc/self/fd follows a link: a file opened O_NOFOLLOW (shm_open does that)
@@ -206,6 +207,7 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
     if stat.S_ISREG(st.st_mode):
         if link.endswith(" (deleted)") and st.st_nlink == 0:
             rec = {"kind": "deleted", "path": link[:-len(" (deleted)")], "ino": st.st_ino,
+                   "mode": stat.S_IMODE(st.st_mode), "owner": [st.st_uid, st.st_gid],
                    "data": None}
             if st.st_ino not in seen:
                 seen.add(st.st_ino)
@@ -366,8 +368,12 @@ class Rebuilt:
         self.epoll: list[tuple[int, int, int, int]] = []
         self.ours: list[int] = []
         self.by_ino: dict[int, int] = {}  # image inode of a memfd or deleted file -> ours (RDWR)
-        self.seals: list[tuple[int, int]] = []  # (its fd, memfd seals) to add once mapped
+        self.seals: list[tuple[int, int, int]] = []  # (its fd, seals, inode) to add once mapped
         self.ptys: dict[int, int] = {}  # pseudo-terminal index in the image -> our master
+        self.given: set[int] = set()  # pipe ends handed to a descriptor already
+        # (ours, path, mode, uid, gid) of deleted files, set once every descriptor is open: a
+        # read-only mode must not stop a writer from opening it again
+        self.modes: list[tuple[int, str, int, int, int]] = []
         self.report: Report | None = None
 
     def own(self, fd: int) -> int:
@@ -408,6 +414,14 @@ def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
                               f"{r.get('path', '')}): {exc.strerror}") from None
             mine[fd] = ours
             out.moves.append((ours, fd, r["cloexec"]))
+        for fd, path, mode, uid, gid in out.modes:
+            try:
+                if os.fstat(fd)[4:6] != (uid, gid):
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)  # after the owner: a change of owner clears set-user-ID
+            except OSError as exc:
+                raise OSError(exc.errno, f"deleted file {path}: giving it mode {mode:04o} and "
+                              f"owner {uid}:{gid}: {exc.strerror}") from None
         for r in records:
             if r["kind"] == "epoll":
                 for tfd, events, data in r["watch"]:
@@ -462,15 +476,19 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
             if data:
                 os.write(tmp, data)
             out.by_ino[r["ino"]] = tmp
+            if "mode" in r:  # images before the mode was saved come back 0600
+                out.modes.append((tmp, r["path"], r["mode"], *r["owner"]))
         tmp = out.by_ino[r["ino"]]
         ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~REOPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)
         return ours
     if kind == "memfd":
-        ours = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]))
+        obj = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]))
+        # an open file description of its own, with its own access mode and flags
+        ours = out.own(os.open(f"/proc/self/fd/{obj}", (flags & ~REOPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)
-        if r["seals"]:
-            out.seals.append((r["fd"], r["seals"]))
+        if r["seals"] and all(ino != r["ino"] for _, _, ino in out.seals):
+            out.seals.append((r["fd"], r["seals"], r["ino"]))  # once per object: they stick
         return ours
     if kind == "fifo":
         holder = out.own(os.open(r["path"], os.O_RDWR | os.O_NONBLOCK | O_CLOEXEC))
@@ -494,9 +512,15 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
                 os.write(wr, data)
             pipes[r["ino"]] = (rd, wr)
         rd, wr = pipes[r["ino"]]
-        ours = rd if flags & O_ACCMODE == os.O_RDONLY else wr
-        _setfl(ours, flags)
-        return ours
+        end = rd if flags & O_ACCMODE == os.O_RDONLY else wr
+        if end in out.given or flags & O_LARGEFILE:
+            # another open file description of this end (opened again through /proc, which
+            # is also what marks it O_LARGEFILE): it has flags of its own
+            end = out.own(os.open(f"/proc/self/fd/{end}",
+                                  (flags & ~REOPEN_IGNORED) | os.O_NONBLOCK | O_CLOEXEC))
+        out.given.add(end)
+        _setfl(end, flags)
+        return end
     if kind == "pipe-widowed":
         rd, wr = os.pipe2(os.O_NONBLOCK | O_CLOEXEC)
         reading = flags & O_ACCMODE == os.O_RDONLY
@@ -549,8 +573,10 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         _setfl(ours, flags)
         return ours
     if kind == "eventfd":
-        efd_flags = (os.EFD_SEMAPHORE if r["semaphore"] else 0) | os.EFD_CLOEXEC
-        ours = out.own(os.eventfd(r["count"], efd_flags))
+        efd_flags = (os.EFD_SEMAPHORE if r["semaphore"] else 0) | os.EFD_CLOEXEC | os.EFD_NONBLOCK
+        ours = out.own(os.eventfd(0, efd_flags))
+        if r["count"]:  # the initial value is only 32 bits wide; a write takes the whole count
+            os.eventfd_write(ours, r["count"])
         _setfl(ours, flags)
         return ours
     if kind == "timerfd":
@@ -573,9 +599,11 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
     if kind == "epoll":
         ep = select.epoll()
         try:
-            return out.own(os.dup(ep.fileno()))
+            ours = out.own(os.dup(ep.fileno()))
         finally:
             ep.close()
+        _setfl(ours, flags)
+        return ours
     raise OSError(errno.EINVAL, f"unknown descriptor kind {kind!r} in the image")
 
 

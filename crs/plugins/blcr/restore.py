@@ -132,7 +132,7 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         if pid_namespace:
             _end_group_stop(stub)
         _rebuild_memory(stub, image, snap)
-        for fd, seals in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
+        for fd, seals, _ in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
             stub.inj.call(stub.pid, "fcntl", fd, F_ADD_SEALS, seals)
         _rebuild_threads(stub, image)
         _release(stub, image, stop or image.get("stopped", False))
