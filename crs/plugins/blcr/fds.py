@@ -190,7 +190,7 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
     if link == "anon_inode:[signalfd]":
         return {"kind": "signalfd", "mask": int(info["sigmask"], 16)}
     if link == "anon_inode:[eventpoll]":
-        return {"kind": "epoll", "watch": procfs.epoll_targets(info)}
+        return {"kind": "epoll", "watch": _epoll_watches(pid, fd, info)}
     if not link.startswith("/"):
         raise Unrestorable(f"descriptor {fd} is {link}, which blcr cannot restore")
     st = os.stat(f"/proc/{pid}/fd/{fd}")
@@ -236,6 +236,23 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
             return {"kind": "device", "path": link}
     raise Unrestorable(f"descriptor {fd} is {link}, a device or special file that blcr cannot "
                        "restore")
+
+
+def _epoll_watches(pid: int, fd: int, info: dict[str, str]) -> list[list[int]]:
+    """[number, events, data, holder] of every watch of epoll set ``fd``: the holder is a
+    descriptor of the process holding the watched file, the number itself unless it was closed
+    or given to another file since."""
+    watches, seen = [], {}
+    fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+    for tfd, events, data in procfs.epoll_targets(info):
+        toff = seen[tfd] = seen.get(tfd, -1) + 1
+        holder = next((h for h in [tfd, *fds]
+                       if lib.blcr_kcmp_epoll_target(pid, h, fd, tfd, toff) == 0), None)
+        if holder is None:
+            raise Unrestorable(f"descriptor {fd} is an epoll set watching, as {tfd}, a file no "
+                               "descriptor of the process holds any more")
+        watches.append([tfd, events, data, holder])
+    return watches
 
 
 def _describe_tty(pidfd: int, fd: int, link: str) -> dict[str, Any]:
@@ -360,12 +377,13 @@ def _pipe_holder(pid: int, ino: int) -> list[int] | None:
 # -- restore side --------------------------------------------------------------------------------
 class Rebuilt:
     """Descriptors rebuilt in this process for the restored one: ``moves`` are (ours, theirs,
-    cloexec), ``epoll`` are (epoll fd, watched fd, events, data) as numbered in the restored
-    process. ``close()`` drops our copies once the restored process has its own."""
+    cloexec), ``epoll`` are (epoll fd, watched number, events, data, descriptor holding the
+    watched file) as numbered in the restored process. ``close()`` drops our copies once the
+    restored process has its own."""
 
     def __init__(self) -> None:
         self.moves: list[tuple[int, int, bool]] = []
-        self.epoll: list[tuple[int, int, int, int]] = []
+        self.epoll: list[tuple[int, int, int, int, int]] = []
         self.ours: list[int] = []
         self.by_ino: dict[int, int] = {}  # image inode of a memfd or deleted file -> ours (RDWR)
         self.seals: list[tuple[int, int, int]] = []  # (its fd, seals, inode) to add once mapped
@@ -424,8 +442,8 @@ def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
                               f"owner {uid}:{gid}: {exc.strerror}") from None
         for r in records:
             if r["kind"] == "epoll":
-                for tfd, events, data in r["watch"]:
-                    out.epoll.append((r["fd"], tfd, events, data))
+                for tfd, events, data, *holder in r["watch"]:
+                    out.epoll.append((r["fd"], tfd, events, data, holder[0] if holder else tfd))
     except BaseException:
         out.close()
         raise

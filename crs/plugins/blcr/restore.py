@@ -271,7 +271,8 @@ def stub_struct(image: dict[str, Any], sp: StubPlan, err_fd: int, code: int,
     plan.nmoves = len(moves)
     plan.moves = arr("int", [x for m in moves for x in (m[0], m[1], int(m[2]))])
     plan.nepoll = len(rebuilt.epoll)
-    plan.epoll = arr("int64_t", [x for e in rebuilt.epoll for x in e])
+    plan.epoll = arr("int64_t", [x - (1 << 64) if x >= 1 << 63 else x  # data is 64 bits wide
+                                 for e in rebuilt.epoll for x in e])
     plan.cwd_fd = cwd
     plan.umask = image["umask"]
     limits = [[r, s if s >= 0 else (1 << 64) - 1, h if h >= 0 else (1 << 64) - 1]
