@@ -14,8 +14,8 @@ import socket
 import stat
 import struct
 import termios
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -83,23 +83,43 @@ def _pipe_data(pid: int, fd: int) -> tuple[bytes, int]:
         os.close(reader)
 
 
-def _socket_queue(sock: socket.socket) -> list[bytes]:
-    """Messages (or stream bytes) waiting in a socket's receive queue, peeked, not taken."""
+def _socket_queue(sock: socket.socket) -> list[tuple[bytes, str]]:
+    """Messages (or stream bytes) waiting in a socket's receive queue with their senders' names,
+    peeked, not taken."""
     before = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
     found = []
     try:
         while True:
             try:
-                data = sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                data, sender = sock.recvfrom(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
             if not data:
                 break
-            found.append(data)
+            found.append((data, _unix_name(sender)))
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, before)
     return found
+
+
+def _unix_name(addr: str | bytes | None) -> str:
+    """A Unix socket's name as the image keeps it: a path, an abstract name with its leading
+    NUL, or "" when unnamed."""
+    if isinstance(addr, bytes):
+        return "\0" + addr[1:].decode("latin-1") if addr else ""
+    return addr or ""
+
+
+def _bind_unix(sock: socket.socket, name: str) -> None:
+    """Bind to a name of the image; a socket file left at the path by the dead original goes."""
+    if not name.startswith("\0"):
+        with suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(name).st_mode):
+                os.unlink(name)
+        sock.bind(name)
+    else:
+        sock.bind(b"\0" + name[1:].encode("latin-1"))
 
 
 def _parse_pair(text: str) -> tuple[int, int]:
@@ -294,15 +314,16 @@ def _describe_socket(pidfd: int, fd: int, ino: int) -> dict[str, Any]:
             return {"kind": "refuse", "why": f"descriptor {fd} is {name} {proto} socket "
                     f"({where}); network connections cannot be restored"}
         listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-        bound = sock.getsockname()
+        bound = _unix_name(sock.getsockname())
         if listening:
             if not bound:
                 return {"kind": "refuse", "why": f"descriptor {fd} is an unnamed listening socket"}
-            if isinstance(bound, bytes):
-                bound = "\0" + bound[1:].decode("latin-1")
             return {"kind": "unix-listen", "type": int(kind), "path": bound}
-        return {"kind": "unix", "type": int(kind), "ino": ino, "peer": unix_peer(ino),
-                "queue": [q.hex() for q in _socket_queue(sock)],
+        peer = unix_peer(ino)
+        # an unconnected stream socket has no queue (and refuses even a peek)
+        queue = _socket_queue(sock) if peer is not None or kind == socket.SOCK_DGRAM else []
+        return {"kind": "unix", "type": int(kind), "ino": ino, "peer": peer, "name": bound,
+                "queue": [[data.hex(), sender] for data, sender in queue],
                 "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                 "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
     finally:
@@ -341,12 +362,16 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
             else:  # reopened through the holder's descriptor while it holds it
                 r.update(kind="pipe-external", holder=holder)
             continue
-        if kind == "unix" and r["peer"] not in socks:
+        if kind == "unix" and r["peer"] is not None and r["peer"] not in socks:
             if r["fd"] <= 2:
                 r.update(kind="stdio")
                 continue
             raise Unrestorable(f"descriptor {r['fd']} is a Unix socket connected to another "
-                               "process; only socket pairs within the process can be restored")
+                               "process; only sockets connected within the process can be "
+                               "restored")
+        if kind == "unix" and not _a_pair(r, socks):
+            _check_free_socket(r, socks)
+            r.update(kind="unix-free")
         if kind == "refuse":
             if r["fd"] <= 2:
                 r.update(kind="stdio")
@@ -357,6 +382,32 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
         if reader is not None and reader["kind"] in ("pipe", "pipe-widowed"):
             data, cap = _pipe_data(pid, reader["fd"])
             reader["data_bytes"], reader["capacity"] = data.hex(), cap
+
+
+def _a_pair(r: dict[str, Any], socks: dict[int, dict[str, Any]]) -> bool:
+    """Whether a Unix socket comes back as one end of a new socket pair: a connected stream (its
+    peer is in the process), or two datagram sockets without names connected to each other."""
+    if r["peer"] is None:
+        return False
+    if r["type"] != socket.SOCK_DGRAM:
+        return True
+    peer = socks[r["peer"]]
+    return peer.get("peer") == r["ino"] and not r.get("name") and not peer.get("name")
+
+
+def _check_free_socket(r: dict[str, Any], socks: dict[int, dict[str, Any]]) -> None:
+    """A Unix socket made again, named and connected by name: what needs a name has one."""
+    names = {s["name"] for s in socks.values() if s.get("name") and not _a_pair(s, socks)}
+    if r["peer"] is not None and not socks[r["peer"]].get("name"):
+        raise Unrestorable(f"descriptor {r['fd']} is a Unix datagram socket connected to an "
+                           "unnamed socket that is not connected back; it cannot be restored")
+    if r["queue"] and not r.get("name"):
+        raise Unrestorable(f"descriptor {r['fd']} is an unnamed Unix socket holding datagrams "
+                           "that cannot be sent to it again")
+    for _, sender in r["queue"]:
+        if sender and sender not in names:
+            raise Unrestorable(f"descriptor {r['fd']} holds a datagram from {sender!r}, a "
+                               "socket outside the process; its sender cannot be restored")
 
 
 def _pipe_holder(pid: int, ino: int) -> list[int] | None:
@@ -389,6 +440,7 @@ class Rebuilt:
         self.seals: list[tuple[int, int, int]] = []  # (its fd, seals, inode) to add once mapped
         self.ptys: dict[int, int] = {}  # pseudo-terminal index in the image -> our master
         self.given: set[int] = set()  # pipe ends handed to a descriptor already
+        self.unix: dict[int, int] = {}  # image inode of a Unix socket made on its own -> ours
         # (ours, path, mode, uid, gid) of deleted files, set once every descriptor is open: a
         # read-only mode must not stop a writer from opening it again
         self.modes: list[tuple[int, str, int, int, int]] = []
@@ -432,6 +484,10 @@ def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
                               f"{r.get('path', '')}): {exc.strerror}") from None
             mine[fd] = ours
             out.moves.append((ours, fd, r["cloexec"]))
+        try:
+            _link_unix(records, out)
+        except OSError as exc:
+            raise OSError(exc.errno, f"Unix sockets of the image: {exc.strerror}") from None
         for fd, path, mode, uid, gid in out.modes:
             try:
                 if os.fstat(fd)[4:6] != (uid, gid):
@@ -448,6 +504,48 @@ def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
         out.close()
         raise
     return out
+
+
+def _set_buffers(sock: socket.socket, r: dict[str, Any]) -> None:
+    # the kernel doubles what it is given
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, r["sndbuf"] // 2)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, r["rcvbuf"] // 2)
+
+
+def _link_unix(records: list[dict[str, Any]], out: Rebuilt) -> None:
+    """Unix sockets made again on their own: their queued datagrams sent again, each from the
+    socket of its sender's name (an unnamed one for an unnamed sender), before they connect
+    (a connected socket takes datagrams from its peer alone); then they connect by name."""
+    free = [r for r in records if r["kind"] == "unix-free"]
+    by_name = {r["name"]: out.unix[r["ino"]] for r in free if r["name"]}
+    for r in free:
+        for data, sender in r["queue"]:
+            to = _address(r["name"])
+            if sender:
+                with _borrowed(by_name[sender]) as s:
+                    s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+            else:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                    s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+    for r in free:
+        if r["peer"] is not None:
+            peer = next(p for p in free if p["ino"] == r["peer"])
+            with _borrowed(out.unix[r["ino"]]) as s:
+                s.connect(_address(peer["name"]))
+
+
+def _address(name: str) -> str | bytes:
+    return b"\0" + name[1:].encode("latin-1") if name.startswith("\0") else name
+
+
+@contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """A socket object over a descriptor that stays open afterwards."""
+    s = socket.socket(fileno=fd)
+    try:
+        yield s
+    finally:
+        s.detach()
 
 
 def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple[int, int]],
@@ -568,26 +666,30 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         if r["ino"] not in pairs:
             a, b = socket.socketpair(socket.AF_UNIX, socket.SocketKind(r["type"]))
             peer = next(e for e in records if e.get("ino") == r["peer"] and e["kind"] == "unix")
-            for sock, rec in ((a, r), (b, peer)):  # the kernel doubles what it is given
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rec["sndbuf"] // 2)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rec["rcvbuf"] // 2)
+            for sock, rec in ((a, r), (b, peer)):
+                _set_buffers(sock, rec)
             pairs[r["ino"]], pairs[r["peer"]] = out.own(a.detach()), out.own(b.detach())
             for rec, sender in ((r, pairs[r["peer"]]), (peer, pairs[r["ino"]])):
-                for msg in rec["queue"]:
-                    os.write(sender, bytes.fromhex(msg))
+                for msg in rec["queue"]:  # [data, sender] (before: data alone)
+                    os.write(sender, bytes.fromhex(msg if isinstance(msg, str) else msg[0]))
         ours = pairs[r["ino"]]
         _setfl(ours, flags)
         return ours
-    if kind == "unix-listen":
-        path = r["path"]
+    if kind in ("unix-listen", "unix-free"):
         s = socket.socket(socket.AF_UNIX, socket.SocketKind(r["type"]))
-        if not path.startswith("\0"):
-            with suppress(FileNotFoundError):
-                if stat.S_ISSOCK(os.lstat(path).st_mode):
-                    os.unlink(path)
-        s.bind(path if not path.startswith("\0") else b"\0" + path[1:].encode("latin-1"))
-        s.listen(socket.SOMAXCONN)
+        try:
+            if kind == "unix-free":
+                _set_buffers(s, r)
+            if r.get("path", r.get("name")):
+                _bind_unix(s, r.get("path", r.get("name")))
+            if kind == "unix-listen":
+                s.listen(socket.SOMAXCONN)
+        except BaseException:
+            s.close()
+            raise
         ours = out.own(s.detach())
+        if kind == "unix-free":
+            out.unix[r["ino"]] = ours
         _setfl(ours, flags)
         return ours
     if kind == "eventfd":
