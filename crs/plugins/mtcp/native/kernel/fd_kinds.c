@@ -1,7 +1,8 @@
 /* mtcp kernel: what each descriptor is, by kind: a regular file (not deleted), a directory, a
  * plain device (null, zero, random...), a terminal, a pipe (whole only when both ends are in
  * the process, its unread content saved without consuming it), a listening Unix socket with a
- * name, or at 0-2 whatever the restarter provides. Anything else is refused with a reason. */
+ * name, an eventfd (its count), or at 0-2 whatever the restarter provides. Anything else is
+ * refused with a reason that names what it is. */
 #include "kernel.h"
 
 #include <sys/stat.h>
@@ -88,7 +89,35 @@ static int socket_kind(struct fdrec *e, const char *link, struct buf *links)
                      link);
 }
 
-int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links)
+/* What an anonymous-inode descriptor is, in words, for a refusal. */
+static const char *anon_kind(const char *link)
+{
+    static const struct { const char *link, *words; } known[] = {
+        {"anon_inode:[eventpoll]", "an epoll set"},
+        {"anon_inode:[timerfd]", "a timerfd"},
+        {"anon_inode:[signalfd]", "a signalfd"},
+        {"anon_inode:inotify", "an inotify instance"},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(link, known[i].link))
+            return known[i].words;
+    return "a special descriptor";
+}
+
+/* An eventfd: its count (any 64-bit value) and whether it counts as a semaphore. */
+static int eventfd_kind(struct fdrec *e, const char *info)
+{
+    const char *c = strstr(info, "eventfd-count:"), *sem = strstr(info, "eventfd-semaphore:");
+    if (c == NULL)
+        return mtcp_fail("descriptor %d is an eventfd whose count /proc does not show", e->fd);
+    e->kind = FD_EVENTFD;
+    e->ino = strtoull(c + 14, NULL, 16);
+    e->stype = sem != NULL && strtol(sem + 18, NULL, 10) == 1;
+    return 0;
+}
+
+int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
+                 struct buf *links)
 {
     int fd = e->fd;
     struct stat st;
@@ -101,8 +130,11 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links
     }
     if (!strncmp(link, "socket:[", 8))
         return socket_kind(e, link, links);
+    if (!strcmp(link, "anon_inode:[eventfd]"))
+        return eventfd_kind(e, info);
     if (link[0] != '/')
-        return mtcp_fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
+        return mtcp_fail("descriptor %d is %s (%s), which mtcp cannot restore yet", fd,
+                         anon_kind(link), link);
     if (!strncmp(link, "/memfd:", 7))
         return mtcp_fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
     if (S_ISREG(st.st_mode)) {

@@ -68,14 +68,14 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
             continue;
         e->path = e->link;
         e->pathlen = (size_t)ll;
-        if (mtcp_fd_kind(e, link, (size_t)ll, links) < 0)
+        if (mtcp_fd_kind(e, link, (size_t)ll, tmp->p, links) < 0)
             return -1;
     }
     if (mtcp_fd_pipes(r, m, links) < 0)
         return -1;
     recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
-                                  "unix-listen"};
+                                  "unix-listen", "eventfd"};
     uint64_t reader_ino[64];
     int nreaders = 0;
     if (mtcp_key(b, "fds") < 0 || mtcp_puts(b, "[") < 0)
@@ -101,6 +101,11 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
         case FD_TERMINAL:
         case FD_STDIO:
             if (mtcp_key(b, "path") < 0 || mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
+                return -1;
+            break;
+        case FD_EVENTFD:
+            if (mtcp_kv_u64(b, "count", e->ino) < 0 ||
+                mtcp_kv_raw(b, "semaphore", e->stype ? "true" : "false") < 0)
                 return -1;
             break;
         case FD_LISTEN:
