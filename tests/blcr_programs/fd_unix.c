@@ -2,18 +2,19 @@
  *   50 stream, neither bound nor connected;  51 datagram, neither bound nor connected;
  *   52 stream bound to WORK/s-stream, not listening;
  *   53 datagram bound to WORK/d-a;  54 datagram bound to an abstract name;
- *   55 datagram, unbound, connected to 53;  56 datagram bound to WORK/d-c, connected to 54.
+ *   55 datagram, unbound, connected to 53;  56 datagram bound to WORK/d-c, connected to 54;
+ *   57 stream listening at WORK/listening.
  * Queued: at 53 "one" from 55 (no sender name) then "two" from 54; at 54 "three" from 53 and
  * "four" from 56. After the restart every socket has its type, name and peer, every queue
  * holds its datagrams with their senders' names, and all of them work: 50 connects to a new
- * listener, 51 binds, 55 and 56 send to their peers, 53 sends to 54 by name. */
+ * listener, 51 binds, 55 and 56 send to their peers, 53 sends to 54 by name, 57 accepts. */
 #include "common.h"
 
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
-static struct sockaddr_un a_path, c_path, s_path, abstr;
+static struct sockaddr_un a_path, c_path, s_path, l_path, abstr;
 static socklen_t abstr_len;
 
 static void at(int fd, int want)
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
     common_init();
     socklen_t al = path_addr(&a_path, argv[1], "d-a"), cl = path_addr(&c_path, argv[1], "d-c");
     socklen_t sl = path_addr(&s_path, argv[1], "s-stream");
+    socklen_t ll = path_addr(&l_path, argv[1], "listening");
     memset(&abstr, 0, sizeof abstr);
     abstr.sun_family = AF_UNIX;
     abstr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
@@ -118,6 +120,10 @@ int main(int argc, char **argv)
     bind_to(56, &c_path, cl);
     if (connect(56, (struct sockaddr *)&abstr, abstr_len) != 0)
         DIE("connect 56");
+    at(socket(AF_UNIX, SOCK_STREAM, 0), 57);
+    bind_to(57, &l_path, ll);
+    if (listen(57, 4) != 0)
+        DIE("listen");
     if (send(55, "one", 3, 0) != 3)
         DIE("send");
     send_to(54, "two", &a_path, al);
@@ -146,6 +152,8 @@ int main(int argc, char **argv)
     CHECK(named(55, 1, &a_path, al), "fd 55 is not connected to fd 53's name");
     CHECK(named(56, 1, &abstr, abstr_len), "fd 56 is not connected to fd 54's name");
     CHECK(sockint(52, SO_ACCEPTCONN) == 0, "fd 52 listens");
+    CHECK(sockint(57, SO_ACCEPTCONN) == 1 && named(57, 0, &l_path, ll), "fd 57 does not listen "
+          "at its name");
 
     expect_dgram(53, "one", NULL, 0);
     expect_dgram(53, "two", &abstr, abstr_len);
@@ -162,13 +170,13 @@ int main(int argc, char **argv)
     send_to(53, "seven", &abstr, abstr_len);
     expect_dgram(54, "seven", &a_path, al);
 
-    struct sockaddr_un l_path, b_path;
-    socklen_t ll = path_addr(&l_path, argv[1], "listener"), bl = path_addr(&b_path, argv[1], "b");
-    int lis = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (lis < 0 || bind(lis, (struct sockaddr *)&l_path, ll) != 0 || listen(lis, 1) != 0)
-        DIE("listener");
-    CHECK(connect(50, (struct sockaddr *)&l_path, ll) == 0, "fd 50 cannot connect: %s",
+    struct sockaddr_un b_path;
+    socklen_t bl = path_addr(&b_path, argv[1], "b");
+    CHECK(connect(50, (struct sockaddr *)&l_path, ll) == 0, "fd 50 cannot connect to fd 57: %s",
           strerror(errno));
+    int conn = accept(57, NULL, NULL);
+    CHECK(conn >= 0 && send(50, "x", 1, 0) == 1 && recv(conn, &c, 1, 0) == 1 && c == 'x',
+          "fd 57 does not accept a connection that carries data");
     CHECK(bind(51, (struct sockaddr *)&b_path, bl) == 0, "fd 51 cannot bind: %s", strerror(errno));
     return finish();
 }
