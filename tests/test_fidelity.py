@@ -8,7 +8,6 @@ cannot bring back are refused by descriptor.
 """
 from __future__ import annotations
 
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,9 +21,9 @@ from conftest import tool
 from helpers import Session, start_program
 from test_blcr_states import (
     EXIT_TIMEOUT,
-    PROGRAMS,
     READY_TIMEOUT,
     TOOL_TIMEOUT,
+    compile_programs,
     expect_ok,
     refused_checkpoint,
     restore,
@@ -47,18 +46,7 @@ REFUSED = {
 
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("no gcc")
-    out = tmp_path_factory.mktemp("bin")
-    built = {}
-    for name in sorted(set(RESTORED) | set(REFUSED)):
-        exe = out / name
-        res = subprocess.run([gcc, "-O1", "-Wall", "-o", str(exe), str(PROGRAMS / f"{name}.c")],
-                             capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, f"{name}.c does not compile:\n{res.stderr}"
-        built[name] = exe
-    return built
+    return compile_programs(tmp_path_factory, sorted(set(RESTORED) | set(REFUSED)))
 
 
 def under_mtcp(session: Session, exe: Path, work: Path, args: list[str]):  # noqa: ANN201
