@@ -34,13 +34,12 @@ from test_mtcp import checkpoint, one_line_error, preloaded, wait_for_kernel
 pytestmark = pytest.mark.usefixtures("private_home")
 
 # program -> its arguments after the work directory
-RESTORED = {"fd_flags": ["pipes-files"], "mem_madvise": [], "fd_eventfd": []}
+RESTORED = {"fd_flags": ["pipes-files"], "mem_madvise": [], "fd_eventfd": [], "fd_epoll_dup": []}
 # program -> (arguments, what the refusal line must say)
 REFUSED = {
     "fd_flags": ([], "descriptor 40 is a memfd"),
     "fd_deleted_mode": ([], "descriptor 21 is a deleted file"),
     "fd_unix": ([], "descriptor 50 is a Unix socket"),
-    "fd_epoll_dup": ([], "descriptor 70 is an epoll set"),
 }
 
 

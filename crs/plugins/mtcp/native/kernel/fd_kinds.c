@@ -1,7 +1,8 @@
 /* mtcp kernel: what each descriptor is, by kind: a regular file (not deleted), a directory, a
  * plain device (null, zero, random...), a terminal, a pipe (whole only when both ends are in
  * the process, its unread content saved without consuming it), a listening Unix socket with a
- * name, an eventfd (its count), or at 0-2 whatever the restarter provides. Anything else is
+ * name, an eventfd (its count), an epoll set (its watches, each with a descriptor holding the
+ * watched file), or at 0-2 whatever the restarter provides. Anything else is
  * refused with a reason that names what it is. */
 #include "kernel.h"
 
@@ -93,7 +94,6 @@ static int socket_kind(struct fdrec *e, const char *link, struct buf *links)
 static const char *anon_kind(const char *link)
 {
     static const struct { const char *link, *words; } known[] = {
-        {"anon_inode:[eventpoll]", "an epoll set"},
         {"anon_inode:[timerfd]", "a timerfd"},
         {"anon_inode:[signalfd]", "a signalfd"},
         {"anon_inode:inotify", "an inotify instance"},
@@ -116,6 +116,60 @@ static int eventfd_kind(struct fdrec *e, const char *info)
     return 0;
 }
 
+#define KCMP_EPOLL_TFD 7
+
+/* A descriptor of the process (not the kernel's) holding the file epoll set `ep` watches as
+ * the toff-th registration of number tfd; -1 if none does. */
+static int epoll_holder(int ep, int tfd, int toff)
+{
+    static int fds[65536 / 4];
+    struct { uint32_t efd, tfd, toff; } slot = {(uint32_t)ep, (uint32_t)tfd, (uint32_t)toff};
+    if (syscall(SYS_kcmp, mtcp.pid, mtcp.pid, KCMP_EPOLL_TFD, tfd, &slot) == 0)
+        return tfd;
+    int n = mtcp_list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
+    for (int i = 0; i < n; i++)
+        if (!mtcp_is_own(fds[i]) &&
+            syscall(SYS_kcmp, mtcp.pid, mtcp.pid, KCMP_EPOLL_TFD, fds[i], &slot) == 0)
+            return fds[i];
+    return -1;
+}
+
+/* An epoll set: its watches as a JSON array of [number, events, data, holder] in links. */
+static int epoll_kind(struct fdrec *e, const char *info, struct buf *links)
+{
+    int seen[256], nseen = 0;
+    char item[96];
+    e->kind = FD_EPOLL;
+    e->path = links->len;
+    if (mtcp_puts(links, "[") < 0)
+        return -1;
+    for (const char *t = strstr(info, "tfd:"); t; t = strstr(t + 4, "tfd:")) {
+        int tfd, toff = 0;
+        unsigned events;
+        unsigned long long data;
+        if (sscanf(t, "tfd: %d events: %x data: %llx", &tfd, &events, &data) != 3)
+            return mtcp_fail("descriptor %d: an epoll watch /proc does not show whole", e->fd);
+        for (int k = 0; k < nseen; k++)
+            toff += seen[k] == tfd;
+        if (nseen == (int)(sizeof seen / sizeof seen[0]))
+            return mtcp_fail("descriptor %d is an epoll set with more than %d watches, which mtcp "
+                             "cannot restore yet", e->fd, nseen);
+        seen[nseen++] = tfd;
+        int holder = epoll_holder(e->fd, tfd, toff);
+        if (holder < 0)
+            return mtcp_fail("descriptor %d is an epoll set watching, as %d, a file no "
+                             "descriptor of the process holds any more", e->fd, tfd);
+        snprintf(item, sizeof item, "%s[%d,%u,%llu,%d]", nseen > 1 ? "," : "", tfd, events, data,
+                 holder);
+        if (mtcp_puts(links, item) < 0)
+            return -1;
+    }
+    if (mtcp_put(links, "]", 2) < 0) /* with its NUL: the record writes it as text */
+        return -1;
+    e->pathlen = links->len - e->path - 1;
+    return 0;
+}
+
 int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
                  struct buf *links)
 {
@@ -132,6 +186,8 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
         return socket_kind(e, link, links);
     if (!strcmp(link, "anon_inode:[eventfd]"))
         return eventfd_kind(e, info);
+    if (!strcmp(link, "anon_inode:[eventpoll]"))
+        return epoll_kind(e, info, links);
     if (link[0] != '/')
         return mtcp_fail("descriptor %d is %s (%s), which mtcp cannot restore yet", fd,
                          anon_kind(link), link);

@@ -75,7 +75,7 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
         return -1;
     recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
-                                  "unix-listen", "eventfd"};
+                                  "unix-listen", "eventfd", "epoll"};
     uint64_t reader_ino[64];
     int nreaders = 0;
     if (mtcp_key(b, "fds") < 0 || mtcp_puts(b, "[") < 0)
@@ -106,6 +106,10 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
         case FD_EVENTFD:
             if (mtcp_kv_u64(b, "count", e->ino) < 0 ||
                 mtcp_kv_raw(b, "semaphore", e->stype ? "true" : "false") < 0)
+                return -1;
+            break;
+        case FD_EPOLL:
+            if (mtcp_kv_raw(b, "watch", links->p + e->path) < 0)
                 return -1;
             break;
         case FD_LISTEN:

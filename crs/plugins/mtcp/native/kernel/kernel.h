@@ -32,7 +32,7 @@
  *   signals.c     signal actions, interval timers and POSIX timers
  *   fds.c         descriptors: which are there, which are dups, their records
  *   fd_kinds.c    what each descriptor is (file, directory, device, terminal, pipe, socket,
- *                 eventfd)
+ *                 eventfd, epoll)
  *   memory.c      the mappings (smaps), what kind each is, the pages each must save (pagemap)
  *   vmas.c        the mappings' records in image.json, shared memory objects' data files
  *   image.c       image.json and the files of the image directory
@@ -244,14 +244,15 @@ int mtcp_put_signals(struct buf *b, struct buf *tmp);
 
 /* -- descriptors (fds.c, fd_kinds.c) ---------------------------------------------------------- */
 
-enum { FD_DUP, FD_FILE, FD_DIR, FD_DEVICE, FD_PIPE, FD_STDIO, FD_TERMINAL, FD_LISTEN, FD_EVENTFD };
+enum { FD_DUP, FD_FILE, FD_DIR, FD_DEVICE, FD_PIPE, FD_STDIO, FD_TERMINAL, FD_LISTEN, FD_EVENTFD,
+       FD_EPOLL };
 
 struct fdrec {
     int fd, flags, cloexec, kind, of, stype;
     int64_t pos, size;
     uint64_t ino; /* a pipe's inode; an eventfd's count */
     size_t link; /* offset of the link text in the links buffer */
-    size_t path; /* offset of the path (listening socket: its address) */
+    size_t path; /* offset of the path (listening socket: its address; epoll: its watches) */
     size_t pathlen;
 };
 
