@@ -34,7 +34,7 @@ from test_mtcp import checkpoint, one_line_error, preloaded, wait_for_kernel
 pytestmark = pytest.mark.usefixtures("private_home")
 
 # program -> its arguments after the work directory
-RESTORED = {"fd_flags": ["pipes-files"], "mem_madvise": [], "fd_eventfd": [], "fd_epoll_dup": []}
+RESTORED = {"fd_flags": ["mtcp-kinds"], "mem_madvise": [], "fd_eventfd": [], "fd_epoll_dup": []}
 # program -> (arguments, what the refusal line must say)
 REFUSED = {
     "fd_flags": ([], "descriptor 40 is a memfd"),

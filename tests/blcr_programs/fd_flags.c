@@ -5,11 +5,11 @@
  *   33/34 pipe, read end blocking, write end O_NONBLOCK;
  *   35 a regular file O_WRONLY|O_APPEND; 36 the same file O_RDONLY|O_NOATIME, close-on-exec;
  *   37 the same file O_RDWR|O_NONBLOCK|O_DSYNC;
- * and, unless argv[2] is "pipes-files" (the kinds every component restores):
+ *   47 eventfd with EFD_NONBLOCK, 48 without; 49 epoll with O_NONBLOCK set by fcntl;
+ * and, unless argv[2] is "mtcp-kinds" (leaving out what mtcp refuses):
  *   40 a memfd as created; 41 the same memfd opened again O_RDONLY; 42 another memfd with
  *   O_APPEND|O_NONBLOCK; 43/44 a stream socketpair, 43 O_NONBLOCK; 45/46 a datagram
- *   socketpair, 46 O_NONBLOCK; 47 eventfd with EFD_NONBLOCK, 48 without; 49 epoll with
- *   O_NONBLOCK set by fcntl; 50 timerfd without TFD_NONBLOCK.
+ *   socketpair, 46 O_NONBLOCK; 50 timerfd without TFD_NONBLOCK.
  * After the restart every descriptor has exactly its F_GETFL flags and its FD_CLOEXEC. */
 #include "common.h"
 
@@ -56,8 +56,8 @@ int main(int argc, char **argv)
     char path[512];
     int p[2], sv[2];
     if (argc < 2)
-        DIE("usage: fd_flags WORKDIR [pipes-files]");
-    int all = argc < 3 || strcmp(argv[2], "pipes-files") != 0;
+        DIE("usage: fd_flags WORKDIR [mtcp-kinds]");
+    int all = argc < 3 || strcmp(argv[2], "mtcp-kinds") != 0;
     common_init();
 
     if (pipe(p) != 0)
@@ -77,6 +77,10 @@ int main(int argc, char **argv)
     at(open(path, O_RDONLY | O_NOATIME), 36);
     cloexec(36);
     at(open(path, O_RDWR | O_NONBLOCK | O_DSYNC), 37);
+    at(eventfd(1, EFD_NONBLOCK), 47);
+    at(eventfd(2, 0), 48);
+    at(epoll_create1(0), 49);
+    add_fl(49, O_NONBLOCK);
     if (all) {
         at(memfd_create("flags", 0), 40);
         reopen(40, O_RDONLY, 41);
@@ -92,10 +96,6 @@ int main(int argc, char **argv)
         at(sv[0], 45);
         at(sv[1], 46);
         add_fl(46, O_NONBLOCK);
-        at(eventfd(1, EFD_NONBLOCK), 47);
-        at(eventfd(2, 0), 48);
-        at(epoll_create1(0), 49);
-        add_fl(49, O_NONBLOCK);
         at(timerfd_create(CLOCK_MONOTONIC, 0), 50);
     }
     for (int fd = 0; fd < MAXFD; fd++)
