@@ -34,11 +34,11 @@ from test_mtcp import checkpoint, one_line_error, preloaded, wait_for_kernel
 pytestmark = pytest.mark.usefixtures("private_home")
 
 # program -> its arguments after the work directory
-RESTORED = {"fd_flags": ["mtcp-kinds"], "mem_madvise": [], "fd_eventfd": [], "fd_epoll_dup": []}
+RESTORED = {"fd_flags": ["mtcp-kinds"], "mem_madvise": [], "fd_eventfd": [], "fd_epoll_dup": [],
+            "fd_deleted_mode": [], "fd_deleted": []}
 # program -> (arguments, what the refusal line must say)
 REFUSED = {
     "fd_flags": ([], "descriptor 40 is a memfd"),
-    "fd_deleted_mode": ([], "descriptor 21 is a deleted file"),
     "fd_unix": ([], "descriptor 50 is a Unix socket"),
 }
 

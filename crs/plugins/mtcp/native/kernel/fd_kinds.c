@@ -1,11 +1,12 @@
 /* mtcp kernel: what each descriptor is, by kind: a regular file (not deleted), a directory, a
  * plain device (null, zero, random...), a terminal, a pipe (whole only when both ends are in
  * the process, its unread content saved without consuming it), a listening Unix socket with a
- * name, an eventfd (its count), an epoll set (its watches, each with a descriptor holding the
+ * name, a file deleted while open (its content, mode and owner), an eventfd (its count), an epoll set (its watches, each with a descriptor holding the
  * watched file), or at 0-2 whatever the restarter provides. Anything else is
  * refused with a reason that names what it is. */
 #include "kernel.h"
 
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -194,9 +195,16 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
     if (!strncmp(link, "/memfd:", 7))
         return mtcp_fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
     if (S_ISREG(st.st_mode)) {
-        if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0)
-            return mtcp_fail("descriptor %d is a deleted file (%s), which mtcp cannot restore yet",
-                             fd, link);
+        if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0) {
+            e->kind = FD_DELETED;
+            e->ino = st.st_ino;
+            e->size = st.st_size;
+            e->mode = st.st_mode & 07777;
+            e->uid = st.st_uid;
+            e->gid = st.st_gid;
+            e->pathlen = ll - 10;
+            return 0;
+        }
         e->kind = FD_FILE;
         e->size = st.st_size;
         return 0;
@@ -220,6 +228,33 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
         return mtcp_fail("descriptor %d is a FIFO (%s), which mtcp cannot restore yet", fd, link);
     return mtcp_fail("descriptor %d is %s, a device or special file that mtcp cannot restore", fd,
                      link);
+}
+
+int mtcp_put_file_data(int dirfd, const char *name, int fd, int64_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    /* a reader of its own: the descriptor may be write-only, and its offset stays */
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return mtcp_fail("descriptor %d: opening the deleted file to save it: %s", fd,
+                         errname(errno));
+    mtcp_own_add(in);
+    int out = mtcp_open_out(dirfd, name), rc = out < 0 ? -1 : 0;
+    off_t off = 0;
+    while (rc == 0 && off < size) {
+        ssize_t n = sendfile(out, in, &off, (size_t)(size - off));
+        if (n < 0 && errno != EINTR)
+            rc = mtcp_fail("descriptor %d: saving the deleted file's content: %s", fd,
+                           errname(errno));
+        else if (n == 0)
+            rc = mtcp_fail("descriptor %d: the deleted file shrank while it was saved", fd);
+    }
+    if (out >= 0)
+        mtcp_close_out(out);
+    mtcp_own_del(in);
+    close(in);
+    return rc;
 }
 
 /* Pipes: whole when both ends are here; at 0-2 a pipe to elsewhere is the restarter's. */

@@ -16,7 +16,7 @@ static int is_omitted(const struct request *q, int fd)
 }
 
 int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf *tmp,
-                 const struct request *q)
+                 const struct request *q, int dirfd)
 {
     int fds[65536 / 4];
     int n = mtcp_list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
@@ -75,7 +75,7 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
         return -1;
     recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
-                                  "unix-listen", "eventfd", "epoll"};
+                                  "unix-listen", "eventfd", "epoll", "deleted"};
     uint64_t reader_ino[64];
     int nreaders = 0;
     if (mtcp_key(b, "fds") < 0 || mtcp_puts(b, "[") < 0)
@@ -108,6 +108,25 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
                 mtcp_kv_raw(b, "semaphore", e->stype ? "true" : "false") < 0)
                 return -1;
             break;
+        case FD_DELETED: {
+            char name[32];
+            int first = 1;
+            for (int k = 0; k < i; k++)
+                first &= !(r[k].kind == FD_DELETED && r[k].ino == e->ino);
+            snprintf(name, sizeof name, "fd-%d.data", e->fd);
+            if (mtcp_kv_u64(b, "ino", e->ino) < 0 || mtcp_kv_i64(b, "mode", e->mode) < 0 ||
+                mtcp_key(b, "owner") < 0 || mtcp_puts(b, "[") < 0 ||
+                mtcp_put_i64(b, e->uid) < 0 || mtcp_puts(b, ",") < 0 ||
+                mtcp_put_i64(b, e->gid) < 0 || mtcp_puts(b, "]") < 0 || mtcp_key(b, "path") < 0 ||
+                mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
+                return -1;
+            /* the content once per file, however often it is open */
+            if (first ? mtcp_put_file_data(dirfd, name, e->fd, e->size) < 0 ||
+                            mtcp_kv_str(b, "data", name) < 0
+                      : mtcp_kv_raw(b, "data", "null") < 0)
+                return -1;
+            break;
+        }
         case FD_EPOLL:
             if (mtcp_kv_raw(b, "watch", links->p + e->path) < 0)
                 return -1;
