@@ -35,10 +35,10 @@ pytestmark = pytest.mark.usefixtures("private_home")
 
 # program -> its arguments after the work directory
 RESTORED = {"fd_flags": ["mtcp-kinds"], "mem_madvise": [], "fd_eventfd": [], "fd_epoll_dup": [],
-            "fd_deleted_mode": [], "fd_deleted": []}
+            "fd_deleted_mode": [], "fd_deleted": [], "mem_shared": []}
 # program -> (arguments, what the refusal line must say)
 REFUSED = {
-    "fd_flags": ([], "descriptor 40 is a memfd"),
+    "fd_flags": ([], "descriptor 43 is a Unix socket"),
     "fd_unix": ([], "descriptor 50 is a Unix socket"),
 }
 
@@ -110,3 +110,31 @@ def test_datagram_from_outside_the_process_refused_by_blcr(session: Session,
     child.popen.send_signal(signal.SIGTERM)
     code, out, err = child.finish(EXIT_TIMEOUT)
     assert code == 0 and out.split()[-2:] == ["hello", "OK"], (code, out, err)
+
+
+SEALED = textwrap.dedent("""
+    import fcntl, os, signal
+    fd = os.memfd_create("sealed", os.MFD_ALLOW_SEALING)
+    os.write(fd, b"data")
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    print(fd, "READY", sep="\\n", flush=True)
+    signal.sigwait([signal.SIGTERM])
+    print("OK", flush=True)
+""")
+
+
+def test_memfd_sealed_against_writes_refused_by_mtcp(session: Session, tmp_path: Path) -> None:
+    """mtcp restores memfds, but not one sealed against writes (the seal would forbid the
+    restored process's shared mappings): refused by descriptor, the process goes on."""
+    child = start_program(session, [sys.executable, "-c", SEALED], env=preloaded(),
+                          timeout=READY_TIMEOUT)
+    fd = int(child.out.wait_for(rb"^(\d+)$", READY_TIMEOUT, "its descriptor").group(1))
+    wait_for_kernel(child.pid)
+    res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "mtcp", "-w",
+                          str(tmp_path / "snaps"), str(child.pid)], capture_output=True,
+                         text=True, timeout=TOOL_TIMEOUT)
+    line = one_line_error(res, "opal-checkpoint")
+    assert f"descriptor {fd} is a memfd sealed against writes" in line, line
+    child.popen.send_signal(signal.SIGTERM)
+    expect_ok(child.finish(EXIT_TIMEOUT), "the sealed memfd's holder after the refusal")

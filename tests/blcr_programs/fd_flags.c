@@ -5,11 +5,12 @@
  *   33/34 pipe, read end blocking, write end O_NONBLOCK;
  *   35 a regular file O_WRONLY|O_APPEND; 36 the same file O_RDONLY|O_NOATIME, close-on-exec;
  *   37 the same file O_RDWR|O_NONBLOCK|O_DSYNC;
- *   47 eventfd with EFD_NONBLOCK, 48 without; 49 epoll with O_NONBLOCK set by fcntl;
- * and, unless argv[2] is "mtcp-kinds" (leaving out what mtcp refuses):
  *   40 a memfd as created; 41 the same memfd opened again O_RDONLY; 42 another memfd with
- *   O_APPEND|O_NONBLOCK; 43/44 a stream socketpair, 43 O_NONBLOCK; 45/46 a datagram
- *   socketpair, 46 O_NONBLOCK; 50 timerfd without TFD_NONBLOCK.
+ *   O_APPEND|O_NONBLOCK; 47 eventfd with EFD_NONBLOCK, 48 without; 49 epoll with O_NONBLOCK
+ *   set by fcntl;
+ * and, unless argv[2] is "mtcp-kinds" (leaving out what mtcp refuses):
+ *   43/44 a stream socketpair, 43 O_NONBLOCK; 45/46 a datagram socketpair, 46 O_NONBLOCK;
+ *   50 timerfd without TFD_NONBLOCK.
  * After the restart every descriptor has exactly its F_GETFL flags and its FD_CLOEXEC. */
 #include "common.h"
 
@@ -77,15 +78,15 @@ int main(int argc, char **argv)
     at(open(path, O_RDONLY | O_NOATIME), 36);
     cloexec(36);
     at(open(path, O_RDWR | O_NONBLOCK | O_DSYNC), 37);
+    at(memfd_create("flags", 0), 40);
+    reopen(40, O_RDONLY, 41);
+    at(memfd_create("flags-append", MFD_CLOEXEC), 42);
+    add_fl(42, O_APPEND | O_NONBLOCK);
     at(eventfd(1, EFD_NONBLOCK), 47);
     at(eventfd(2, 0), 48);
     at(epoll_create1(0), 49);
     add_fl(49, O_NONBLOCK);
     if (all) {
-        at(memfd_create("flags", 0), 40);
-        reopen(40, O_RDONLY, 41);
-        at(memfd_create("flags-append", MFD_CLOEXEC), 42);
-        add_fl(42, O_APPEND | O_NONBLOCK);
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
             DIE("socketpair");
         at(sv[0], 43);

@@ -599,7 +599,8 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         os.lseek(ours, r["pos"], os.SEEK_SET)
         return ours
     if kind == "memfd":
-        obj = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]))
+        # mtcp saves an object's content once, with its first descriptor
+        obj = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]) if r["data"] else b"")
         # an open file description of its own, with its own access mode and flags
         ours = out.own(os.open(f"/proc/self/fd/{obj}", (flags & ~REOPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)

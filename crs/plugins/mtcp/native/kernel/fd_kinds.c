@@ -1,7 +1,8 @@
 /* mtcp kernel: what each descriptor is, by kind: a regular file (not deleted), a directory, a
  * plain device (null, zero, random...), a terminal, a pipe (whole only when both ends are in
  * the process, its unread content saved without consuming it), a listening Unix socket with a
- * name, a file deleted while open (its content, mode and owner), an eventfd (its count), an epoll set (its watches, each with a descriptor holding the
+ * name, a file deleted while open (its content, mode and owner), a memfd (its content and
+ * seals, unless sealed against writes, which only a restore from outside can add), an eventfd (its count), an epoll set (its watches, each with a descriptor holding the
  * watched file), or at 0-2 whatever the restarter provides. Anything else is
  * refused with a reason that names what it is. */
 #include "kernel.h"
@@ -192,8 +193,22 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
     if (link[0] != '/')
         return mtcp_fail("descriptor %d is %s (%s), which mtcp cannot restore yet", fd,
                          anon_kind(link), link);
-    if (!strncmp(link, "/memfd:", 7))
-        return mtcp_fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
+    if (!strncmp(link, "/memfd:", 7)) {
+        int seals = fcntl(fd, F_GET_SEALS);
+        if (seals < 0)
+            return mtcp_fail("descriptor %d: the seals of memfd %s: %s", fd, link, errname(errno));
+        /* a write seal forbids the restored process's shared writable mappings of it */
+        if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+            return mtcp_fail("descriptor %d is a memfd sealed against writes (%s), which mtcp "
+                             "cannot restore yet", fd, link);
+        e->kind = FD_MEMFD;
+        e->ino = st.st_ino;
+        e->size = st.st_size;
+        e->mode = (unsigned)seals;
+        e->path = e->link + 7;
+        e->pathlen = ll - 7 - (mtcp_ends_with(link, " (deleted)") ? 10 : 0);
+        return 0;
+    }
     if (S_ISREG(st.st_mode)) {
         if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0) {
             e->kind = FD_DELETED;

@@ -75,7 +75,7 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
         return -1;
     recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
-                                  "unix-listen", "eventfd", "epoll", "deleted"};
+                                  "unix-listen", "eventfd", "epoll", "deleted", "memfd"};
     uint64_t reader_ino[64];
     int nreaders = 0;
     if (mtcp_key(b, "fds") < 0 || mtcp_puts(b, "[") < 0)
@@ -108,17 +108,23 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
                 mtcp_kv_raw(b, "semaphore", e->stype ? "true" : "false") < 0)
                 return -1;
             break;
-        case FD_DELETED: {
+        case FD_DELETED:
+        case FD_MEMFD: {
             char name[32];
             int first = 1;
             for (int k = 0; k < i; k++)
-                first &= !(r[k].kind == FD_DELETED && r[k].ino == e->ino);
+                first &= !(r[k].kind == e->kind && r[k].ino == e->ino);
             snprintf(name, sizeof name, "fd-%d.data", e->fd);
-            if (mtcp_kv_u64(b, "ino", e->ino) < 0 || mtcp_kv_i64(b, "mode", e->mode) < 0 ||
-                mtcp_key(b, "owner") < 0 || mtcp_puts(b, "[") < 0 ||
-                mtcp_put_i64(b, e->uid) < 0 || mtcp_puts(b, ",") < 0 ||
-                mtcp_put_i64(b, e->gid) < 0 || mtcp_puts(b, "]") < 0 || mtcp_key(b, "path") < 0 ||
-                mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
+            if (e->kind == FD_MEMFD
+                    ? mtcp_kv_u64(b, "ino", e->ino) < 0 || mtcp_kv_i64(b, "size", e->size) < 0 ||
+                          mtcp_kv_i64(b, "seals", e->mode) < 0 || mtcp_key(b, "name") < 0 ||
+                          mtcp_put_str(b, links->p + e->path, e->pathlen) < 0
+                    : mtcp_kv_u64(b, "ino", e->ino) < 0 || mtcp_kv_i64(b, "mode", e->mode) < 0 ||
+                          mtcp_key(b, "owner") < 0 || mtcp_puts(b, "[") < 0 ||
+                          mtcp_put_i64(b, e->uid) < 0 || mtcp_puts(b, ",") < 0 ||
+                          mtcp_put_i64(b, e->gid) < 0 || mtcp_puts(b, "]") < 0 ||
+                          mtcp_key(b, "path") < 0 ||
+                          mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
                 return -1;
             /* the content once per file, however often it is open */
             if (first ? mtcp_put_file_data(dirfd, name, e->fd, e->size) < 0 ||
