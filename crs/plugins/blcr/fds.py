@@ -112,14 +112,20 @@ def _unix_name(addr: str | bytes | None) -> str:
 
 
 def _bind_unix(sock: socket.socket, name: str) -> None:
-    """Bind to a name of the image; a socket file left at the path by the dead original goes."""
+    """Bind to a name of the image; a socket file the dead original left at the path goes, one
+    a live socket is bound to (the original still runs) stays and the bind fails."""
     if not name.startswith("\0"):
         with suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.lstat(name).st_mode):
+            if stat.S_ISSOCK(os.lstat(name).st_mode) and not _bound_by_a_live_socket(name):
                 os.unlink(name)
         sock.bind(name)
     else:
         sock.bind(b"\0" + name[1:].encode("latin-1"))
+
+
+def _bound_by_a_live_socket(path: str) -> bool:
+    with open("/proc/net/unix") as f:  # every Unix socket of the network namespace, names last
+        return any(line.rstrip("\n").endswith(" " + path) for line in f)
 
 
 def _parse_pair(text: str) -> tuple[int, int]:
@@ -480,14 +486,12 @@ def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
             try:
                 ours = _rebuild_one(r, mine, pipes, pairs, records, load, truncate_files, out)
             except OSError as exc:
-                raise OSError(exc.errno, f"descriptor {fd} ({r['kind']} "
-                              f"{r.get('path', '')}): {exc.strerror}") from None
+                where = (r.get("path") or r.get("name") or "").replace("\0", "@")
+                raise OSError(exc.errno, f"descriptor {fd} ({r['kind']} {where}): "
+                              f"{exc.strerror}") from None
             mine[fd] = ours
             out.moves.append((ours, fd, r["cloexec"]))
-        try:
-            _link_unix(records, out)
-        except OSError as exc:
-            raise OSError(exc.errno, f"Unix sockets of the image: {exc.strerror}") from None
+        _link_unix(records, out)
         for fd, path, mode, uid, gid in out.modes:
             try:
                 if os.fstat(fd)[4:6] != (uid, gid):
@@ -519,19 +523,27 @@ def _link_unix(records: list[dict[str, Any]], out: Rebuilt) -> None:
     free = [r for r in records if r["kind"] == "unix-free"]
     by_name = {r["name"]: out.unix[r["ino"]] for r in free if r["name"]}
     for r in free:
-        for data, sender in r["queue"]:
-            to = _address(r["name"])
-            if sender:
-                with _borrowed(by_name[sender]) as s:
-                    s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
-            else:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                    s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+        try:
+            for data, sender in r["queue"]:
+                to = _address(r["name"])
+                if sender:
+                    with _borrowed(by_name[sender]) as s:
+                        s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+                else:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                        s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+        except OSError as exc:
+            raise OSError(exc.errno, f"descriptor {r['fd']} (Unix socket {r['name']!r}): "
+                          f"queueing its datagrams again: {exc.strerror}") from None
     for r in free:
         if r["peer"] is not None:
             peer = next(p for p in free if p["ino"] == r["peer"])
-            with _borrowed(out.unix[r["ino"]]) as s:
-                s.connect(_address(peer["name"]))
+            try:
+                with _borrowed(out.unix[r["ino"]]) as s:
+                    s.connect(_address(peer["name"]))
+            except OSError as exc:
+                raise OSError(exc.errno, f"descriptor {r['fd']} (Unix socket): connecting to "
+                              f"{peer['name']!r}: {exc.strerror}") from None
 
 
 def _address(name: str) -> str | bytes:
