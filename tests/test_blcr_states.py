@@ -52,15 +52,15 @@ def tracer_of(pid: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # The programs
 
-@pytest.fixture(scope="module")
-def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every C program, compiled once."""
+def compile_programs(tmp_path_factory: pytest.TempPathFactory,
+                     names: list[str]) -> dict[str, Path]:
+    """The C programs ``names``, compiled into a fresh directory."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("no gcc")
     out = tmp_path_factory.mktemp("bin")
     built = {}
-    for name in C_PROGRAMS:
+    for name in names:
         exe = out / name
         res = subprocess.run([gcc, "-O1", "-pthread", "-Wall", "-o", str(exe),
                               str(PROGRAMS / f"{name}.c"), "-lrt", "-lm"],
@@ -68,6 +68,12 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         assert res.returncode == 0, f"{name}.c does not compile:\n{res.stderr}"
         built[name] = exe
     return built
+
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every C program, compiled once."""
+    return compile_programs(tmp_path_factory, C_PROGRAMS)
 
 
 @pytest.fixture

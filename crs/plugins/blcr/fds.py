@@ -14,8 +14,8 @@ import socket
 import stat
 import struct
 import termios
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from .unixdiag import unix_peer
 
 O_ACCMODE = 0o3
 O_CLOEXEC = os.O_CLOEXEC
+O_LARGEFILE = 0o100000  # the kernel's flag on x86-64 (userspace headers define it as 0)
 SETFL_FLAGS = os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_DIRECT", 0) | os.O_NOATIME | 0o20000
 OPEN_IGNORED = os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY | O_CLOEXEC
 # reopening through /proc/self/fd follows a link: a file opened O_NOFOLLOW (shm_open does that)
@@ -82,23 +83,49 @@ def _pipe_data(pid: int, fd: int) -> tuple[bytes, int]:
         os.close(reader)
 
 
-def _socket_queue(sock: socket.socket) -> list[bytes]:
-    """Messages (or stream bytes) waiting in a socket's receive queue, peeked, not taken."""
+def _socket_queue(sock: socket.socket) -> list[tuple[bytes, str]]:
+    """Messages (or stream bytes) waiting in a socket's receive queue with their senders' names,
+    peeked, not taken."""
     before = sock.getsockopt(socket.SOL_SOCKET, SO_PEEK_OFF)
     sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
     found = []
     try:
         while True:
             try:
-                data = sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                data, sender = sock.recvfrom(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
             if not data:
                 break
-            found.append(data)
+            found.append((data, _unix_name(sender)))
     finally:
         sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, before)
     return found
+
+
+def _unix_name(addr: str | bytes | None) -> str:
+    """A Unix socket's name as the image keeps it: a path, an abstract name with its leading
+    NUL, or "" when unnamed."""
+    if isinstance(addr, bytes):
+        return "\0" + addr[1:].decode("latin-1") if addr else ""
+    return addr or ""
+
+
+def _bind_unix(sock: socket.socket, name: str) -> None:
+    """Bind to a name of the image; a socket file the dead original left at the path goes, one
+    a live socket is bound to (the original still runs) stays and the bind fails."""
+    if not name.startswith("\0"):
+        with suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(name).st_mode) and not _bound_by_a_live_socket(name):
+                os.unlink(name)
+        sock.bind(name)
+    else:
+        sock.bind(b"\0" + name[1:].encode("latin-1"))
+
+
+def _bound_by_a_live_socket(path: str) -> bool:
+    with open("/proc/net/unix") as f:  # every Unix socket of the network namespace, names last
+        return any(line.rstrip("\n").endswith(" " + path) for line in f)
 
 
 def _parse_pair(text: str) -> tuple[int, int]:
@@ -189,7 +216,7 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
     if link == "anon_inode:[signalfd]":
         return {"kind": "signalfd", "mask": int(info["sigmask"], 16)}
     if link == "anon_inode:[eventpoll]":
-        return {"kind": "epoll", "watch": procfs.epoll_targets(info)}
+        return {"kind": "epoll", "watch": _epoll_watches(pid, fd, info)}
     if not link.startswith("/"):
         raise Unrestorable(f"descriptor {fd} is {link}, which blcr cannot restore")
     st = os.stat(f"/proc/{pid}/fd/{fd}")
@@ -206,6 +233,7 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
     if stat.S_ISREG(st.st_mode):
         if link.endswith(" (deleted)") and st.st_nlink == 0:
             rec = {"kind": "deleted", "path": link[:-len(" (deleted)")], "ino": st.st_ino,
+                   "mode": stat.S_IMODE(st.st_mode), "owner": [st.st_uid, st.st_gid],
                    "data": None}
             if st.st_ino not in seen:
                 seen.add(st.st_ino)
@@ -234,6 +262,23 @@ def _describe(pid: int, pidfd: int, fd: int, link: str, info: dict[str, str],
             return {"kind": "device", "path": link}
     raise Unrestorable(f"descriptor {fd} is {link}, a device or special file that blcr cannot "
                        "restore")
+
+
+def _epoll_watches(pid: int, fd: int, info: dict[str, str]) -> list[list[int]]:
+    """[number, events, data, holder] of every watch of epoll set ``fd``: the holder is a
+    descriptor of the process holding the watched file, the number itself unless it was closed
+    or given to another file since."""
+    watches, seen = [], {}
+    fds = sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+    for tfd, events, data in procfs.epoll_targets(info):
+        toff = seen[tfd] = seen.get(tfd, -1) + 1
+        holder = next((h for h in [tfd, *fds]
+                       if lib.blcr_kcmp_epoll_target(pid, h, fd, tfd, toff) == 0), None)
+        if holder is None:
+            raise Unrestorable(f"descriptor {fd} is an epoll set watching, as {tfd}, a file no "
+                               "descriptor of the process holds any more")
+        watches.append([tfd, events, data, holder])
+    return watches
 
 
 def _describe_tty(pidfd: int, fd: int, link: str) -> dict[str, Any]:
@@ -275,15 +320,16 @@ def _describe_socket(pidfd: int, fd: int, ino: int) -> dict[str, Any]:
             return {"kind": "refuse", "why": f"descriptor {fd} is {name} {proto} socket "
                     f"({where}); network connections cannot be restored"}
         listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-        bound = sock.getsockname()
+        bound = _unix_name(sock.getsockname())
         if listening:
             if not bound:
                 return {"kind": "refuse", "why": f"descriptor {fd} is an unnamed listening socket"}
-            if isinstance(bound, bytes):
-                bound = "\0" + bound[1:].decode("latin-1")
             return {"kind": "unix-listen", "type": int(kind), "path": bound}
-        return {"kind": "unix", "type": int(kind), "ino": ino, "peer": unix_peer(ino),
-                "queue": [q.hex() for q in _socket_queue(sock)],
+        peer = unix_peer(ino)
+        # an unconnected stream socket has no queue (and refuses even a peek)
+        queue = _socket_queue(sock) if peer is not None or kind == socket.SOCK_DGRAM else []
+        return {"kind": "unix", "type": int(kind), "ino": ino, "peer": peer, "name": bound,
+                "queue": [[data.hex(), sender] for data, sender in queue],
                 "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
                 "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)}
     finally:
@@ -322,12 +368,16 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
             else:  # reopened through the holder's descriptor while it holds it
                 r.update(kind="pipe-external", holder=holder)
             continue
-        if kind == "unix" and r["peer"] not in socks:
+        if kind == "unix" and r["peer"] is not None and r["peer"] not in socks:
             if r["fd"] <= 2:
                 r.update(kind="stdio")
                 continue
             raise Unrestorable(f"descriptor {r['fd']} is a Unix socket connected to another "
-                               "process; only socket pairs within the process can be restored")
+                               "process; only sockets connected within the process can be "
+                               "restored")
+        if kind == "unix" and not _a_pair(r, socks):
+            _check_free_socket(r, socks)
+            r.update(kind="unix-free")
         if kind == "refuse":
             if r["fd"] <= 2:
                 r.update(kind="stdio")
@@ -338,6 +388,32 @@ def _pair_up(pid: int, records: list[dict[str, Any]]) -> None:
         if reader is not None and reader["kind"] in ("pipe", "pipe-widowed"):
             data, cap = _pipe_data(pid, reader["fd"])
             reader["data_bytes"], reader["capacity"] = data.hex(), cap
+
+
+def _a_pair(r: dict[str, Any], socks: dict[int, dict[str, Any]]) -> bool:
+    """Whether a Unix socket comes back as one end of a new socket pair: a connected stream (its
+    peer is in the process), or two datagram sockets without names connected to each other."""
+    if r["peer"] is None:
+        return False
+    if r["type"] != socket.SOCK_DGRAM:
+        return True
+    peer = socks[r["peer"]]
+    return peer.get("peer") == r["ino"] and not r.get("name") and not peer.get("name")
+
+
+def _check_free_socket(r: dict[str, Any], socks: dict[int, dict[str, Any]]) -> None:
+    """A Unix socket made again, named and connected by name: what needs a name has one."""
+    names = {s["name"] for s in socks.values() if s.get("name") and not _a_pair(s, socks)}
+    if r["peer"] is not None and not socks[r["peer"]].get("name"):
+        raise Unrestorable(f"descriptor {r['fd']} is a Unix datagram socket connected to an "
+                           "unnamed socket that is not connected back; it cannot be restored")
+    if r["queue"] and not r.get("name"):
+        raise Unrestorable(f"descriptor {r['fd']} is an unnamed Unix socket holding datagrams "
+                           "that cannot be sent to it again")
+    for _, sender in r["queue"]:
+        if sender and sender not in names:
+            raise Unrestorable(f"descriptor {r['fd']} holds a datagram from {sender!r}, a "
+                               "socket outside the process; its sender cannot be restored")
 
 
 def _pipe_holder(pid: int, ino: int) -> list[int] | None:
@@ -358,16 +434,22 @@ def _pipe_holder(pid: int, ino: int) -> list[int] | None:
 # -- restore side --------------------------------------------------------------------------------
 class Rebuilt:
     """Descriptors rebuilt in this process for the restored one: ``moves`` are (ours, theirs,
-    cloexec), ``epoll`` are (epoll fd, watched fd, events, data) as numbered in the restored
-    process. ``close()`` drops our copies once the restored process has its own."""
+    cloexec), ``epoll`` are (epoll fd, watched number, events, data, descriptor holding the
+    watched file) as numbered in the restored process. ``close()`` drops our copies once the
+    restored process has its own."""
 
     def __init__(self) -> None:
         self.moves: list[tuple[int, int, bool]] = []
-        self.epoll: list[tuple[int, int, int, int]] = []
+        self.epoll: list[tuple[int, int, int, int, int]] = []
         self.ours: list[int] = []
         self.by_ino: dict[int, int] = {}  # image inode of a memfd or deleted file -> ours (RDWR)
-        self.seals: list[tuple[int, int]] = []  # (its fd, memfd seals) to add once mapped
+        self.seals: list[tuple[int, int, int]] = []  # (its fd, seals, inode) to add once mapped
         self.ptys: dict[int, int] = {}  # pseudo-terminal index in the image -> our master
+        self.given: set[int] = set()  # pipe ends handed to a descriptor already
+        self.unix: dict[int, int] = {}  # image inode of a Unix socket made on its own -> ours
+        # (ours, path, mode, uid, gid) of deleted files, set once every descriptor is open: a
+        # read-only mode must not stop a writer from opening it again
+        self.modes: list[tuple[int, str, int, int, int]] = []
         self.report: Report | None = None
 
     def own(self, fd: int) -> int:
@@ -404,18 +486,78 @@ def rebuild(records: list[dict[str, Any]], load: Callable[[str], bytes],
             try:
                 ours = _rebuild_one(r, mine, pipes, pairs, records, load, truncate_files, out)
             except OSError as exc:
-                raise OSError(exc.errno, f"descriptor {fd} ({r['kind']} "
-                              f"{r.get('path', '')}): {exc.strerror}") from None
+                where = (r.get("path") or r.get("name") or "").replace("\0", "@")
+                raise OSError(exc.errno, f"descriptor {fd} ({r['kind']} {where}): "
+                              f"{exc.strerror}") from None
             mine[fd] = ours
             out.moves.append((ours, fd, r["cloexec"]))
+        _link_unix(records, out)
+        for fd, path, mode, uid, gid in out.modes:
+            try:
+                if os.fstat(fd)[4:6] != (uid, gid):
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)  # after the owner: a change of owner clears set-user-ID
+            except OSError as exc:
+                raise OSError(exc.errno, f"deleted file {path}: giving it mode {mode:04o} and "
+                              f"owner {uid}:{gid}: {exc.strerror}") from None
         for r in records:
             if r["kind"] == "epoll":
-                for tfd, events, data in r["watch"]:
-                    out.epoll.append((r["fd"], tfd, events, data))
+                for tfd, events, data, *holder in r["watch"]:
+                    out.epoll.append((r["fd"], tfd, events, data, holder[0] if holder else tfd))
     except BaseException:
         out.close()
         raise
     return out
+
+
+def _set_buffers(sock: socket.socket, r: dict[str, Any]) -> None:
+    # the kernel doubles what it is given
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, r["sndbuf"] // 2)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, r["rcvbuf"] // 2)
+
+
+def _link_unix(records: list[dict[str, Any]], out: Rebuilt) -> None:
+    """Unix sockets made again on their own: their queued datagrams sent again, each from the
+    socket of its sender's name (an unnamed one for an unnamed sender), before they connect
+    (a connected socket takes datagrams from its peer alone); then they connect by name."""
+    free = [r for r in records if r["kind"] == "unix-free"]
+    by_name = {r["name"]: out.unix[r["ino"]] for r in free if r["name"]}
+    for r in free:
+        try:
+            for data, sender in r["queue"]:
+                to = _address(r["name"])
+                if sender:
+                    with _borrowed(by_name[sender]) as s:
+                        s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+                else:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                        s.sendto(bytes.fromhex(data), socket.MSG_DONTWAIT, to)
+        except OSError as exc:
+            raise OSError(exc.errno, f"descriptor {r['fd']} (Unix socket {r['name']!r}): "
+                          f"queueing its datagrams again: {exc.strerror}") from None
+    for r in free:
+        if r["peer"] is not None:
+            peer = next(p for p in free if p["ino"] == r["peer"])
+            try:
+                with _borrowed(out.unix[r["ino"]]) as s:
+                    s.connect(_address(peer["name"]))
+            except OSError as exc:
+                raise OSError(exc.errno, f"descriptor {r['fd']} (Unix socket): connecting to "
+                              f"{peer['name']!r}: {exc.strerror}") from None
+
+
+def _address(name: str) -> str | bytes:
+    return b"\0" + name[1:].encode("latin-1") if name.startswith("\0") else name
+
+
+@contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """A socket object over a descriptor that stays open afterwards."""
+    s = socket.socket(fileno=fd)
+    try:
+        yield s
+    finally:
+        s.detach()
 
 
 def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple[int, int]],
@@ -462,15 +604,20 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
             if data:
                 os.write(tmp, data)
             out.by_ino[r["ino"]] = tmp
+            if "mode" in r:  # images before the mode was saved come back 0600
+                out.modes.append((tmp, r["path"], r["mode"], *r["owner"]))
         tmp = out.by_ino[r["ino"]]
         ours = out.own(os.open(f"/proc/self/fd/{tmp}", (flags & ~REOPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)
         return ours
     if kind == "memfd":
-        ours = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]))
+        # mtcp saves an object's content once, with its first descriptor
+        obj = memfd_for(out, r["ino"], r["name"], r["size"], load(r["data"]) if r["data"] else b"")
+        # an open file description of its own, with its own access mode and flags
+        ours = out.own(os.open(f"/proc/self/fd/{obj}", (flags & ~REOPEN_IGNORED) | O_CLOEXEC))
         os.lseek(ours, r["pos"], os.SEEK_SET)
-        if r["seals"]:
-            out.seals.append((r["fd"], r["seals"]))
+        if r["seals"] and all(ino != r["ino"] for _, _, ino in out.seals):
+            out.seals.append((r["fd"], r["seals"], r["ino"]))  # once per object: they stick
         return ours
     if kind == "fifo":
         holder = out.own(os.open(r["path"], os.O_RDWR | os.O_NONBLOCK | O_CLOEXEC))
@@ -494,9 +641,15 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
                 os.write(wr, data)
             pipes[r["ino"]] = (rd, wr)
         rd, wr = pipes[r["ino"]]
-        ours = rd if flags & O_ACCMODE == os.O_RDONLY else wr
-        _setfl(ours, flags)
-        return ours
+        end = rd if flags & O_ACCMODE == os.O_RDONLY else wr
+        if end in out.given or flags & O_LARGEFILE:
+            # another open file description of this end (opened again through /proc, which
+            # is also what marks it O_LARGEFILE): it has flags of its own
+            end = out.own(os.open(f"/proc/self/fd/{end}",
+                                  (flags & ~REOPEN_IGNORED) | os.O_NONBLOCK | O_CLOEXEC))
+        out.given.add(end)
+        _setfl(end, flags)
+        return end
     if kind == "pipe-widowed":
         rd, wr = os.pipe2(os.O_NONBLOCK | O_CLOEXEC)
         reading = flags & O_ACCMODE == os.O_RDONLY
@@ -526,31 +679,37 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
         if r["ino"] not in pairs:
             a, b = socket.socketpair(socket.AF_UNIX, socket.SocketKind(r["type"]))
             peer = next(e for e in records if e.get("ino") == r["peer"] and e["kind"] == "unix")
-            for sock, rec in ((a, r), (b, peer)):  # the kernel doubles what it is given
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rec["sndbuf"] // 2)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rec["rcvbuf"] // 2)
+            for sock, rec in ((a, r), (b, peer)):
+                _set_buffers(sock, rec)
             pairs[r["ino"]], pairs[r["peer"]] = out.own(a.detach()), out.own(b.detach())
             for rec, sender in ((r, pairs[r["peer"]]), (peer, pairs[r["ino"]])):
-                for msg in rec["queue"]:
-                    os.write(sender, bytes.fromhex(msg))
+                for msg in rec["queue"]:  # [data, sender] (before: data alone)
+                    os.write(sender, bytes.fromhex(msg if isinstance(msg, str) else msg[0]))
         ours = pairs[r["ino"]]
         _setfl(ours, flags)
         return ours
-    if kind == "unix-listen":
-        path = r["path"]
+    if kind in ("unix-listen", "unix-free"):
         s = socket.socket(socket.AF_UNIX, socket.SocketKind(r["type"]))
-        if not path.startswith("\0"):
-            with suppress(FileNotFoundError):
-                if stat.S_ISSOCK(os.lstat(path).st_mode):
-                    os.unlink(path)
-        s.bind(path if not path.startswith("\0") else b"\0" + path[1:].encode("latin-1"))
-        s.listen(socket.SOMAXCONN)
+        try:
+            if kind == "unix-free":
+                _set_buffers(s, r)
+            if r.get("path", r.get("name")):
+                _bind_unix(s, r.get("path", r.get("name")))
+            if kind == "unix-listen":
+                s.listen(socket.SOMAXCONN)
+        except BaseException:
+            s.close()
+            raise
         ours = out.own(s.detach())
+        if kind == "unix-free":
+            out.unix[r["ino"]] = ours
         _setfl(ours, flags)
         return ours
     if kind == "eventfd":
-        efd_flags = (os.EFD_SEMAPHORE if r["semaphore"] else 0) | os.EFD_CLOEXEC
-        ours = out.own(os.eventfd(r["count"], efd_flags))
+        efd_flags = (os.EFD_SEMAPHORE if r["semaphore"] else 0) | os.EFD_CLOEXEC | os.EFD_NONBLOCK
+        ours = out.own(os.eventfd(0, efd_flags))
+        if r["count"]:  # the initial value is only 32 bits wide; a write takes the whole count
+            os.eventfd_write(ours, r["count"])
         _setfl(ours, flags)
         return ours
     if kind == "timerfd":
@@ -573,9 +732,11 @@ def _rebuild_one(r: dict[str, Any], mine: dict[int, int], pipes: dict[int, tuple
     if kind == "epoll":
         ep = select.epoll()
         try:
-            return out.own(os.dup(ep.fileno()))
+            ours = out.own(os.dup(ep.fileno()))
         finally:
             ep.close()
+        _setfl(ours, flags)
+        return ours
     raise OSError(errno.EINVAL, f"unknown descriptor kind {kind!r} in the image")
 
 

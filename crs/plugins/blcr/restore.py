@@ -132,7 +132,7 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         if pid_namespace:
             _end_group_stop(stub)
         _rebuild_memory(stub, image, snap)
-        for fd, seals in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
+        for fd, seals, _ in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
             stub.inj.call(stub.pid, "fcntl", fd, F_ADD_SEALS, seals)
         _rebuild_threads(stub, image)
         _release(stub, image, stop or image.get("stopped", False))
@@ -271,7 +271,8 @@ def stub_struct(image: dict[str, Any], sp: StubPlan, err_fd: int, code: int,
     plan.nmoves = len(moves)
     plan.moves = arr("int", [x for m in moves for x in (m[0], m[1], int(m[2]))])
     plan.nepoll = len(rebuilt.epoll)
-    plan.epoll = arr("int64_t", [x for e in rebuilt.epoll for x in e])
+    plan.epoll = arr("int64_t", [x - (1 << 64) if x >= 1 << 63 else x  # data is 64 bits wide
+                                 for e in rebuilt.epoll for x in e])
     plan.cwd_fd = cwd
     plan.umask = image["umask"]
     limits = [[r, s if s >= 0 else (1 << 64) - 1, h if h >= 0 else (1 << 64) - 1]

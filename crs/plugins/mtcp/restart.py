@@ -10,6 +10,7 @@ its pages and lets its threads go. It reports on an error pipe: ``what:errno`` w
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 from contextlib import suppress
@@ -35,6 +36,7 @@ PLAN_MAGIC = struct.unpack("<Q", b"pycrsRP1")[0]
 AREA, AREA_LEN = 0x1000_0000_0000, 16 << 30  # the program is linked at AREA (setup.py)
 SCRATCH = AREA + (256 << 20)  # the plan, then thread stacks
 CHUNK = 1 << 20
+F_ADD_SEALS, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE = 1033, 0x8, 0x10
 CODECS = {"none": 0, "lzp1": 1}
 MAP_PRIVATE, MAP_SHARED, MAP_ANON, MAP_GROWSDOWN = 0x02, 0x01, 0x20, 0x100
 VMA_WORDS, TIMER_WORDS, THREAD_WORDS = 13, 10, 43  # struct plan_vma, plan_timer, plan_thread
@@ -201,8 +203,11 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
     vdso = check_image(image)
     rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files, report)
     try:
-        if rebuilt.seals:
-            raise RestoreError("the image has sealed memfds, which mtcp does not save")
+        for _, seals, ino in rebuilt.seals:  # the kernel refuses write seals, the others are
+            if seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE):  # no concern of a mapping
+                raise RestoreError("the image has a memfd sealed against writes, which mtcp "
+                                   "does not restore")
+            fcntl.fcntl(rebuilt.by_ino[ino], F_ADD_SEALS, seals)
         sp = plan_descriptors(image, snap, rebuilt, keep_on_exec=True)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         err_theirs = sp.aux(rebuilt.own(os.dup(err_w)))

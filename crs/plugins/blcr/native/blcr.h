@@ -85,6 +85,7 @@ long blcr_lzp_unpack(int in_fd, int out_fd, uint64_t raw_total, uint64_t *frame)
 
 int blcr_pidfd_getfd(int pidfd, int fd);
 int blcr_kcmp_file(int pid, int fd1, int fd2);
+int blcr_kcmp_epoll_target(int pid, int fd, int epfd, int tfd, int toff);
 int blcr_pipe_peek(int read_end, size_t cap, long *n);
 int blcr_timerfd_create(int clockid, int flags);
 int blcr_timerfd_settime(int fd, int flags, int64_t vs, int64_t vns, int64_t is, int64_t ins,
@@ -98,7 +99,7 @@ struct blcr_stub_plan {
     int nmoves;
     const int *moves;           /* (our fd, its fd, cloexec) triples */
     int nepoll;
-    const int64_t *epoll;       /* (epoll fd, target fd, events, data) quads */
+    const int64_t *epoll;       /* (epoll fd, target fd, events, data, holder fd) quints */
     int cwd_fd;
     int umask;
     int nlimits;

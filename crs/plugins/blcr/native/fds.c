@@ -21,6 +21,15 @@ int blcr_kcmp_file(int pid, int fd1, int fd2)
     return r < 0 ? -errno : (int)r;
 }
 
+/* 0 when descriptor `fd` of `pid` is the file its epoll set `epfd` watches as the `toff`-th
+ * registration under number `tfd` (a number can be registered again for another file). */
+int blcr_kcmp_epoll_target(int pid, int fd, int epfd, int tfd, int toff)
+{
+    struct { uint32_t efd, tfd, toff; } slot = {(uint32_t)epfd, (uint32_t)tfd, (uint32_t)toff};
+    long r = syscall(SYS_kcmp, pid, pid, 7 /* KCMP_EPOLL_TFD */, fd, &slot);
+    return r < 0 ? -errno : (int)r;
+}
+
 /* Duplicate the unread content of a pipe, without consuming it, into a new pipe of ours; returns
  * the read end of the copy (or -errno) and the number of bytes in *n. */
 int blcr_pipe_peek(int read_end, size_t cap, long *n)

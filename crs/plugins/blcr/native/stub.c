@@ -45,6 +45,8 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
         if (p->moves[3 * i] > top) top = p->moves[3 * i];
         if (p->moves[3 * i + 1] > top) top = p->moves[3 * i + 1];
     }
+    for (int i = 0; i < p->nepoll; i++)
+        if (p->epoll[5 * i + 1] > top) top = (int)p->epoll[5 * i + 1];
     if (p->cwd_fd > top) top = p->cwd_fd;
     int base = top + 1;
     struct rlimit rl;
@@ -67,16 +69,29 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
     /* close everything below base, then place each descriptor */
     if (syscall(SYS_close_range, 0, (unsigned)base - 1, 0) < 0)
         stub_fail(errfd, "close_range", errno);
+    /* epoll keys a watch by file and number, and a number may be watched for a file it no
+     * longer holds: each watch is added with its file lent the number for the moment */
+    for (int i = 0; i < p->nepoll; i++) {
+        const int64_t *w = p->epoll + 5 * i;
+        int ep = -1, holder = -1;
+        for (int k = 0; k < p->nmoves; k++) {
+            if (p->moves[3 * k + 1] == w[0]) ep = lifted[k];
+            if (p->moves[3 * k + 1] == w[4]) holder = lifted[k];
+        }
+        if (ep < 0 || holder < 0)
+            stub_fail(errfd, "epoll watch of a descriptor not in the image", EBADF);
+        if (dup3(holder, (int)w[1], 0) < 0)
+            stub_fail(errfd, "lend a watched descriptor its number", errno);
+        struct { uint32_t events; uint64_t data; } __attribute__((packed)) ev = {
+            (uint32_t)w[2], (uint64_t)w[3]};
+        if (syscall(SYS_epoll_ctl, ep, 1 /* ADD */, (int)w[1], &ev) < 0)
+            stub_fail(errfd, "epoll_ctl", errno);
+        if (close((int)w[1]) < 0)
+            stub_fail(errfd, "close a lent number", errno);
+    }
     for (int i = 0; i < p->nmoves; i++) {
         if (dup3(lifted[i], p->moves[3 * i + 1], p->moves[3 * i + 2] ? O_CLOEXEC : 0) < 0)
             stub_fail(errfd, "place descriptor", errno);
-    }
-    for (int i = 0; i < p->nepoll; i++) {
-        struct { uint32_t events; uint64_t data; } __attribute__((packed)) ev = {
-            (uint32_t)p->epoll[4 * i + 2], (uint64_t)p->epoll[4 * i + 3]};
-        if (syscall(SYS_epoll_ctl, (int)p->epoll[4 * i], 1 /* ADD */, (int)p->epoll[4 * i + 1],
-                    &ev) < 0)
-            stub_fail(errfd, "epoll_ctl", errno);
     }
     if (fchdir(cwd) < 0)
         stub_fail(errfd, "fchdir", errno);

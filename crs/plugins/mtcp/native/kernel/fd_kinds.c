@@ -1,9 +1,13 @@
 /* mtcp kernel: what each descriptor is, by kind: a regular file (not deleted), a directory, a
  * plain device (null, zero, random...), a terminal, a pipe (whole only when both ends are in
  * the process, its unread content saved without consuming it), a listening Unix socket with a
- * name, or at 0-2 whatever the restarter provides. Anything else is refused with a reason. */
+ * name, a file deleted while open (its content, mode and owner), a memfd (its content and
+ * seals, unless sealed against writes, which only a restore from outside can add), an eventfd (its count), an epoll set (its watches, each with a descriptor holding the
+ * watched file), or at 0-2 whatever the restarter provides. Anything else is
+ * refused with a reason that names what it is. */
 #include "kernel.h"
 
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -88,7 +92,88 @@ static int socket_kind(struct fdrec *e, const char *link, struct buf *links)
                      link);
 }
 
-int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links)
+/* What an anonymous-inode descriptor is, in words, for a refusal. */
+static const char *anon_kind(const char *link)
+{
+    static const struct { const char *link, *words; } known[] = {
+        {"anon_inode:[timerfd]", "a timerfd"},
+        {"anon_inode:[signalfd]", "a signalfd"},
+        {"anon_inode:inotify", "an inotify instance"},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(link, known[i].link))
+            return known[i].words;
+    return "a special descriptor";
+}
+
+/* An eventfd: its count (any 64-bit value) and whether it counts as a semaphore. */
+static int eventfd_kind(struct fdrec *e, const char *info)
+{
+    const char *c = strstr(info, "eventfd-count:"), *sem = strstr(info, "eventfd-semaphore:");
+    if (c == NULL)
+        return mtcp_fail("descriptor %d is an eventfd whose count /proc does not show", e->fd);
+    e->kind = FD_EVENTFD;
+    e->ino = strtoull(c + 14, NULL, 16);
+    e->stype = sem != NULL && strtol(sem + 18, NULL, 10) == 1;
+    return 0;
+}
+
+#define KCMP_EPOLL_TFD 7
+
+/* A descriptor of the process (not the kernel's) holding the file epoll set `ep` watches as
+ * the toff-th registration of number tfd; -1 if none does. */
+static int epoll_holder(int ep, int tfd, int toff)
+{
+    static int fds[65536 / 4];
+    struct { uint32_t efd, tfd, toff; } slot = {(uint32_t)ep, (uint32_t)tfd, (uint32_t)toff};
+    if (syscall(SYS_kcmp, mtcp.pid, mtcp.pid, KCMP_EPOLL_TFD, tfd, &slot) == 0)
+        return tfd;
+    int n = mtcp_list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
+    for (int i = 0; i < n; i++)
+        if (!mtcp_is_own(fds[i]) &&
+            syscall(SYS_kcmp, mtcp.pid, mtcp.pid, KCMP_EPOLL_TFD, fds[i], &slot) == 0)
+            return fds[i];
+    return -1;
+}
+
+/* An epoll set: its watches as a JSON array of [number, events, data, holder] in links. */
+static int epoll_kind(struct fdrec *e, const char *info, struct buf *links)
+{
+    int seen[256], nseen = 0;
+    char item[96];
+    e->kind = FD_EPOLL;
+    e->path = links->len;
+    if (mtcp_puts(links, "[") < 0)
+        return -1;
+    for (const char *t = strstr(info, "tfd:"); t; t = strstr(t + 4, "tfd:")) {
+        int tfd, toff = 0;
+        unsigned events;
+        unsigned long long data;
+        if (sscanf(t, "tfd: %d events: %x data: %llx", &tfd, &events, &data) != 3)
+            return mtcp_fail("descriptor %d: an epoll watch /proc does not show whole", e->fd);
+        for (int k = 0; k < nseen; k++)
+            toff += seen[k] == tfd;
+        if (nseen == (int)(sizeof seen / sizeof seen[0]))
+            return mtcp_fail("descriptor %d is an epoll set with more than %d watches, which mtcp "
+                             "cannot restore yet", e->fd, nseen);
+        seen[nseen++] = tfd;
+        int holder = epoll_holder(e->fd, tfd, toff);
+        if (holder < 0)
+            return mtcp_fail("descriptor %d is an epoll set watching, as %d, a file no "
+                             "descriptor of the process holds any more", e->fd, tfd);
+        snprintf(item, sizeof item, "%s[%d,%u,%llu,%d]", nseen > 1 ? "," : "", tfd, events, data,
+                 holder);
+        if (mtcp_puts(links, item) < 0)
+            return -1;
+    }
+    if (mtcp_put(links, "]", 2) < 0) /* with its NUL: the record writes it as text */
+        return -1;
+    e->pathlen = links->len - e->path - 1;
+    return 0;
+}
+
+int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
+                 struct buf *links)
 {
     int fd = e->fd;
     struct stat st;
@@ -101,14 +186,40 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links
     }
     if (!strncmp(link, "socket:[", 8))
         return socket_kind(e, link, links);
+    if (!strcmp(link, "anon_inode:[eventfd]"))
+        return eventfd_kind(e, info);
+    if (!strcmp(link, "anon_inode:[eventpoll]"))
+        return epoll_kind(e, info, links);
     if (link[0] != '/')
-        return mtcp_fail("descriptor %d is %s, which mtcp cannot restore yet", fd, link);
-    if (!strncmp(link, "/memfd:", 7))
-        return mtcp_fail("descriptor %d is a memfd (%s), which mtcp cannot restore yet", fd, link);
+        return mtcp_fail("descriptor %d is %s (%s), which mtcp cannot restore yet", fd,
+                         anon_kind(link), link);
+    if (!strncmp(link, "/memfd:", 7)) {
+        int seals = fcntl(fd, F_GET_SEALS);
+        if (seals < 0)
+            return mtcp_fail("descriptor %d: the seals of memfd %s: %s", fd, link, errname(errno));
+        /* a write seal forbids the restored process's shared writable mappings of it */
+        if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+            return mtcp_fail("descriptor %d is a memfd sealed against writes (%s), which mtcp "
+                             "cannot restore yet", fd, link);
+        e->kind = FD_MEMFD;
+        e->ino = st.st_ino;
+        e->size = st.st_size;
+        e->mode = (unsigned)seals;
+        e->path = e->link + 7;
+        e->pathlen = ll - 7 - (mtcp_ends_with(link, " (deleted)") ? 10 : 0);
+        return 0;
+    }
     if (S_ISREG(st.st_mode)) {
-        if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0)
-            return mtcp_fail("descriptor %d is a deleted file (%s), which mtcp cannot restore yet",
-                             fd, link);
+        if (ll > 10 && !strcmp(link + ll - 10, " (deleted)") && st.st_nlink == 0) {
+            e->kind = FD_DELETED;
+            e->ino = st.st_ino;
+            e->size = st.st_size;
+            e->mode = st.st_mode & 07777;
+            e->uid = st.st_uid;
+            e->gid = st.st_gid;
+            e->pathlen = ll - 10;
+            return 0;
+        }
         e->kind = FD_FILE;
         e->size = st.st_size;
         return 0;
@@ -132,6 +243,33 @@ int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links
         return mtcp_fail("descriptor %d is a FIFO (%s), which mtcp cannot restore yet", fd, link);
     return mtcp_fail("descriptor %d is %s, a device or special file that mtcp cannot restore", fd,
                      link);
+}
+
+int mtcp_put_file_data(int dirfd, const char *name, int fd, int64_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    /* a reader of its own: the descriptor may be write-only, and its offset stays */
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return mtcp_fail("descriptor %d: opening the deleted file to save it: %s", fd,
+                         errname(errno));
+    mtcp_own_add(in);
+    int out = mtcp_open_out(dirfd, name), rc = out < 0 ? -1 : 0;
+    off_t off = 0;
+    while (rc == 0 && off < size) {
+        ssize_t n = sendfile(out, in, &off, (size_t)(size - off));
+        if (n < 0 && errno != EINTR)
+            rc = mtcp_fail("descriptor %d: saving the deleted file's content: %s", fd,
+                           errname(errno));
+        else if (n == 0)
+            rc = mtcp_fail("descriptor %d: the deleted file shrank while it was saved", fd);
+    }
+    if (out >= 0)
+        mtcp_close_out(out);
+    mtcp_own_del(in);
+    close(in);
+    return rc;
 }
 
 /* Pipes: whole when both ends are here; at 0-2 a pipe to elsewhere is the restarter's. */

@@ -16,7 +16,7 @@ static int is_omitted(const struct request *q, int fd)
 }
 
 int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf *tmp,
-                 const struct request *q)
+                 const struct request *q, int dirfd)
 {
     int fds[65536 / 4];
     int n = mtcp_list_numbers("/proc/self/fd", fds, (int)(sizeof fds / sizeof fds[0]));
@@ -68,14 +68,14 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
             continue;
         e->path = e->link;
         e->pathlen = (size_t)ll;
-        if (mtcp_fd_kind(e, link, (size_t)ll, links) < 0)
+        if (mtcp_fd_kind(e, link, (size_t)ll, tmp->p, links) < 0)
             return -1;
     }
     if (mtcp_fd_pipes(r, m, links) < 0)
         return -1;
     recs->len = (size_t)m * sizeof(struct fdrec); /* a forked writer closes them */
     static const char *names[] = {"dup", "file", "dir", "device", "pipe", "stdio", "terminal",
-                                  "unix-listen"};
+                                  "unix-listen", "eventfd", "epoll", "deleted", "memfd"};
     uint64_t reader_ino[64];
     int nreaders = 0;
     if (mtcp_key(b, "fds") < 0 || mtcp_puts(b, "[") < 0)
@@ -101,6 +101,40 @@ int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf 
         case FD_TERMINAL:
         case FD_STDIO:
             if (mtcp_key(b, "path") < 0 || mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
+                return -1;
+            break;
+        case FD_EVENTFD:
+            if (mtcp_kv_u64(b, "count", e->ino) < 0 ||
+                mtcp_kv_raw(b, "semaphore", e->stype ? "true" : "false") < 0)
+                return -1;
+            break;
+        case FD_DELETED:
+        case FD_MEMFD: {
+            char name[32];
+            int first = 1;
+            for (int k = 0; k < i; k++)
+                first &= !(r[k].kind == e->kind && r[k].ino == e->ino);
+            snprintf(name, sizeof name, "fd-%d.data", e->fd);
+            if (e->kind == FD_MEMFD
+                    ? mtcp_kv_u64(b, "ino", e->ino) < 0 || mtcp_kv_i64(b, "size", e->size) < 0 ||
+                          mtcp_kv_i64(b, "seals", e->mode) < 0 || mtcp_key(b, "name") < 0 ||
+                          mtcp_put_str(b, links->p + e->path, e->pathlen) < 0
+                    : mtcp_kv_u64(b, "ino", e->ino) < 0 || mtcp_kv_i64(b, "mode", e->mode) < 0 ||
+                          mtcp_key(b, "owner") < 0 || mtcp_puts(b, "[") < 0 ||
+                          mtcp_put_i64(b, e->uid) < 0 || mtcp_puts(b, ",") < 0 ||
+                          mtcp_put_i64(b, e->gid) < 0 || mtcp_puts(b, "]") < 0 ||
+                          mtcp_key(b, "path") < 0 ||
+                          mtcp_put_str(b, links->p + e->path, e->pathlen) < 0)
+                return -1;
+            /* the content once per file, however often it is open */
+            if (first ? mtcp_put_file_data(dirfd, name, e->fd, e->size) < 0 ||
+                            mtcp_kv_str(b, "data", name) < 0
+                      : mtcp_kv_raw(b, "data", "null") < 0)
+                return -1;
+            break;
+        }
+        case FD_EPOLL:
+            if (mtcp_kv_raw(b, "watch", links->p + e->path) < 0)
                 return -1;
             break;
         case FD_LISTEN:

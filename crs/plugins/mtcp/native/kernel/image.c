@@ -54,8 +54,7 @@ int mtcp_put_image(struct plan *P, int dirfd, const struct request *q)
     if (rc == 0)
         rc = mtcp_put_process(img, &P->tmp);
     if (rc == 0)
-        rc = mtcp_put_fds(img, &P->recs, &P->links, &P->tmp, q);
-    /* descriptor data files would be written here (none of the kinds kept so far has any) */
+        rc = mtcp_put_fds(img, &P->recs, &P->links, &P->tmp, q, dirfd);
     if (rc == 0)
         rc = mtcp_scan_memory(P, q->forked);
     if (rc == 0)

@@ -31,7 +31,8 @@
  *   process.c     process-wide state (mm fields, limits, cwd, argv, auxv, ...)
  *   signals.c     signal actions, interval timers and POSIX timers
  *   fds.c         descriptors: which are there, which are dups, their records
- *   fd_kinds.c    what each descriptor is (file, directory, device, terminal, pipe, socket)
+ *   fd_kinds.c    what each descriptor is (file, directory, device, terminal, pipe, socket,
+ *                 eventfd, epoll, deleted file, memfd)
  *   memory.c      the mappings (smaps), what kind each is, the pages each must save (pagemap)
  *   vmas.c        the mappings' records in image.json, shared memory objects' data files
  *   image.c       image.json and the files of the image directory
@@ -243,26 +244,31 @@ int mtcp_put_signals(struct buf *b, struct buf *tmp);
 
 /* -- descriptors (fds.c, fd_kinds.c) ---------------------------------------------------------- */
 
-enum { FD_DUP, FD_FILE, FD_DIR, FD_DEVICE, FD_PIPE, FD_STDIO, FD_TERMINAL, FD_LISTEN };
+enum { FD_DUP, FD_FILE, FD_DIR, FD_DEVICE, FD_PIPE, FD_STDIO, FD_TERMINAL, FD_LISTEN, FD_EVENTFD,
+       FD_EPOLL, FD_DELETED, FD_MEMFD };
 
 struct fdrec {
     int fd, flags, cloexec, kind, of, stype;
+    unsigned mode, uid, gid; /* a deleted file's; a memfd's seals in mode */
     int64_t pos, size;
-    uint64_t ino;
+    uint64_t ino; /* a pipe's inode; an eventfd's count */
     size_t link; /* offset of the link text in the links buffer */
-    size_t path; /* offset of the path (listening socket: its address) */
+    size_t path; /* offset of the path (listening socket: its address; epoll: its watches) */
     size_t pathlen;
 };
 
 int mtcp_put_fds(struct buf *b, struct buf *recs, struct buf *links, struct buf *tmp,
-                 const struct request *q);
-/* e->kind of the descriptor e->fd, whose link is link (ll bytes): 0, or -1 when mtcp cannot
- * restore what it is (a listening socket's address goes to links) */
-int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, struct buf *links);
+                 const struct request *q, int dirfd);
+/* e->kind of the descriptor e->fd, whose link is link (ll bytes) and fdinfo info: 0, or -1 when
+ * mtcp cannot restore what it is (a listening socket's address goes to links) */
+int mtcp_fd_kind(struct fdrec *e, const char *link, size_t ll, const char *info,
+                 struct buf *links);
 /* pipes whole here, or at 0-2 the restarter's: 0, or -1 for a pipe to another process */
 int mtcp_fd_pipes(struct fdrec *r, int m, const struct buf *links);
 /* the unread content of a pipe (read end), in the pipe's record */
 int mtcp_put_pipe_data(struct buf *b, int fd, struct buf *tmp);
+/* the content of the deleted file or memfd at fd (size bytes), as the image's file `name` */
+int mtcp_put_file_data(int dirfd, const char *name, int fd, int64_t size);
 
 /* -- memory (memory.c, vmas.c) ---------------------------------------------------------------- */
 
