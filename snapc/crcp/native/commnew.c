@@ -255,6 +255,9 @@ static int comm_release(MPI_Comm *c, int disconnect, const char *fn)
         coll_admit(i);
         rc = attrs_delete_all(A_COMM, C[i].v);
         if (!rc && !C[i].holds) {
+            /* MPI_Comm_disconnect waits for the communication on it, the requests the
+             * application freed too */
+            if (disconnect) while (reap_freed(i)) loop_pause();
             if (disconnect) UNGATED(rc = PMPI_Comm_disconnect(&C[i].r));
             else rc = PMPI_Comm_free(&C[i].r);
         }

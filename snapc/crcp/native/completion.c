@@ -274,6 +274,33 @@ EXPORT int MPI_Cancel(MPI_Request *r)
     leave();
     return rc;
 }
+/* Requests the application freed before they completed: tested now and then, and let go once
+ * complete, as MPI itself does. Kept for ever, their real requests would pile up in MPICH (one
+ * per task of mpi4py.futures, which frees every send), and MPI_Comm_disconnect, which waits
+ * until no request uses the communicator, would never return. Tested when as many more have
+ * been freed as were left pending at the last test, and before a disconnect. */
+int nfreed;
+static int reap_at = 16;
+int reap_freed(int ci)
+{
+    int left = 0;
+    for (int k = 0; k < nT && nfreed; k++) {
+        if (!T[k].used || !T[k].freed || (ci >= 0 && T[k].comm != ci)) continue;
+        int rc = MPI_SUCCESS;
+        if (!poll_one(k, &rc)) { left++; continue; }
+        if (persistent(k) && T[k].real != MPI_REQUEST_NULL) PMPI_Request_free(&T[k].real);
+        treq_free(k);
+    }
+    return left;
+}
+static void freed_by_app(int k)
+{
+    T[k].internal = 1;
+    T[k].freed = 1;
+    if (++nfreed < reap_at) return;
+    int left = reap_freed(-1);
+    reap_at = nfreed + (left > 16 ? left : 16);
+}
 EXPORT int MPI_Request_free(MPI_Request *r)
 {
     enter();
@@ -290,7 +317,7 @@ EXPORT int MPI_Request_free(MPI_Request *r)
     } else {
         /* the request completes on its own; the layer keeps it until then (a freed receive
          * still counts, and a cut still waits for it) */
-        T[k].internal = 1;
+        freed_by_app(k);
         *r = MPI_REQUEST_NULL;
     }
     leave();

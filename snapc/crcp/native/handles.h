@@ -324,6 +324,7 @@ struct treq {
     int newcomm;                       /* MPI_Comm_idup: the communicator it completes (-1) */
     int ownbuf;                        /* buf is the layer's (a packed copy), freed with it */
     int cancelling;                    /* MPI_Cancel was called on it: it may never be matched */
+    int freed;                         /* MPI_Request_free'd before it completed (completion.c) */
     MPI_Status st;
     struct rec *rec;                   /* persistent: how it was made */
     /* generalized requests */
@@ -342,6 +343,8 @@ static inline int treq_find(MPI_Request app)
     return (s >= 0 && s < nT && T[s].used && !T[s].internal && T[s].app == app) ? s : -1;
 }
 void treq_free(int k);
+int reap_freed(int ci); /* completion.c: the freed requests (on communicator ci; -1 all) still pending */
+extern int nfreed;      /* requests the application freed that the layer still keeps */
 int persistent(int k);
 /* a send (a persistent one started): its message counts for the peer until it is cancelled */
 static inline int is_send(int k) { return T[k].kind == RQ_SEND || (T[k].kind == RQ_PERSIST && !T[k].precv); }

@@ -37,6 +37,7 @@ void treq_free(int k)
     if (T[k].rec) rec_forget(T[k].rec);
     if (T[k].type != MPI_DATATYPE_NULL) type_hold(T[k].type, -1);
     if (T[k].ownbuf) free(T[k].buf);
+    if (T[k].freed) nfreed--;
     T[k].used = 0;
     liveT--;
     while (nT && !T[nT - 1].used) nT--;
