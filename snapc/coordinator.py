@@ -492,7 +492,8 @@ class GlobalCoordinator:
                            "callbacks_matter": matter})
             how = self._method(req, self._gather(links, "method", seq))
             req.events.put({"event": "status", "message": f"sequence {seq}: asking "
-                            f"{len(links)} ranks for {TOWARDS[how != 'self']}"})
+                            f"{len(links)} ranks for {TOWARDS[how != 'self']}",
+                            "dir": str(partial)})  # where the tool sees the sequence grow
             for link in links:
                 link.send({"op": "begin", "seq": seq, "method": how})
             replies = self._gather(links, "count", seq)

@@ -35,7 +35,7 @@ def start_job(mpi: MPI, args: list[str], gdir: Path, np_: int = 4,
 def checkpoint(mpi: MPI, jobid: int, *extra: str) -> tuple[int, Path]:
     res = run([mpi.tool("ompi-checkpoint"), *extra, str(jobid)])
     assert res.returncode == 0, res.stderr
-    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
+    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+) \(.+\)\n", res.stdout)
     assert m, res.stdout
     return int(m.group(1)), Path(m.group(2))
 
