@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/blcr_checkpoint.py
 	$(BIN)/python benchmarks/mtcp_checkpoint.py
 	$(BIN)/python benchmarks/crcp_overhead.py
+	$(BIN)/python benchmarks/periodic_overhead.py
 
 clean:
 	rm -rf $(VENV) $(OMPI_VENV) build *.egg-info crs/native/_fsops*.so crs/native/_imagecheck*.so

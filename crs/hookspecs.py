@@ -7,6 +7,7 @@ Other layers (SnapC, the application coordinator) register plugins too, for ``cr
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,8 @@ class Relaunch:
     detach: bool = False  # do not wait for it (image-based components)
     pid_namespace: bool = False  # bring it back in a fresh PID namespace (image-based components)
     job: bool = False  # relaunched as a rank of an MPI job, by ompi-restart under our mpirun
+    #: told the PID once an image-based component has rebuilt the process (it runs again)
+    restored: Callable[[int], None] | None = None
 
 
 class CRSSpec:

@@ -15,10 +15,14 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from . import native
+
+if TYPE_CHECKING:
+    from .progress import Meter
 
 META_FILE = "snapshot_meta.data"
 CHECKSUM = "xxh3_128"
@@ -321,8 +325,8 @@ def standard_meta(meta: Meta, component: str, pid: int, final: Path) -> None:
 class ChecksummedReader:
     """Reads one snapshot file and checks its size and checksum once it has been read to the end."""
 
-    def __init__(self, path: Path, size: int, digest: str) -> None:
-        self.path, self.size, self.digest = path, size, digest
+    def __init__(self, path: Path, size: int, digest: str, meter: Meter | None = None) -> None:
+        self.path, self.size, self.digest, self.meter = path, size, digest, meter
         try:
             self.fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -346,6 +350,8 @@ class ChecksummedReader:
                 raise SnapshotError(f"{self.path}: snapshot file is truncated")
             self._hash.update(view[done:done + n])
             done += n
+            if self.meter is not None:
+                self.meter.add(n)
         self.pos += done
 
     def read(self, n: int) -> bytearray:
@@ -377,10 +383,12 @@ class ChecksummedReader:
 _CHUNKED = re.compile(r"crc32c/(?P<chunk>[1-9][0-9]*):(?P<crcs>[^ ]+)")
 
 
-def check_chunks(fd: int, size: int, crcs: bytes, chunk: int, where: str) -> None:
+def check_chunks(fd: int, size: int, crcs: bytes, chunk: int, where: str,
+                 meter: Meter | None = None) -> None:
     """Check the file open at ``fd`` against its CRC-32C per ``chunk`` bytes; raise
-    SnapshotError naming ``where`` and the first chunk at fault."""
-    bad = native.verify_chunks(fd, size, crcs, chunk)
+    SnapshotError naming ``where`` and the first chunk at fault. ``meter`` counts the bytes
+    checked."""
+    bad = native.verify_chunks(fd, size, crcs, chunk, meter.counter() if meter else None)
     if bad is not None:
         unit = "MiB" if chunk == 1 << 20 else f"chunk of {chunk} bytes"
         raise SnapshotError(f"{where}: snapshot file is corrupted (checksum mismatch in {unit} "
@@ -415,31 +423,33 @@ class LocalSnapshot:
             raise SnapshotError(f"{self.path / META_FILE}: no 'OPAL CRS Component' record")
         return value
 
-    def open(self, name: str) -> ChecksummedReader:
-        """Open a recorded file for verified reading."""
+    def open(self, name: str, meter: Meter | None = None) -> ChecksummedReader:
+        """Open a recorded file for verified reading (``meter`` counts the bytes read)."""
         if name not in self.files:
             raise SnapshotError(f"{self.path}: snapshot has no file {name!r}")
         size, digest = self.files[name]
-        return ChecksummedReader(self.path / name, size, digest)
+        return ChecksummedReader(self.path / name, size, digest, meter)
 
-    def verify(self, deep: bool = False) -> None:
+    def verify(self, deep: bool = False, meter: Meter | None = None) -> None:
         """Check every recorded file in full; raise SnapshotError naming the first one at fault.
         A file its component checks itself (see SnapshotWriter.adopt) is checked for size here
         and for content when the component reads it; with ``deep``, its content is checked here
         too when its scheme is the CRC-32C per chunk one (``crc32c/CHUNK:CRCFILE``): before a
-        job is relaunched, no rank may be found damaged once the others are running."""
+        job is relaunched, no rank may be found damaged once the others are running. ``meter``
+        counts the bytes checked, for a progress bar."""
         for name in self.files:
-            r = self.open(name)
+            r = self.open(name, meter)
             try:
                 scheme = _CHUNKED.fullmatch(r.digest) if deep else None
                 if scheme:
-                    crcs = self.open(scheme["crcs"]) if scheme["crcs"] in self.files else None
+                    crcs = self.open(scheme["crcs"], meter) if scheme["crcs"] in self.files \
+                        else None
                     if crcs is None:
                         raise SnapshotError(f"{self.path}: snapshot has no file "
                                             f"{scheme['crcs']!r}, the checksums of {name}")
                     table = bytes(crcs.read(crcs.size))
                     crcs.finish()
-                    check_chunks(r.fd, r.size, table, int(scheme["chunk"]), str(r.path))
+                    check_chunks(r.fd, r.size, table, int(scheme["chunk"]), str(r.path), meter)
             finally:
                 r.finish()
 

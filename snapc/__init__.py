@@ -22,6 +22,9 @@ _params.register("snapc_base_period", "0", "Seconds between a job's own checkpoi
 _params.register("snapc_base_mtbf", "86400", "Mean time between failures in seconds, for "
                  "snapc_base_period auto (the whole job's: a node's MTBF divided by the number of "
                  "nodes)", "int")
+_params.register("snapc_base_verbose", "0", "1: mpirun says on stderr, after each of the job's "
+                 "own checkpoints (snapc_base_period), what it cost and when the next one comes "
+                 "(with auto: the cost the interval was computed from)", "int")
 _params.register("snapc_base_keep", "0", "Keep only the newest N finished sequences of a job's "
                  "global snapshot (older ones are removed after each commit; never the one the "
                  "job restarted from); 0 keeps all", "int")

@@ -232,6 +232,10 @@ class GlobalCoordinator:
             done = time.monotonic()
             if event["event"] == "done":
                 self.period.measured(done - started)
+                if self.params.get_int("snapc_base_verbose") > 0:
+                    print(f"mpirun: periodic checkpoint: sequence {event['seq']} took "
+                          f"{done - started:.2f} s; {self.period.describe()}", file=sys.stderr,
+                          flush=True)
             elif not self.job_ended.is_set() and not event.get("job_ended"):
                 print(f"mpirun: periodic checkpoint failed: {event.get('message')}; the job goes "
                       "on", file=sys.stderr, flush=True)
@@ -492,7 +496,8 @@ class GlobalCoordinator:
                            "callbacks_matter": matter})
             how = self._method(req, self._gather(links, "method", seq))
             req.events.put({"event": "status", "message": f"sequence {seq}: asking "
-                            f"{len(links)} ranks for {TOWARDS[how != 'self']}"})
+                            f"{len(links)} ranks for {TOWARDS[how != 'self']}",
+                            "dir": str(partial)})  # where the tool sees the sequence grow
             for link in links:
                 link.send({"op": "begin", "seq": seq, "method": how})
             replies = self._gather(links, "count", seq)

@@ -59,3 +59,11 @@ class Period:
         # Young's first-order optimum; never less than twice the cost, so the job runs more
         # than it checkpoints even when the MTBF is absurdly small
         return max(math.sqrt(2.0 * self.cost() * self.mtbf), 2.0 * self.cost())
+
+    def describe(self) -> str:
+        """The next interval and, with auto, what it was computed from (for the job's log)."""
+        interval = self.interval() or 0.0
+        if not self.auto:
+            return f"next in {interval:.1f} s"
+        return (f"next in {interval:.1f} s (auto: cost {self.cost():.2f} s, the mean of the last "
+                f"{len(self.costs)}, MTBF {self.mtbf:g} s)")

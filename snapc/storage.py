@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crs import native
 from crs.snapshot import (
@@ -36,6 +37,9 @@ from crs.snapshot import (
     local_snapshot_name,
     remove_stale_partials,
 )
+
+if TYPE_CHECKING:
+    from crs.progress import Meter
 
 META_FILE = "global_snapshot_meta.data"
 
@@ -138,10 +142,11 @@ class GlobalSnapshot:
             raise SnapshotError(f"{self.path}: sequence {seq} {state} (finished sequences: {have})")
         return self.seqs[seq]
 
-    def verify(self, seq: int, deep: bool = True) -> list[LocalSnapshot]:
+    def verify(self, seq: int, deep: bool = True, meter: Meter | None = None
+               ) -> list[LocalSnapshot]:
         """Verify every rank's local snapshot of ``seq`` in full, images included (their pages'
         CRCs: see LocalSnapshot.verify); return them in rank order. Not ``deep``: the fast
-        check only (LocalSnapshot.check_sizes)."""
+        check only (LocalSnapshot.check_sizes). ``meter`` counts the bytes checked."""
         record = self.check_seq(seq)
         if record.nprocs <= 0:
             raise SnapshotError(f"{self.path / META_FILE}: sequence {seq} has no NP record")
@@ -151,7 +156,7 @@ class GlobalSnapshot:
         paths = [self.rank_snapshot(seq, r) for r in range(record.nprocs)]
         snaps = [LocalSnapshot(p) for p in paths]
         with ThreadPoolExecutor(max_workers=min(8, len(snaps))) as pool:
-            check = (lambda snap: snap.verify(deep=True)) if deep else LocalSnapshot.check_sizes
+            check = (lambda snap: snap.verify(True, meter)) if deep else LocalSnapshot.check_sizes
             list(pool.map(check, snaps))  # raises the first failure
         return snaps
 

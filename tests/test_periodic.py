@@ -4,6 +4,7 @@ user sees when a value is wrong."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -100,10 +101,24 @@ def test_a_self_job_checkpoints_itself_too(tmp_path: Path) -> None:
     ref = run([*mpich.plain(2), mpich.python, STENCIL, "300", "0"])
     start_ = time.monotonic()
     res = run([mpich.tool("mpirun"), "-am", "ft-enable-cr", "--mca", "crs", "self",
-               "--mca", "snapc_base_period", "2", "--mca", "snapc_base_global_snapshot_dir",
+               "--mca", "snapc_base_period", "2", "--mca", "snapc_base_verbose", "1",
+               "--mca", "snapc_base_global_snapshot_dir",
                str(tmp_path), "-np", "2", mpich.python, STENCIL, "300", "0.02"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == ref.stdout
     (gdir,) = tmp_path.glob("ompi_global_snapshot_*.ckpt")
-    assert len(GlobalSnapshot(gdir).finished) >= 1, time.monotonic() - start_
+    finished = GlobalSnapshot(gdir).finished
+    assert len(finished) >= 1, time.monotonic() - start_
     assert "periodic checkpoint failed" not in res.stderr, res.stderr
+    logged = re.findall(r"^mpirun: periodic checkpoint: sequence (\d+) took \d+\.\d\d s; next in "
+                        r"2\.0 s$", res.stderr, re.M)  # snapc_base_verbose: one line each
+    assert [int(seq) for seq in logged] == finished, res.stderr
+
+
+def test_auto_says_the_cost_it_used() -> None:
+    period = Period(params(period="auto", mtbf="7200"))
+    for cost in (4.0, 2.0):
+        period.measured(cost)
+    assert period.describe() == ("next in 207.8 s (auto: cost 3.00 s, the mean of the last 2, "
+                                 "MTBF 7200 s)")
+    assert Period(params(period="30")).describe() == "next in 30.0 s"

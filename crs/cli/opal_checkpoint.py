@@ -8,6 +8,7 @@ with the highest priority of those components that can serve it.
 """
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import sys
@@ -52,6 +53,7 @@ def _run(argv: list[str] | None) -> int:
         raise UsageError(f"PID must be a number, not {ns.pid!r}") from None
     from crs import endpoint
     from crs.hookspecs import CheckpointOptions
+    from crs.progress import Bar, summary, tree_bytes
     from crs.snapshot import local_snapshot_name
 
     prm = params.from_arguments(ns)
@@ -68,18 +70,32 @@ def _run(argv: list[str] | None) -> int:
     if ns.verbose:
         print(f"{TOOL}: checkpointing process {pid} into {target}", file=sys.stderr)
     _wait_while_starting(pid, prm)
-    if _from_outside(prm) or _outside_only(pid, prm):
-        return _save_from_outside(pid, target, prm, CheckpointOptions(ns.term, ns.stop),
-                                  ns.verbose)
-    reply = endpoint.request(endpoint.connect(pid, hint=HINT),
-                             {"op": "checkpoint", "path": str(target), "crs": prm.cli.get("crs"),
-                              "term": ns.term, "stop": ns.stop},
-                             progress, what=f"process {pid}")
-    if reply["event"] == "error":
-        print(f"{TOOL}: checkpoint of process {pid} failed: {reply['message']}", file=sys.stderr)
-        return 1
-    print(f"Local Snapshot Reference: {reply['snapshot']}")
+    with Bar(f"checkpoint of process {pid}", lambda: tree_bytes(*_being_written(target))) as bar:
+        if _from_outside(prm) or _outside_only(pid, prm):
+            path = _save_from_outside(pid, target, prm, CheckpointOptions(ns.term, ns.stop),
+                                      ns.verbose)
+        else:
+            reply = endpoint.request(endpoint.connect(pid, hint=HINT),
+                                     {"op": "checkpoint", "path": str(target),
+                                      "crs": prm.cli.get("crs"), "term": ns.term,
+                                      "stop": ns.stop}, progress, what=f"process {pid}")
+            if reply["event"] == "error":
+                print(f"{TOOL}: checkpoint of process {pid} failed: {reply['message']}",
+                      file=sys.stderr)
+                return 1
+            path = Path(reply["snapshot"])
+    print(f"Local Snapshot Reference: {path} ({summary(tree_bytes(path), bar.elapsed)})")
     return 0
+
+
+def _being_written(target: Path) -> list[Path]:
+    """The directories a snapshot of ``target`` is being written in (crs.snapshot.aside_name)."""
+    from crs.snapshot import PARTIAL
+
+    try:
+        return list(target.parent.glob(f".{glob.escape(target.name)}{PARTIAL}*"))
+    except OSError:
+        return []
 
 
 HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save it from outside "
@@ -127,8 +143,8 @@ def _outside_only(pid: int, prm: params.Params) -> bool:
 
 
 def _save_from_outside(pid: int, target: Path, prm: params.Params, options: CheckpointOptions,
-                       verbose: bool) -> int:
-    """Run the component here, against the process, and commit the snapshot."""
+                       verbose: bool) -> Path:
+    """Run the component here, against the process, and commit the snapshot; return it."""
     from crs import framework
     from crs.hookspecs import Target
     from crs.snapshot import SnapshotWriter, standard_meta
@@ -162,8 +178,7 @@ def _save_from_outside(pid: int, target: Path, prm: params.Params, options: Chec
         print(f"{TOOL}: saved process {pid} with {component.name} in "
               f"{time.monotonic() - t0:.3f} s" + (f" ({', '.join(detail)})" if detail else ""),
               file=sys.stderr)
-    print(f"Local Snapshot Reference: {path}")
-    return 0
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:

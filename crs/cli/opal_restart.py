@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,7 +81,12 @@ def _run(argv: list[str] | None) -> int:
     snap = LocalSnapshot(find_snapshot(ns.snapshot, prm))
     if ns.verbose:
         print(f"{TOOL}: verifying {snap.path}", file=sys.stderr)
-    snap.verify()
+    from crs import layers
+    from crs.progress import Bar, Meter, summary, tree_bytes
+
+    meter = Meter()
+    with Bar(f"verifying {snap.path.name}", meter) as bar:
+        snap.verify(meter=meter)
     component = component_for_snapshot(snap.component)
     relaunch = relaunch_for(snap, prm)
     relaunch.verbose, relaunch.stop, relaunch.detach = ns.verbose, ns.stop, ns.detach
@@ -92,6 +98,17 @@ def _run(argv: list[str] | None) -> int:
     if ns.verbose:
         print(f"{TOOL}: restarting with component {component.name}: {shlex.join(relaunch.argv)}",
               file=sys.stderr)
+    if not os.environ.get(layers.ENV):  # not a rank of a restarted job (ompi-restart says it)
+        size, t0 = tree_bytes(snap.path), bar.t0
+
+        def restored(pid: int) -> None:
+            print(f"{TOOL}: restored process {pid} from {snap.path} "
+                  f"({summary(size, time.monotonic() - t0)})", file=sys.stderr, flush=True)
+
+        relaunch.restored = restored  # an image rebuilt here: said once it runs again
+        if component.name == "self":  # the program is started in place and loads its state
+            print(f"{TOOL}: verified {snap.path} ({summary(meter(), bar.elapsed)}); restarting "
+                  "it", file=sys.stderr)
     sys.stdout.flush()
     component.call("crs_init", params=prm)
     component.call("crs_restart", snapshot=snap, relaunch=relaunch, spawn=False)

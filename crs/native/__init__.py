@@ -25,15 +25,28 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
     _check(_lib.pycrs_rename_noreplace(es, ed), "rename", es, ed)
 
 
-def verify_chunks(fd: int, size: int, crcs: bytes, chunk: int) -> int | None:
+class Counter:
+    """A count of bytes that native code advances while it runs, read from another thread."""
+
+    def __init__(self) -> None:
+        self._cell = _check_ffi.new("uint64_t *", 0)
+
+    @property
+    def value(self) -> int:
+        return int(self._cell[0])
+
+
+def verify_chunks(fd: int, size: int, crcs: bytes, chunk: int,
+                  checked: Counter | None = None) -> int | None:
     """Check the CRC-32C of every ``chunk`` bytes of the file open at ``fd`` (``size`` bytes)
     against ``crcs`` (little-endian uint32s); None if all match, else the first chunk that does
-    not. Raise OSError if the file cannot be read."""
+    not. Raise OSError if the file cannot be read. ``checked`` counts the bytes found good."""
     n = len(crcs) // 4
     table = _check_ffi.new("uint32_t[]", max(n, 1))
     _check_ffi.memmove(table, crcs[: 4 * n], 4 * n)
     bad = _check_ffi.new("uint64_t *", 0)
-    rc = _check_lib.pycrs_verify_chunks(fd, size, table, n, chunk, bad)
+    cell = checked._cell if checked is not None else _check_ffi.NULL
+    rc = _check_lib.pycrs_verify_chunks(fd, size, table, n, chunk, bad, cell)
     if rc == -errno.EBADMSG:
         return int(bad[0])
     if rc != 0:
@@ -41,4 +54,4 @@ def verify_chunks(fd: int, size: int, crcs: bytes, chunk: int) -> int | None:
     return None
 
 
-__all__ = ["rename_exchange", "rename_noreplace", "verify_chunks"]
+__all__ = ["Counter", "rename_exchange", "rename_noreplace", "verify_chunks"]

@@ -10,12 +10,13 @@
 #include "crc32c.h"
 
 long pycrs_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs, uint64_t chunk,
-                         uint64_t *bad_chunk);
+                         uint64_t *bad_chunk, volatile uint64_t *checked);
 
 /* Returns 0, -EBADMSG with the failing chunk in *bad_chunk, or -errno. Reads through a mapping
- * (no copy); runs with the GIL released. */
+ * (no copy); runs with the GIL released. `checked` (may be NULL) is advanced by the bytes of
+ * every chunk found good, for a tool's progress bar that reads it from another thread. */
 long pycrs_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs, uint64_t chunk,
-                         uint64_t *bad_chunk)
+                         uint64_t *bad_chunk, volatile uint64_t *checked)
 {
     if (size == 0)
         return 0;
@@ -39,6 +40,8 @@ long pycrs_verify_chunks(int fd, uint64_t size, const uint32_t *crcs, long ncrcs
             err = -EBADMSG;
             break;
         }
+        if (checked)
+            *checked += n;
         /* done with it: a big image must not crowd the page cache (advice only) */
         if (off >= 64 * chunk)
             (void)madvise(m + off - 64 * chunk, chunk, MADV_DONTNEED);

@@ -97,20 +97,28 @@ def _run(argv: list[str] | None) -> int:
             f"process {jobid} is part of job {owner}, not its mpirun: the JOBID is the PID of "
             f"the job's mpirun (ompi-checkpoint {owner})") from None
 
+    from crs.progress import Bar, summary, tree_bytes
+
+    growing: list[Path] = []  # the sequence being written, once the coordinator names it
+
     def progress(event: dict) -> None:
+        if event.get("dir"):
+            growing[:] = [Path(event["dir"])]
         if ns.status or ns.verbose:
             print(f"{TOOL}: {event.get('message') or event['event']}", file=sys.stderr, flush=True)
 
-    reply = endpoint.request(sock, {"op": "checkpoint", "term": ns.term, "stop": ns.stop,
-                                    "nowait": ns.nowait, "crs": prm.cli.get("crs")},
-                             progress, what=f"job {jobid}")
+    with Bar(f"checkpoint of job {jobid}", lambda: tree_bytes(*growing)) as bar:
+        reply = endpoint.request(sock, {"op": "checkpoint", "term": ns.term, "stop": ns.stop,
+                                        "nowait": ns.nowait, "crs": prm.cli.get("crs")},
+                                 progress, what=f"job {jobid}")
     if reply["event"] == "error":
         print(f"{TOOL}: checkpoint of job {jobid} failed: {reply['message']}", file=sys.stderr)
         return 1
     if reply.get("nowait"):
         print(f"Checkpoint of job {jobid} requested")
         return 0
-    print(f"Snapshot Ref.: {reply['seq']} {reply['snapshot']}")
+    size = tree_bytes(Path(reply["snapshot"]) / str(reply["seq"]))
+    print(f"Snapshot Ref.: {reply['seq']} {reply['snapshot']} ({summary(size, bar.elapsed)})")
     return 0
 
 

@@ -213,12 +213,19 @@ def _run(argv: list[str] | None) -> int:
     seq = gs.newest() if ns.seq is None else ns.seq
     if ns.verbose:
         print(f"{TOOL}: verifying sequence {seq} of {gs.path}", file=sys.stderr)
-    snaps = gs.verify(seq)
+    from crs.progress import Bar, Meter, summary
+
+    meter = Meter()
+    with Bar(f"verifying sequence {seq}", meter) as bar:
+        snaps = gs.verify(seq, meter=meter)
     restart = plan_restart(gs, seq, snaps, prm.cli, ns.hostfile, ns.mpirun_opts)
     if ns.showme:  # everything the restart sets, so that the printed command does the same
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in restart.job_env.items())
         print(f"cd {shlex.quote(restart.cwd)} && {assignments} {shlex.join(restart.cmd)}")
         return 0
+    # on stderr: stdout is the restarted job's from here on
+    print(f"{TOOL}: verified sequence {seq} of {gs.path} ({summary(meter(), bar.elapsed)}); "
+          f"restarting {len(snaps)} ranks", file=sys.stderr)
     if ns.verbose:
         print(f"{TOOL}: restarting {len(snaps)} ranks: {shlex.join(restart.cmd)}",
               file=sys.stderr)

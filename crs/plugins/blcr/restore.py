@@ -175,7 +175,9 @@ def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch
                                         report=report if relaunch.verbose else None)
     for sig in early:
         os.kill(pid, sig)
-    if relaunch.verbose:
+    if relaunch.restored is not None:
+        relaunch.restored(pid)
+    elif relaunch.verbose:
         print(f"opal-restart: restored process {pid}", file=sys.stderr, flush=True)
     if relaunch.detach:
         print(pid, flush=True)
