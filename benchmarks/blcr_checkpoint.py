@@ -283,7 +283,7 @@ def opal_checkpoint(procs: Processes, work: Path, pid: int,
     os.sync()
     r = run_timed(procs, [tool("opal-checkpoint"), *options, "-w", str(work), "-v", str(pid)],
                   work)
-    m = re.search(r"^Local Snapshot Reference: (.+) \([^()]*\)$", r.stdout, re.M)
+    m = re.search(r"^Local Snapshot Reference: (.+)$", r.stdout, re.M)
     if not m:
         raise StepError(f"opal-checkpoint printed no snapshot reference: {r.stdout.strip()!r}")
     return r, Path(m.group(1))

@@ -130,8 +130,7 @@ def measure_tool_checkpoint(res: Results, app: App, work: Path, method: str) -> 
     wall = time.perf_counter() - t0
     inside = app.expect("safe-point-checkpoint", timeout=60)
     prefix = "Local Snapshot Reference: "
-    refs = [line[len(prefix):].rsplit(" (", 1)[0]  # the path, without the summary
-            for line in cp.stdout.splitlines() if line.startswith(prefix)]
+    refs = [line[len(prefix):] for line in cp.stdout.splitlines() if line.startswith(prefix)]
     if not refs:
         raise StepError(f"opal-checkpoint printed no snapshot reference: {cp.stdout.strip()!r}")
     snap = Path(refs[0])

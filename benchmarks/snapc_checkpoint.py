@@ -206,7 +206,7 @@ class Job:
         p0 = time.perf_counter()
         cp = run([tool("ompi-checkpoint"), str(self.jobid)])
         wall = time.perf_counter() - p0
-        m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+) \(.+\)\n", cp.stdout)
+        m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", cp.stdout)
         if not m:
             raise StepError(f"ompi-checkpoint printed {cp.stdout.strip()!r}")
         ranks = self.rank_records(t0)

@@ -104,7 +104,7 @@ def checkpoint(pid: int, where: Path, *opts: str) -> Path:
     res = subprocess.run([tool("opal-checkpoint"), "--mca", "crs", "blcr", "-w", str(where),
                           *opts, str(pid)], capture_output=True, text=True, timeout=TOOL_TIMEOUT)
     assert res.returncode == 0, f"opal-checkpoint of {pid} failed ({res.returncode}):\n{res.stderr}"
-    m = re.search(r"^Local Snapshot Reference: (.+) \([^()]*\)$", res.stdout, re.M)
+    m = re.search(r"^Local Snapshot Reference: (.+)$", res.stdout, re.M)
     assert m, f"no snapshot reference in {res.stdout!r}"
     snap = Path(m.group(1))
     assert snap.is_absolute() and snap == where.absolute() / f"opal_snapshot_{pid}.ckpt", snap

@@ -114,7 +114,7 @@ def test_checkpoint_asked_for_as_the_job_starts(tmp_path: Path) -> None:
     try:
         res = run([tool("ompi-checkpoint"), str(job.pid)])
         assert res.returncode == 0, res.stderr + (tmp_path / "job.err").read_text()
-        assert re.fullmatch(r"Snapshot Ref\.: 0 \S+ \(.+\)\n", res.stdout), res.stdout
+        assert re.fullmatch(r"Snapshot Ref\.: 0 \S+\n", res.stdout), res.stdout
     finally:
         out = finished(job, tmp_path)
     assert out == reference(3)
@@ -210,8 +210,7 @@ def test_opal_checkpoint_as_the_process_starts(tmp_path: Path) -> None:
     try:
         res = run([tool("opal-checkpoint"), "-w", str(tmp_path), str(proc.pid)])
         assert res.returncode == 0, res.stderr
-        assert res.stdout.startswith(f"Local Snapshot Reference: {tmp_path}/opal_snapshot_"
-                                     f"{proc.pid}.ckpt (") and res.stdout.count("\n") == 1
+        assert res.stdout == f"Local Snapshot Reference: {tmp_path}/opal_snapshot_{proc.pid}.ckpt\n"
         assert "OPAL CRS Component: self" in (
             tmp_path / f"opal_snapshot_{proc.pid}.ckpt" / "snapshot_meta.data").read_text()
     finally:

@@ -76,7 +76,7 @@ class Session:
     def checkpoint(self, node: Node, job: subprocess.Popen[str], *options: str) -> Path:
         r = self.run(node, [tool("ompi-checkpoint"), *options, str(job.pid)], timeout=180)
         assert r.returncode == 0, r.stderr
-        m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+) \(.+\)\n", r.stdout)
+        m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", r.stdout)
         assert m, r.stdout
         return Path(m.group(2))
 

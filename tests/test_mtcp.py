@@ -90,7 +90,7 @@ def checkpoint(pid: int, where: Path, *settings: tuple[str, str]) -> Path:
                           "-w", str(where), str(pid)], capture_output=True, text=True,
                          timeout=TOOL_TIMEOUT)
     assert res.returncode == 0, f"opal-checkpoint of {pid} failed ({res.returncode}):\n{res.stderr}"
-    m = re.search(r"^Local Snapshot Reference: (.+) \([^()]*\)$", res.stdout, re.M)
+    m = re.search(r"^Local Snapshot Reference: (.+)$", res.stdout, re.M)
     assert m, res.stdout
     snap = Path(m.group(1))
     assert snap == where.absolute() / f"opal_snapshot_{pid}.ckpt" and snap.is_dir()

@@ -24,7 +24,8 @@ STENCIL = str(ROOT / "examples" / "mpi_stencil.py")
 STEPS, POINTS = "20", str(1 << 24)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SIZE = r"\d+(?:\.\d+)? (?:B|KiB|MiB|GiB|TiB)"
-SUMMARY = rf"\(({SIZE}) in \d+\.\d\d s, {SIZE}/s\)"
+FIGURES = rf"({SIZE}) in \d+\.\d\d s, {SIZE}/s"
+SUMMARY = rf"\({FIGURES}\)"
 UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 PTY_ENV = {"TERM": "xterm", "COLUMNS": "120", "PYCRS_PROGRESS_DELAY": "0"}
 
@@ -100,7 +101,8 @@ def stop(job: subprocess.Popen[str]) -> None:
 
 def test_bars_on_a_terminal_then_the_summaries(tmp_path: Path, reference: list[str]) -> None:
     """ompi-checkpoint on a terminal: a bar whose byte count grows as the ranks write, erased,
-    then 'Snapshot Ref.: SEQ DIR (SIZE in T s, RATE)', SIZE being the sequence's. ompi-restart
+    then 'Snapshot Ref.: SEQ DIR' as Open MPI prints it and 'ompi-checkpoint: checkpoint of job
+    JOBID: SIZE in T s, RATE', SIZE being the sequence's. ompi-restart
     on a terminal: the bar of the verification, then its summary line, then the job resumes to
     the uninterrupted run's output."""
     job = start_stencil(tmp_path)
@@ -109,12 +111,14 @@ def test_bars_on_a_terminal_then_the_summaries(tmp_path: Path, reference: list[s
         assert code == 0, out
         counts = frames(out, f"checkpoint of job {job.pid}")
         assert len(set(counts)) >= 2 and counts == sorted(counts), (counts, out[-2000:])
-        m = re.search(rf"^Snapshot Ref\.: 0 (\S+) {SUMMARY}$", shown(out), re.M)
-        assert m, out[-2000:]
+        m = re.search(r"^Snapshot Ref\.: 0 (\S+)$", shown(out), re.M)
+        figures = re.search(rf"^ompi-checkpoint: checkpoint of job {job.pid}: {FIGURES}$",
+                            shown(out), re.M)
+        assert m and figures, out[-2000:]
         gdir = Path(m.group(1))
         on_disk = sum(p.stat().st_size for p in (gdir / "0").rglob("*") if p.is_file())
-        number, unit = m.group(2).split()
-        assert abs(float(number) * UNITS[unit] - on_disk) <= on_disk * 0.01, (m.group(2), on_disk)
+        number, unit = figures.group(1).split()
+        assert abs(float(number) * UNITS[unit] - on_disk) <= on_disk * 0.01, (figures[1], on_disk)
         assert counts[-1] <= on_disk
     finally:
         stop(job)
@@ -132,14 +136,17 @@ def test_bars_on_a_terminal_then_the_summaries(tmp_path: Path, reference: list[s
 
 
 def test_without_a_terminal_only_the_summaries(tmp_path: Path, reference: list[str]) -> None:
-    """The same tools with their output in pipes: nothing on stderr from ompi-checkpoint but the
-    summary on stdout; ompi-restart says its one line on stderr (stdout is the job's)."""
+    """The same tools with their output in pipes: no bar, Open MPI's reference line alone on
+    stdout and the summary on stderr; ompi-restart says its one line on stderr (stdout is the
+    job's)."""
     job = start_stencil(tmp_path)
     try:
         res = run([tool("ompi-checkpoint"), str(job.pid)], env={**os.environ, **PTY_ENV})
-        assert res.returncode == 0 and res.stderr == "", res.stderr
-        m = re.fullmatch(rf"Snapshot Ref\.: 0 (\S+) {SUMMARY}\n", res.stdout)
+        assert res.returncode == 0, res.stderr
+        m = re.fullmatch(r"Snapshot Ref\.: 0 (\S+)\n", res.stdout)
         assert m, res.stdout
+        assert re.fullmatch(rf"ompi-checkpoint: checkpoint of job {job.pid}: {FIGURES}\n",
+                            res.stderr), res.stderr
     finally:
         stop(job)
     res = run([tool("ompi-restart"), m.group(1)], env={**os.environ, **PTY_ENV})
@@ -174,7 +181,8 @@ print("result", step, float(data[::4096].sum()), flush=True)
 @pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipes"])
 def test_opal_tools(tmp_path: Path, terminal: bool) -> None:
     """opal-checkpoint of a process under pycrs holding 256 MiB: on a terminal a growing bar,
-    then 'Local Snapshot Reference: PATH (SIZE in T s, RATE)'; in pipes the line alone.
+    then 'Local Snapshot Reference: PATH' and 'opal-checkpoint: saved process PID: SIZE in T s,
+    RATE'; in pipes the same lines without the bar.
     opal-restart says what it verified in one line on stderr and the program ends as it would
     have."""
     program = tmp_path / "holder.py"
@@ -188,11 +196,13 @@ def test_opal_tools(tmp_path: Path, terminal: bool) -> None:
             assert len(set(counts)) >= 2 and counts == sorted(counts), (counts, out[-2000:])
         else:
             res = run(argv, env={**os.environ, **PTY_ENV})
-            code, out = res.returncode, res.stdout
-            assert res.stderr == "", res.stderr
+            code, out = res.returncode, res.stdout + res.stderr
+            assert re.fullmatch(r"Local Snapshot Reference: \S+\n", res.stdout), res.stdout
         assert code == 0, out
-        m = re.search(rf"^Local Snapshot Reference: (\S+) {SUMMARY}$", shown(out), re.M)
+        m = re.search(r"^Local Snapshot Reference: (\S+)$", shown(out), re.M)
         assert m, out[-2000:]
+        assert re.search(rf"^opal-checkpoint: saved process {proc.pid}: {FIGURES}$", shown(out),
+                         re.M), out[-2000:]
     finally:
         kill_session(proc.pid)
         proc.communicate(timeout=60)

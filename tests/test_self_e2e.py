@@ -36,7 +36,7 @@ def reference() -> list[str]:
 def checkpoint(pid: int, where: Path, *extra: str) -> Path:
     res = run([tool("opal-checkpoint"), "-w", str(where), *extra, str(pid)])
     assert res.returncode == 0, res.stderr
-    m = re.fullmatch(r"Local Snapshot Reference: (\S+) \(.+\)\n", res.stdout)
+    m = re.fullmatch(r"Local Snapshot Reference: (\S+)\n", res.stdout)
     assert m, res.stdout
     return Path(m.group(1))
 

@@ -96,7 +96,7 @@ def end_job(proc: subprocess.Popen[str]) -> None:
 def checkpoint(jobid: int, *extra: str, env: dict[str, str] | None = None) -> tuple[int, Path]:
     res = run([CHECKPOINT, *extra, str(jobid)], env=env)
     assert res.returncode == 0, res.stderr
-    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+) \(.+\)\n", res.stdout)
+    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
     assert m, res.stdout
     return int(m.group(1)), Path(m.group(2))
 

@@ -135,7 +135,7 @@ def checkpoint(mpi: MPI, jobid: int, *extra: str, job: Job | None = None) -> tup
             job.changed.wait(2)
         res.stderr += "--- job stderr:\n" + "".join(job.err)
     assert res.returncode == 0, res.stderr
-    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+) \(.+\)\n", res.stdout)
+    m = re.fullmatch(r"Snapshot Ref\.: (\d+) (\S+)\n", res.stdout)
     assert m, res.stdout
     return int(m.group(1)), Path(m.group(2))
 

@@ -84,7 +84,10 @@ def _run(argv: list[str] | None) -> int:
                       file=sys.stderr)
                 return 1
             path = Path(reply["snapshot"])
-    print(f"Local Snapshot Reference: {path} ({summary(tree_bytes(path), bar.elapsed)})")
+    # the reference line as Open MPI prints it (scripts take its last word); the figures apart
+    print(f"Local Snapshot Reference: {path}", flush=True)
+    print(f"{TOOL}: saved process {pid}: {summary(tree_bytes(path), bar.elapsed)}",
+          file=sys.stderr)
     return 0
 
 

@@ -118,7 +118,9 @@ def _run(argv: list[str] | None) -> int:
         print(f"Checkpoint of job {jobid} requested")
         return 0
     size = tree_bytes(Path(reply["snapshot"]) / str(reply["seq"]))
-    print(f"Snapshot Ref.: {reply['seq']} {reply['snapshot']} ({summary(size, bar.elapsed)})")
+    # the reference line as Open MPI prints it (scripts take its last word); the figures apart
+    print(f"Snapshot Ref.: {reply['seq']} {reply['snapshot']}", flush=True)
+    print(f"{TOOL}: checkpoint of job {jobid}: {summary(size, bar.elapsed)}", file=sys.stderr)
     return 0
 
 
