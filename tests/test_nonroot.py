@@ -1,0 +1,177 @@
+"""The whole C/R cycle as an ordinary user (issue 13 part 5): every command runs as ``nobody``
+(``setpriv``) with a HOME, control directory and working directory of its own. An ordinary user
+cannot choose PIDs, so opal-restart (and every rank of ompi-restart) restores into a user
+namespace plus PID namespace of its own, where the process has its original PID and thread IDs,
+its uid, and no capabilities.
+
+Run as root, the tests give nobody a copy of this environment's venv whose interpreter nobody may
+run (the one the venv points at may sit under /root); run as an ordinary user, they run as that
+user with the venv as it is.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS
+from helpers import wait_until
+
+HERE = Path(__file__).resolve().parent
+PY_APP = HERE / "mtcp_programs" / "py_app.py"
+STEPS, MIB = "6000", "32"  # some 10 s: the checkpoint comes 1 s in
+MPI_APP = APPS / "mpi_transparent.py"
+MPI_STEPS, MPI_DELAY = "1200", "0.005"
+TIMEOUT = 300
+
+
+class User:
+    """Commands as the unprivileged user, in ``work``, with the venv in ``bin``."""
+
+    def __init__(self, root: Path, bin_dir: Path, prefix: list[str], uid: int) -> None:
+        self.work, self.bin, self.prefix, self.uid = root / "work", bin_dir, prefix, uid
+        self.env = {"HOME": str(root / "home"), "PYCRS_CONTROL_DIR": str(root / "ctl"),
+                    "PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+    def argv(self, args: list[str]) -> list[str]:
+        return [*self.prefix, "env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *args]
+
+    def run(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(list(args)), cwd=self.work, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(list(args)), cwd=self.work, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _user_venv(into: Path) -> Path:
+    """A copy of this venv that runs on an interpreter nobody may run: /usr/bin's of the same
+    minor version (the venv's compiled modules fit it). Returns its bin directory."""
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not os.access(system, os.X_OK):
+        pytest.skip(f"no {system} for nobody to run (this venv's interpreter is under "
+                    f"{Path(sys.base_prefix)})")
+    venv = into / "venv"
+    shutil.copytree(sys.prefix, venv, symlinks=True)
+    cfg = venv / "pyvenv.cfg"
+    cfg.write_text(re.sub(r"(?m)^home = .*$", f"home = {system.parent}", cfg.read_text()))
+    bin_dir = venv / "bin"
+    (bin_dir / "python3").unlink()
+    (bin_dir / "python3").symlink_to(system)
+    old = f"#!{Path(sys.prefix) / 'bin' / 'python'}"
+    for script in bin_dir.iterdir():  # console scripts: onto the copy's interpreter
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        first, _, rest = data.partition(b"\n")
+        if first.decode(errors="replace").startswith(old):
+            script.write_bytes(f"#!{bin_dir / 'python'}\n".encode() + rest)
+    for path in [venv, *venv.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
+    return bin_dir
+
+
+@pytest.fixture(scope="module")
+def user() -> Iterator[User]:
+    # not under pytest's base directory, which pytest keeps at mode 0700 (other runs too)
+    root = Path(tempfile.mkdtemp(prefix="pycrs-nonroot-"))
+    try:
+        for d in ("home", "ctl", "work"):
+            (root / d).mkdir()
+        (root / "ctl").chmod(0o700)
+        if os.geteuid() != 0:
+            yield User(root, Path(sys.prefix) / "bin", [], os.geteuid())
+            return
+        if shutil.which("setpriv") is None:
+            pytest.skip("no setpriv (util-linux) to run the tests as nobody")
+        nobody = pwd.getpwnam("nobody")
+        bin_dir = _user_venv(root)
+        root.chmod(0o755)
+        for d in ("home", "ctl", "work"):
+            os.chown(root / d, nobody.pw_uid, nobody.pw_gid)
+        yield User(root, bin_dir, ["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                   "--clear-groups"], nobody.pw_uid)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def userns_allowed(user: User) -> None:
+    res = user.run("python", "-c", "from crs.plugins.blcr.restore import "
+                   "no_restore_without_privilege as f; print(f(12345) or '')")
+    assert res.returncode == 0, res.stderr
+    if res.stdout.strip():
+        pytest.skip(f"this kernel cannot restore without privilege: {res.stdout.strip()}")
+
+
+def ns_pids(pid: int) -> list[int]:
+    """NSpid of ``pid``: its PID here, then in each nested PID namespace."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return [int(x) for x in re.search(r"^NSpid:\s*(.*)$", status, re.M).group(1).split()]
+
+
+def caps_and_uid(pid: int) -> tuple[set[str], int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    held = r"^(Cap(?:Inh|Prm|Eff|Amb)):\s*0*([1-9a-f]\w*)$"  # not the bounding set
+    caps = {m.group(1) for m in re.finditer(held, status, re.M)}
+    return caps, int(re.search(r"^Uid:\s*(\d+)", status, re.M).group(1))
+
+
+def expected(user: User) -> tuple[str, bytes]:
+    """py_app's stdout and file from an uninterrupted run as the user."""
+    res = user.run("python", str(PY_APP), STEPS, "ref.txt", MIB)
+    assert res.returncode == 0, res.stderr
+    return res.stdout, (user.work / "ref.txt").read_bytes()
+
+
+@pytest.mark.parametrize("component", ["blcr", "mtcp"])
+def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
+                                                     userns_allowed: None) -> None:
+    """py_app (numpy, three threads, a file written line by line), started by the user
+    (plainly for blcr, under ``pycrs run`` for mtcp), checkpointed, SIGKILLed and restarted by
+    the same user: it ends as an uninterrupted run, its PID and thread IDs the original ones in
+    its namespace, its uid the user's, no capabilities."""
+    ref_out, ref_file = expected(user)
+    under = ["pycrs", "run", "--mca", "crs", "mtcp"] if component == "mtcp" else []
+    out = f"out-{component}.txt"
+    app = user.start(*under, "python", str(PY_APP), STEPS, out, MIB)
+    pid = app.pid  # setpriv, env and pycrs run exec the program
+    try:
+        assert app.stdout.readline() == "READY\n", app.stderr.read()  # type: ignore[union-attr]
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+        if component == "mtcp":
+            wait_until((user.work.parent / "ctl" / f"mtcp-{pid}.sock").exists, "mtcp's socket")
+        time.sleep(1.0)
+        ck = user.run("opal-checkpoint", "--mca", "crs", component, "-w", "snaps", str(pid))
+        assert ck.returncode == 0, ck.stderr
+        assert app.poll() is None, "the program ended before the checkpoint"
+    finally:
+        app.kill()
+        app.communicate(timeout=TIMEOUT)
+    restart = user.start("opal-restart", "-v", f"snaps/opal_snapshot_{pid}.ckpt")
+    line = ""
+    while "restored process" not in line:
+        line = restart.stderr.readline()  # type: ignore[union-attr]
+        assert line, f"opal-restart ended: {restart.wait(TIMEOUT)}"
+    here = int(line.split()[-1])
+    assert ns_pids(here) == [here, pid]
+    assert sorted(ns_pids(int(t))[-1] for t in os.listdir(f"/proc/{here}/task")) == tids
+    for t in os.listdir(f"/proc/{here}/task"):
+        assert caps_and_uid(int(t)) == (set(), user.uid)
+    stdout, stderr = restart.communicate(timeout=TIMEOUT)
+    assert restart.returncode == 0, stderr
+    assert stdout == ref_out.replace("READY\n", "")
+    assert (user.work / out).read_bytes() == ref_file
+
