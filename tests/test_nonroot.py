@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import APPS
-from helpers import wait_until
+from helpers import Stream, kill_tree, wait_until
 
 HERE = Path(__file__).resolve().parent
 PY_APP = HERE / "mtcp_programs" / "py_app.py"
@@ -149,7 +149,7 @@ def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
     app = user.start(*under, "python", str(PY_APP), STEPS, out, MIB)
     pid = app.pid  # setpriv, env and pycrs run exec the program
     try:
-        assert app.stdout.readline() == "READY\n", app.stderr.read()  # type: ignore[union-attr]
+        Stream(app.stdout, name="py_app").wait_for(rb"^READY$", TIMEOUT, "py_app")
         tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
         if component == "mtcp":
             wait_until((user.work.parent / "ctl" / f"mtcp-{pid}.sock").exists, "mtcp's socket")
@@ -161,17 +161,41 @@ def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
         app.kill()
         app.communicate(timeout=TIMEOUT)
     restart = user.start("opal-restart", "-v", f"snaps/opal_snapshot_{pid}.ckpt")
-    line = ""
-    while "restored process" not in line:
-        line = restart.stderr.readline()  # type: ignore[union-attr]
-        assert line, f"opal-restart ended: {restart.wait(TIMEOUT)}"
-    here = int(line.split()[-1])
+    err = Stream(restart.stderr, name="opal-restart")
+    here = int(err.wait_for(rb"restored process (\d+)", TIMEOUT, "opal-restart").group(1))
     assert ns_pids(here) == [here, pid]
     assert sorted(ns_pids(int(t))[-1] for t in os.listdir(f"/proc/{here}/task")) == tids
     for t in os.listdir(f"/proc/{here}/task"):
         assert caps_and_uid(int(t)) == (set(), user.uid)
-    stdout, stderr = restart.communicate(timeout=TIMEOUT)
-    assert restart.returncode == 0, stderr
+    stdout, _ = restart.communicate(timeout=TIMEOUT)
+    assert restart.returncode == 0, err.text
     assert stdout == ref_out.replace("READY\n", "")
     assert (user.work / out).read_bytes() == ref_file
 
+
+
+def test_transparent_mpi_job_as_an_ordinary_user(user: User, userns_allowed: None) -> None:
+    """Three unmodified mpi4py ranks under ``mpirun -am ft-enable-cr`` (blcr), checkpointed
+    with ompi-checkpoint while they run, the whole job SIGKILLed, and ompi-restart: every rank
+    comes back in a user and PID namespace of its own, with its original PID there, the ranks
+    talk again (MPICH's shared memory; UCX's shared-memory transports are left out) and the
+    job prints what an uninterrupted run prints."""
+    ref = user.run("mpiexec", "-np", "3", "python", str(MPI_APP), MPI_STEPS, "0")
+    assert ref.returncode == 0, ref.stderr
+    job = user.start("mpirun", "-am", "ft-enable-cr", "--mca", "crs", "blcr", "-np", "3",
+                     "python", str(MPI_APP), MPI_STEPS, MPI_DELAY)
+    try:
+        Stream(job.stderr, name="mpirun").wait_for(rb"(?s)(rank \d of 3 started.*){3}",
+                                                   TIMEOUT, "the ranks")
+        time.sleep(1.0)
+        ck = user.run("ompi-checkpoint", str(job.pid))
+        assert ck.returncode == 0, ck.stderr
+        assert ck.stdout == f"Snapshot Ref.: 0 {user.work}/ompi_global_snapshot_{job.pid}.ckpt\n"
+        assert job.poll() is None, "the job ended before the checkpoint"
+    finally:
+        kill_tree(job.pid)
+        job.communicate(timeout=TIMEOUT)
+    res = user.run("ompi-restart", f"ompi_global_snapshot_{job.pid}.ckpt")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ref.stdout
+    assert "started" not in res.stderr, res.stderr  # restored, not started again

@@ -97,6 +97,13 @@ def _run(argv: list[str] | None) -> int:
             f"process {jobid} is part of job {owner}, not its mpirun: the JOBID is the PID of "
             f"the job's mpirun (ompi-checkpoint {owner})") from None
 
+    if prm.cli.get("crs") != "self":  # before --term ends the job
+        from crs.plugins.image_based import unrestartable_here
+
+        line = unrestartable_here()
+        if line:
+            print(f"{TOOL}: {line}", file=sys.stderr, flush=True)
+
     def progress(event: dict) -> None:
         if ns.status or ns.verbose:
             print(f"{TOOL}: {event.get('message') or event['event']}", file=sys.stderr, flush=True)

@@ -133,5 +133,7 @@ BLCR_INTERNAL int blcr_userns_map(int uid, int gid, const char **step);
 /* keep CAP_CHECKPOINT_RESTORE across the next exec (an ambient capability): the mtcp restart
  * program chooses its threads' IDs with it */
 BLCR_INTERNAL int blcr_keep_restore_cap(void);
+/* drop every capability of the calling thread */
+BLCR_INTERNAL int blcr_drop_caps(void);
 
 #endif

@@ -186,6 +186,11 @@ static void pidns_init(const struct blcr_stub_plan *p)
         stub_fail(p->err_fd, "clone3 in the new PID namespace", errno);
     if (stub == 0)
         stub_child(p, 0);
+    /* a process with capabilities its restored child lacks is out of that child's reach: an
+     * MPI rank reads its launcher's environment and descriptor here */
+    long dropped = p->new_userns ? blcr_drop_caps() : 0;
+    if (dropped < 0)
+        stub_fail(p->err_fd, "dropping the capabilities of the namespace's init", (int)-dropped);
     close_all_but(p->init_keep_fd, p->status_fd);
     for (;;) {
         int st;

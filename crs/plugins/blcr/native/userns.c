@@ -64,6 +64,14 @@ int blcr_keep_restore_cap(void)
     return 0;
 }
 
+int blcr_drop_caps(void)
+{
+    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct none[2];
+    memset(none, 0, sizeof none);
+    return syscall(SYS_capset, &head, none) < 0 ? -errno : 0;
+}
+
 int blcr_probe_userns(int uid, int gid, const char **step)
 {
     struct clone_args args;
