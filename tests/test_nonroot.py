@@ -199,3 +199,44 @@ def test_transparent_mpi_job_as_an_ordinary_user(user: User, userns_allowed: Non
     assert res.returncode == 0, res.stderr
     assert res.stdout == ref.stdout
     assert "started" not in res.stderr, res.stderr  # restored, not started again
+
+
+FORBIDDEN = """
+echo 0 > /proc/sys/user/max_user_namespaces
+exec setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all sh -c '
+  "$0" -c "import time; print(\\"READY\\", flush=True); time.sleep(120)" > app.out &
+  pid=$!
+  echo $pid > pid
+  for i in $(seq 600); do grep -q READY app.out && break; sleep 0.1; done
+  opal-checkpoint --mca crs blcr --term -w snaps $pid > ck.out 2> ck.err; echo $? > ck.rc
+  wait $pid
+  opal-restart snaps/opal_snapshot_$pid.ckpt > rs.out 2> rs.err; echo $? > rs.rc
+' "$0"
+"""
+
+
+def test_a_kernel_that_forbids_it_is_named_before_the_image(tmp_path: Path) -> None:
+    """Where the kernel forbids unprivileged user namespaces (here: a user namespace whose
+    max_user_namespaces is 0, entered without capabilities), opal-checkpoint says so in one
+    line before the image is taken (the checkpoint is still made, and --term ends the
+    process), and opal-restart refuses in one line naming why."""
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        pytest.skip("no unshare or setpriv (util-linux)")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", FORBIDDEN,
+                          sys.executable], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=TIMEOUT)
+    if res.returncode != 0 and not (tmp_path / "rs.rc").exists():
+        pytest.skip(f"cannot make a user namespace to forbid them in: {res.stderr.strip()}")
+    pid = int((tmp_path / "pid").read_text())
+    ck_err = (tmp_path / "ck.err").read_text()
+    assert (tmp_path / "ck.rc").read_text() == "0\n", ck_err
+    assert ck_err.count("\n") == 1 and ck_err.startswith("opal-checkpoint: warning: "), ck_err
+    assert "forbids the unprivileged user namespace" in ck_err
+    assert "only root can restart them" in ck_err
+    assert (tmp_path / "snaps" / f"opal_snapshot_{pid}.ckpt").is_dir()
+    rs_err = (tmp_path / "rs.err").read_text()
+    assert (tmp_path / "rs.rc").read_text() == "1\n", rs_err
+    assert rs_err.count("\n") == 1 and "Traceback" not in rs_err, rs_err
+    assert rs_err.startswith(f"opal-restart: choosing PID {pid} needs privilege"), rs_err
+    assert "forbids the unprivileged user namespace" in rs_err and "restart as root" in rs_err
