@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -177,28 +177,42 @@ def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
 def test_transparent_mpi_job_as_an_ordinary_user(user: User, userns_allowed: None) -> None:
     """Three unmodified mpi4py ranks under ``mpirun -am ft-enable-cr`` (blcr), checkpointed
     with ompi-checkpoint while they run, the whole job SIGKILLed, and ompi-restart: every rank
-    comes back in a user and PID namespace of its own, with its original PID there, the ranks
-    talk again (MPICH's shared memory; UCX's shared-memory transports are left out) and the
-    job prints what an uninterrupted run prints."""
+    comes back in a user and PID namespace of its own, with its original PID there, and the
+    ranks talk again (MPICH's shared memory; UCX's shared-memory transports are left out). The
+    restarted job is checkpointed and killed in turn, and restarted from that sequence: it
+    prints what an uninterrupted run prints."""
     ref = user.run("mpiexec", "-np", "3", "python", str(MPI_APP), MPI_STEPS, "0")
     assert ref.returncode == 0, ref.stderr
     job = user.start("mpirun", "-am", "ft-enable-cr", "--mca", "crs", "blcr", "-np", "3",
                      "python", str(MPI_APP), MPI_STEPS, MPI_DELAY)
+    gdir = user.work / f"ompi_global_snapshot_{job.pid}.ckpt"
+    checkpoint_and_kill(user, job, 0, gdir,
+                        lambda: Stream(job.stderr, name="mpirun").wait_for(
+                            rb"(?s)(rank \d of 3 started.*){3}", TIMEOUT, "the ranks"))
+    restarted = user.start("ompi-restart", gdir.name)  # it becomes the job's mpirun
+    sock = user.work.parent / "ctl" / f"mpirun-{restarted.pid}.sock"
+    checkpoint_and_kill(user, restarted, 1, gdir,
+                        lambda: wait_until(sock.exists, "the restarted job's coordinator"))
+    res = user.run("ompi-restart", gdir.name)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ref.stdout
+    assert "started" not in res.stderr, res.stderr  # restored, not started again
+
+
+def checkpoint_and_kill(user: User, job: subprocess.Popen[str], seq: int, gdir: Path,
+                        ready: Callable[[], object]) -> None:
+    """Once ``ready``, a second later: ompi-checkpoint of ``job`` gives sequence ``seq`` in
+    ``gdir``; then the whole job is SIGKILLed."""
     try:
-        Stream(job.stderr, name="mpirun").wait_for(rb"(?s)(rank \d of 3 started.*){3}",
-                                                   TIMEOUT, "the ranks")
+        ready()
         time.sleep(1.0)
         ck = user.run("ompi-checkpoint", str(job.pid))
         assert ck.returncode == 0, ck.stderr
-        assert ck.stdout == f"Snapshot Ref.: 0 {user.work}/ompi_global_snapshot_{job.pid}.ckpt\n"
+        assert ck.stdout == f"Snapshot Ref.: {seq} {gdir}\n"
         assert job.poll() is None, "the job ended before the checkpoint"
     finally:
         kill_tree(job.pid)
         job.communicate(timeout=TIMEOUT)
-    res = user.run("ompi-restart", f"ompi_global_snapshot_{job.pid}.ckpt")
-    assert res.returncode == 0, res.stderr
-    assert res.stdout == ref.stdout
-    assert "started" not in res.stderr, res.stderr  # restored, not started again
 
 
 FORBIDDEN = """
