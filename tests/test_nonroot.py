@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -136,16 +137,10 @@ def expected(user: User) -> tuple[str, bytes]:
     return res.stdout, (user.work / "ref.txt").read_bytes()
 
 
-@pytest.mark.parametrize("component", ["blcr", "mtcp"])
-def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
-                                                     userns_allowed: None) -> None:
-    """py_app (numpy, three threads, a file written line by line), started by the user
-    (plainly for blcr, under ``pycrs run`` for mtcp), checkpointed, SIGKILLed and restarted by
-    the same user: it ends as an uninterrupted run, its PID and thread IDs the original ones in
-    its namespace, its uid the user's, no capabilities."""
-    ref_out, ref_file = expected(user)
+def start_and_checkpoint(user: User, component: str, out: str) -> tuple[int, list[int]]:
+    """py_app started by the user (plainly for blcr, under ``pycrs run`` for mtcp),
+    checkpointed into snaps/ a second after it is ready, then SIGKILLed: its PID and TIDs."""
     under = ["pycrs", "run", "--mca", "crs", "mtcp"] if component == "mtcp" else []
-    out = f"out-{component}.txt"
     app = user.start(*under, "python", str(PY_APP), STEPS, out, MIB)
     pid = app.pid  # setpriv, env and pycrs run exec the program
     try:
@@ -160,22 +155,70 @@ def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
     finally:
         app.kill()
         app.communicate(timeout=TIMEOUT)
-    restart = user.start("opal-restart", "-v", f"snaps/opal_snapshot_{pid}.ckpt")
+    return pid, tids
+
+
+def restored(user: User, snap: str) -> tuple[subprocess.Popen[str], Stream, int]:
+    """opal-restart -v SNAP, once the process runs: opal-restart, its stderr, the process's PID
+    here."""
+    restart = user.start("opal-restart", "-v", snap)
     err = Stream(restart.stderr, name="opal-restart")
     here = int(err.wait_for(rb"restored process (\d+)", TIMEOUT, "opal-restart").group(1))
+    return restart, err, here
+
+
+def ends_as_uninterrupted(user: User, restart: subprocess.Popen[str], err: Stream, out: str,
+                          ref: tuple[str, bytes]) -> None:
+    """opal-restart ends with status 0, and py_app's output and file are the reference's."""
+    stdout, _ = restart.communicate(timeout=TIMEOUT)
+    assert restart.returncode == 0, err.text
+    assert stdout == ref[0].replace("READY\n", "")
+    assert (user.work / out).read_bytes() == ref[1]
+
+
+@pytest.mark.parametrize("component", ["blcr", "mtcp"])
+def test_checkpoint_kill_restart_as_an_ordinary_user(user: User, component: str,
+                                                     userns_allowed: None) -> None:
+    """py_app (numpy, three threads, a file written line by line), started by the user,
+    checkpointed, SIGKILLed and restarted by the same user: it ends as an uninterrupted run,
+    its PID and thread IDs the original ones in its namespace, its uid the user's, no
+    capabilities."""
+    ref = expected(user)
+    out = f"out-{component}.txt"
+    pid, tids = start_and_checkpoint(user, component, out)
+    restart, err, here = restored(user, f"snaps/opal_snapshot_{pid}.ckpt")
     assert ns_pids(here) == [here, pid]
     assert sorted(ns_pids(int(t))[-1] for t in os.listdir(f"/proc/{here}/task")) == tids
     for t in os.listdir(f"/proc/{here}/task"):
         assert caps_and_uid(int(t)) == (set(), user.uid)
-    stdout, _ = restart.communicate(timeout=TIMEOUT)
-    assert restart.returncode == 0, err.text
-    assert stdout == ref_out.replace("READY\n", "")
-    assert (user.work / out).read_bytes() == ref_file
+    ends_as_uninterrupted(user, restart, err, out, ref)
 
 
+@pytest.mark.parametrize("component", ["blcr", "mtcp"])
+def test_restored_process_checkpointed_again(user: User, component: str,
+                                             userns_allowed: None) -> None:
+    """A process the user restored (in its own namespace) is checkpointed again by its PID
+    outside, killed and restored: back with its original PID there, and it ends as an
+    uninterrupted run."""
+    ref = expected(user)
+    out = f"again-{component}.txt"
+    pid, _ = start_and_checkpoint(user, component, out)
+    restart, _, here = restored(user, f"snaps/opal_snapshot_{pid}.ckpt")
+    try:
+        ck = user.run("opal-checkpoint", "--mca", "crs", component, "-w", "snaps2", str(here))
+        assert ck.returncode == 0, ck.stderr
+    finally:
+        os.kill(here, signal.SIGKILL)
+        restart.communicate(timeout=TIMEOUT)
+    again, err, there = restored(user, f"snaps2/opal_snapshot_{here}.ckpt")
+    assert ns_pids(there)[-1] == pid
+    ends_as_uninterrupted(user, again, err, out, ref)
 
-def test_transparent_mpi_job_as_an_ordinary_user(user: User, userns_allowed: None) -> None:
-    """Three unmodified mpi4py ranks under ``mpirun -am ft-enable-cr`` (blcr), checkpointed
+
+@pytest.mark.parametrize("component", ["blcr", "mtcp"])
+def test_transparent_mpi_job_as_an_ordinary_user(user: User, component: str,
+                                                 userns_allowed: None) -> None:
+    """Three unmodified mpi4py ranks under ``mpirun -am ft-enable-cr`` (blcr, mtcp), checkpointed
     with ompi-checkpoint while they run, the whole job SIGKILLed, and ompi-restart: every rank
     comes back in a user and PID namespace of its own, with its original PID there, and the
     ranks talk again (MPICH's shared memory; UCX's shared-memory transports are left out). The
@@ -183,7 +226,7 @@ def test_transparent_mpi_job_as_an_ordinary_user(user: User, userns_allowed: Non
     prints what an uninterrupted run prints."""
     ref = user.run("mpiexec", "-np", "3", "python", str(MPI_APP), MPI_STEPS, "0")
     assert ref.returncode == 0, ref.stderr
-    job = user.start("mpirun", "-am", "ft-enable-cr", "--mca", "crs", "blcr", "-np", "3",
+    job = user.start("mpirun", "-am", "ft-enable-cr", "--mca", "crs", component, "-np", "3",
                      "python", str(MPI_APP), MPI_STEPS, MPI_DELAY)
     gdir = user.work / f"ompi_global_snapshot_{job.pid}.ckpt"
     checkpoint_and_kill(user, job, 0, gdir,
