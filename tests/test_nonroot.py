@@ -271,20 +271,58 @@ exec setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all sh -c '
 ' "$0"
 """
 
+FORBIDDEN_JOB = """
+echo 0 > /proc/sys/user/max_user_namespaces
+exec setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all sh -c '
+  mpirun -am ft-enable-cr --mca crs blcr -np 2 "$0" "$1" 3000 0.005 > job.out 2> job.err &
+  job=$!
+  echo $job > pid
+  for i in $(seq 600); do [ $(grep -o started job.err | wc -l) -ge 2 ] && break; sleep 0.1; done
+  ompi-checkpoint --term $job > ck.out 2> ck.err; echo $? > ck.rc
+  wait $job
+  ompi-restart ompi_global_snapshot_$job.ckpt > rs.out 2> rs.err; echo $? > rs.rc
+' "$0" "$1"
+"""
+
+
+def in_forbidding_namespace(script: str, where: Path, *args: str) -> None:
+    """Run ``script`` (sh) in a user namespace where no further one may be made (its
+    max_user_namespaces is 0), as its root, with every capability dropped: a kernel that
+    forbids unprivileged user namespaces, as its user sees it."""
+    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        pytest.skip("no unshare or setpriv (util-linux)")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "HOME": str(where)}
+    res = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", script, *args],
+                         cwd=where, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    if res.returncode != 0 and not (where / "rs.rc").exists():
+        pytest.skip(f"cannot make a user namespace to forbid them in: {res.stderr.strip()}")
+
+
+def test_a_kernel_that_forbids_it_is_named_before_the_job_ends(tmp_path: Path) -> None:
+    """The same for a transparent job: ompi-checkpoint --term warns in one line before the job
+    ends (the snapshot is taken), and ompi-restart refuses in one line before it starts
+    anything."""
+    in_forbidding_namespace(FORBIDDEN_JOB, tmp_path, sys.executable, str(MPI_APP))
+    ck_err = (tmp_path / "ck.err").read_text()
+    assert (tmp_path / "ck.rc").read_text() == "0\n", ck_err
+    assert ck_err.count("\n") == 1 and ck_err.startswith("ompi-checkpoint: warning: "), ck_err
+    assert "forbids the unprivileged user namespace" in ck_err
+    gdir = tmp_path / f"ompi_global_snapshot_{(tmp_path / 'pid').read_text().strip()}.ckpt"
+    assert (tmp_path / "ck.out").read_text() == f"Snapshot Ref.: 0 {gdir}\n"
+    rs_err = (tmp_path / "rs.err").read_text()
+    assert (tmp_path / "rs.rc").read_text() == "1\n", rs_err
+    assert rs_err.count("\n") == 1 and rs_err.startswith("ompi-restart: choosing PID "), rs_err
+    assert "forbids the unprivileged user namespace" in rs_err and "restart as root" in rs_err
+    assert (tmp_path / "rs.out").read_text() == ""
+
 
 def test_a_kernel_that_forbids_it_is_named_before_the_image(tmp_path: Path) -> None:
     """Where the kernel forbids unprivileged user namespaces (here: a user namespace whose
     max_user_namespaces is 0, entered without capabilities), opal-checkpoint says so in one
     line before the image is taken (the checkpoint is still made, and --term ends the
     process), and opal-restart refuses in one line naming why."""
-    if shutil.which("unshare") is None or shutil.which("setpriv") is None:
-        pytest.skip("no unshare or setpriv (util-linux)")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    res = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c", FORBIDDEN,
-                          sys.executable], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=TIMEOUT)
-    if res.returncode != 0 and not (tmp_path / "rs.rc").exists():
-        pytest.skip(f"cannot make a user namespace to forbid them in: {res.stderr.strip()}")
+    in_forbidding_namespace(FORBIDDEN, tmp_path, sys.executable)
     pid = int((tmp_path / "pid").read_text())
     ck_err = (tmp_path / "ck.err").read_text()
     assert (tmp_path / "ck.rc").read_text() == "0\n", ck_err
