@@ -66,6 +66,17 @@ class Target:
     only: str | None
 
 
+def identity() -> dict[str, Any]:
+    """Who this rank's process is, for its hello: its PID and host, and its PID namespace (a
+    rank restored by an ordinary user runs in one of its own; the coordinator finds its PID
+    outside from it)."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return {"pid": os.getpid(), "pidns": pidns, "host": socket.gethostname()}
+
+
 class AppCoordinator:
     """One rank's end of the coordination; installed into the runtime as its coordinator."""
 
@@ -388,8 +399,7 @@ class AppCoordinator:
         try:
             sock = self._connect()
             endpoint.send(sock, {"op": "hello", "token": self.token, "rank": self.rank,
-                                 "size": self.size, "pid": os.getpid(),
-                                 "host": socket.gethostname(), "resume": resume})
+                                 "size": self.size, **identity(), "resume": resume})
         except OSError as exc:
             print(f"pycrs: rank {self.rank} cannot reach the job's coordinator at "
                   f"{self.address} again: {exc}", file=sys.stderr, flush=True)
@@ -520,8 +530,7 @@ def activate_if_in_job() -> AppCoordinator | None:
     host, _, port = address.rpartition(":")
     sock = socket.create_connection((host, int(port)))
     coordinator = AppCoordinator(sock, rank, size, address, token, transparent)
-    coordinator.send({"op": "hello", "token": token, "rank": rank,
-                      "size": size, "pid": os.getpid(), "host": socket.gethostname()})
+    coordinator.send({"op": "hello", "token": token, "rank": rank, "size": size, **identity()})
     if restart_dir:  # restarted at safe points: the rank's state comes from its snapshot
         runtime.set_restart_snapshot(Path(restart_dir) / local_snapshot_name(rank))
     runtime.set_coordinator(coordinator)  # for checkpoints at safe points, under the layer too

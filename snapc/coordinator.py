@@ -110,21 +110,50 @@ def running_jobs() -> Iterator[tuple[int, dict[str, Any]]]:
         yield jobid, info
 
 
+def pid_here(pid: int, pidns: str, host: str) -> int:
+    """The PID here of a rank that reports ``pid`` in PID namespace ``pidns``: the same unless
+    it runs on this host in another PID namespace (a rank an ordinary user restored), which is
+    then searched for the process with that PID there."""
+    try:
+        if not pidns or host != socket.gethostname() or os.readlink("/proc/self/ns/pid") == pidns:
+            return pid
+    except OSError:
+        return pid
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry.name}/ns/pid") != pidns:
+                continue
+            status = Path(f"/proc/{entry.name}/status").read_text()
+        except OSError:
+            continue  # gone, or not ours to look at
+        nspid = next((line.split()[1:] for line in status.splitlines()
+                      if line.startswith("NSpid:")), [])
+        if nspid and nspid[-1] == str(pid):
+            return int(entry.name)
+    return pid
+
+
 @dataclass
 class RankLink:
     """The coordinator's connection to one rank."""
 
     rank: int
     size: int
-    pid: int
+    pid: int  # in the coordinator's PID namespace (signals, whether it is gone)
     host: str
     sock: socket.socket
+    own_pid: int = 0  # as the rank sees it (in a PID namespace of its own when restored so)
     alive: bool = True
     finished: bool = False  # the rank's program ended normally
     lock: threading.Lock = field(default_factory=threading.Lock)
     detached: bool = False  # closed its connection on purpose, while its image is taken
     detached_at: float = 0.0
     pending: list[dict[str, Any]] = field(default_factory=list)  # for it while detached
+
+    def __post_init__(self) -> None:
+        self.own_pid = self.own_pid or self.pid
 
     def send(self, message: dict[str, Any]) -> None:
         with self.lock:
@@ -302,14 +331,16 @@ class GlobalCoordinator:
         if hello.get("resume"):
             with self.registered:
                 link = self.ranks.get(int(hello["rank"]))
-            if link is None or link.pid != int(hello["pid"]) or not link.alive:
+            if link is None or link.own_pid != int(hello["pid"]) or not link.alive:
                 conn.close()  # not a rank of ours that detached
                 return
             link.reattach(conn)
             self.inbox.put((link, {"op": "resumed"}))
         else:
-            link = RankLink(int(hello["rank"]), int(hello["size"]), int(hello["pid"]),
-                            str(hello["host"]), conn)
+            own = int(hello["pid"])
+            link = RankLink(int(hello["rank"]), int(hello["size"]),
+                            pid_here(own, str(hello.get("pidns", "")), str(hello["host"])),
+                            str(hello["host"]), conn, own_pid=own)
             with self.registered:
                 self.ranks[link.rank] = link
                 self.size = link.size

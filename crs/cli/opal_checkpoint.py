@@ -70,6 +70,7 @@ def _run(argv: list[str] | None) -> int:
     if ns.verbose:
         print(f"{TOOL}: checkpointing process {pid} into {target}", file=sys.stderr)
     _wait_while_starting(pid, prm)
+    _warn_if_unrestartable(prm)
     with Bar(f"checkpoint of process {pid}", lambda: tree_bytes(*_being_written(target))) as bar:
         if _from_outside(prm) or _outside_only(pid, prm):
             path = _save_from_outside(pid, target, prm, CheckpointOptions(ns.term, ns.stop),
@@ -103,6 +104,23 @@ def _being_written(target: Path) -> list[Path]:
 
 HINT = ("start it with 'pycrs run' or with checkpoint/restart enabled, or save it from outside "
         "with --mca crs blcr (or mtcp, for a process with the mtcp kernel loaded)")
+
+
+def _warn_if_unrestartable(prm: params.Params) -> None:
+    """Before a process image is taken (and --term ends the process): one line when this user
+    could not restart it here."""
+    from crs import framework
+    from crs.plugins.image_based import unrestartable_here
+
+    include, exclude = framework.parse_selection(prm.get("crs"))
+    if include is not None and not include & IMAGES - exclude:
+        return
+    line = unrestartable_here()
+    if line:
+        print(f"{TOOL}: {line}", file=sys.stderr, flush=True)
+
+
+IMAGES = frozenset({"blcr", "mtcp"})
 
 
 def _wait_while_starting(pid: int, prm: params.Params) -> None:

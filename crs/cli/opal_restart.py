@@ -37,7 +37,8 @@ def build_parser() -> ToolParser:
                         "it (image-based components)")
     p.add_argument("--pid-namespace", action="store_true",
                    help="restore into a fresh PID namespace, where the original PID is free "
-                        "even when it is taken here (image-based components; needs root)")
+                        "even when it is taken here (image-based components; without root "
+                        "every restore goes into one, in a user namespace of its own)")
     p.add_argument("snapshot", metavar="SNAPSHOT",
                    help="snapshot directory (a path, or a name in crs_base_snapshot_dir)")
     return p

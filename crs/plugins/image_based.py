@@ -29,6 +29,21 @@ def refusal(component: str, target: Target, how: str) -> Offer | None:
     return None
 
 
+def unrestartable_here() -> str | None:
+    """What a checkpoint tool says before it saves a process image (blcr, mtcp) that this user
+    could not restart here: the caller may not choose PIDs, and the kernel forbids the user
+    namespace an ordinary user restores in. None when a restart would work."""
+    from crs.plugins.blcr.restore import may_choose_pids, userns_refusal
+
+    if may_choose_pids():
+        return None
+    why = userns_refusal()
+    if why is None:
+        return None
+    return ("warning: this kernel forbids the unprivileged user namespace an ordinary user "
+            f"restarts process images (blcr, mtcp) in ({why}); only root can restart them")
+
+
 def relaunch_restored_rank(snapshot: LocalSnapshot, relaunch: Relaunch) -> None:
     """The prelaunch of blcr and mtcp: a rank of a job restarted by ompi-restart whose snapshot
     is an image taken under the MPI layer is relaunched as ``opal-restart <snapshot>``, which

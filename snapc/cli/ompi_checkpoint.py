@@ -97,6 +97,13 @@ def _run(argv: list[str] | None) -> int:
             f"process {jobid} is part of job {owner}, not its mpirun: the JOBID is the PID of "
             f"the job's mpirun (ompi-checkpoint {owner})") from None
 
+    if prm.cli.get("crs") != "self":  # before --term ends the job
+        from crs.plugins.image_based import unrestartable_here
+
+        line = unrestartable_here()
+        if line:
+            print(f"{TOOL}: {line}", file=sys.stderr, flush=True)
+
     from crs.progress import Bar, summary, tree_bytes
 
     growing: list[Path] = []  # the sequence being written, once the coordinator names it

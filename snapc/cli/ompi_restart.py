@@ -185,7 +185,29 @@ def plan_restart(gs: GlobalSnapshot, seq: int, snaps: list[LocalSnapshot],
                jobenv.ENV_RESTART_GLOBAL: str(gs.path), jobenv.ENV_RESTART_SEQ: str(seq)}
     if any(snap.meta.get(TRANSPARENT_MARK) == "1" for snap in snaps):
         job_env[jobenv.ENV_RESTART_IMAGES] = "1"  # restored images under the MPI layer
+        job_env.update(namespaced_ranks(snaps))
     return Restart(cmd, job_env, first.cwd)
+
+
+#: UCX's shared-memory transports, which find a peer by its PID (and cannot reach one in
+#: another PID namespace); MPICH's own shared memory between the ranks works there
+UCX_SHARED_MEMORY = "^posix,sysv,cma"
+
+
+def namespaced_ranks(snaps: list[LocalSnapshot]) -> dict[str, str]:
+    """When this user may not choose PIDs, every rank comes back in a user and PID namespace of
+    its own: refused here in one line if the kernel forbids that; else what the new job's
+    environment needs for ranks in separate PID namespaces to talk (the ranks take UCX_*
+    settings from their new launcher)."""
+    from crs.plugins.blcr.restore import RestoreError, may_choose_pids, no_restore_without_privilege
+
+    if may_choose_pids():
+        return {}
+    pid = int(snaps[0].meta.get("PID") or 0)
+    why = no_restore_without_privilege(pid)
+    if why:
+        raise RestoreError(why)
+    return {} if "UCX_TLS" in os.environ else {"UCX_TLS": UCX_SHARED_MEMORY}
 
 
 def _glue_mpirun_opts(argv: list[str]) -> list[str]:

@@ -193,7 +193,32 @@ def _read_process(pid: int, seized: Seized, regs: dict[int, tracer.Regs]) -> dic
     with open(f"/proc/{pid}/auxv", "rb") as f:
         image["auxv"] = f.read().hex()
     image["vmas"] = vmas  # turned into records by _write, which also reads the pages
+    _own_ids(pid, image)
     return image
+
+
+def _last(value: str) -> int:
+    return int(value.split()[-1])
+
+
+def _own_ids(pid: int, image: dict[str, Any]) -> None:
+    """A process in a PID namespace below ours (one an ordinary user restored) is saved with
+    the IDs it sees there: its PID, thread IDs, process group and session (the last of NSpid,
+    NSpgid, NSsid), and the thread a POSIX timer signals."""
+    st = procfs.status(pid)
+    if len(st.get("NSpid", "").split()) < 2:
+        return
+    image["pid"] = _last(st["NSpid"])
+    image["pgid"], image["sid"] = _last(st["NSpgid"]), _last(st["NSsid"])
+    own = {}
+    for t in image["threads"]:
+        task = procfs.read_text(f"/proc/{pid}/task/{t['tid']}/status")
+        own[t["tid"]] = _last(next(line for line in task.splitlines()
+                                   if line.startswith("NSpid:")))
+    for t in image["threads"]:
+        t["tid"] = own[t["tid"]]
+    for timer in image["posix_timers"]:
+        timer["target"] = own.get(timer["target"], timer["target"])
 
 
 def _read_thread(inj: Injector, tid: int, regs: tracer.Regs, mask: int) -> dict[str, Any]:

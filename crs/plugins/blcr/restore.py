@@ -40,6 +40,8 @@ WALL = 0x40000000
 F_ADD_SEALS = 1033
 IOV_BATCH = 1024  # IOV_MAX, and 16 KiB of scratch
 SIGEV = {"signal": 0, "none": 1, "thread": 4}
+CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE = 21, 40
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGQUIT)
 
@@ -94,6 +96,47 @@ def check_restorable(image: dict[str, Any], pid_namespace: bool) -> None:
             raise RestoreError(f"mapped file {v['path']} changed since the checkpoint")
 
 
+def may_choose_pids() -> bool:
+    """Whether this process may choose the PIDs of the processes it starts (CAP_SYS_ADMIN or
+    CAP_CHECKPOINT_RESTORE); without, restores go into a user namespace of their own."""
+    try:
+        status = procfs.read_text("/proc/self/status")
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            eff = int(line.split()[1], 16)
+            return bool(eff >> CAP_SYS_ADMIN & 1 or eff >> CAP_CHECKPOINT_RESTORE & 1)
+    return False
+
+
+_userns_refusal: list[str | None] = []
+
+
+def userns_refusal() -> str | None:
+    """Why this kernel does not let us restore into a user namespace of our own (one line), or
+    None when it does. Probed once per process, by a child that tries what a restore does."""
+    if not _userns_refusal:
+        step = ffi.new("const char **")
+        err = lib.blcr_probe_userns(os.getuid(), os.getgid(), step)
+        _userns_refusal.append(None if err == 0 else
+                               f"{ffi.string(step[0]).decode()}: {os.strerror(-err)}")
+    return _userns_refusal[0]
+
+
+def no_restore_without_privilege(pid: int) -> str | None:
+    """The one-line reason why this user cannot restore an image of process ``pid`` here, or
+    None when they can (with privilege, or in a user namespace of their own)."""
+    if may_choose_pids():
+        return None
+    why = userns_refusal()
+    if why is None:
+        return None
+    return (f"choosing PID {pid} needs privilege (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN), and "
+            f"this kernel forbids the unprivileged user namespace an ordinary user restores in "
+            f"({why}); restart as root")
+
+
 def _code_page(image: dict[str, Any]) -> int:
     """An address free both in the image and in this process, for the stub's syscall page."""
     taken = [(v["start"], v["end"]) for v in image["vmas"]]
@@ -122,10 +165,12 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
     fresh PID namespace, which is ours); return its PID here and the PID of the child to wait
     for. It runs, or is stopped when ``stop``. ``report`` hears of every file cut back."""
     image = read_image(snap)
+    userns = namespaces_needed(image)
+    pid_namespace = pid_namespace or userns
     check_restorable(image, pid_namespace)
     rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files, report)
     try:
-        stub = _spawn(image, snap, rebuilt, pid_namespace)
+        stub = _spawn(image, snap, rebuilt, pid_namespace, userns)
     finally:
         rebuilt.close()
     try:
@@ -135,6 +180,8 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         for fd, seals, _ in rebuilt.seals:  # once mapped: a write seal would forbid the mapping
             stub.inj.call(stub.pid, "fcntl", fd, F_ADD_SEALS, seals)
         _rebuild_threads(stub, image)
+        if userns:  # the stub held every capability of its namespace; the process had none
+            _drop_capabilities(stub)
         _release(stub, image, stop or image.get("stopped", False))
     except BaseException:
         os.kill(stub.pid, 9)
@@ -142,8 +189,52 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
             os.waitpid(stub.pid, WALL)  # as its tracer first, or its parent never hears of it
         if stub.waiter != stub.pid:
             os.waitpid(stub.waiter, 0)
+        forget_status(stub.waiter)
         raise
     return stub.pid, stub.waiter
+
+
+def namespaces_needed(image: dict[str, Any]) -> bool:
+    """Whether the restore of ``image`` goes into a user namespace of its own (the caller may
+    not choose PIDs here); RestoreError when that is needed and the kernel forbids it."""
+    if may_choose_pids():
+        return False
+    why = no_restore_without_privilege(image["pid"])
+    if why:
+        raise RestoreError(why)
+    return True
+
+
+# the read end of the pipe on which the init of a PID namespace writes the raw wait status of
+# the process it waited for, by the init's PID
+_status_pipes: dict[int, int] = {}
+
+
+def forget_status(waiter: int) -> None:
+    fd = _status_pipes.pop(waiter, -1)
+    if fd >= 0:
+        os.close(fd)
+
+
+def exit_status(waiter: int, status: int) -> int:
+    """The wait status of the restored process, given ``status``, the one of ``waiter``: the
+    init of its PID namespace says the process's own (it cannot die of its signal itself)."""
+    fd = _status_pipes.pop(waiter, -1)
+    if fd < 0:
+        return status
+    try:
+        said = os.read(fd, 4)
+    finally:
+        os.close(fd)
+    return struct.unpack("i", said)[0] if len(said) == 4 else status
+
+
+def _drop_capabilities(stub: Stub) -> None:
+    """Every thread of the stub leaves its user namespace's capabilities behind."""
+    head = stub.inj.put(struct.pack("Ii", LINUX_CAPABILITY_VERSION_3, 0), 2048)
+    data = stub.inj.put(bytes(24), 2064)
+    for tid in stub.here.values():
+        stub.inj.call(tid, "capset", head, data)
 
 
 def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch, spawn: bool,
@@ -183,7 +274,7 @@ def restart_as_child(component: str, snapshot: LocalSnapshot, relaunch: Relaunch
         print(pid, flush=True)
         os._exit(0)
     _, status = os.waitpid(waiter, 0)
-    code = os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(exit_status(waiter, status))
     sys.stdout.flush()
     sys.stderr.flush()
     if code < 0:  # die the same way (SIGKILL and SIGSTOP have no handler to reset)
@@ -255,8 +346,9 @@ def plan_descriptors(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Re
 
 
 def stub_struct(image: dict[str, Any], sp: StubPlan, err_fd: int, code: int,
-                pid_namespace: bool, keep: list[Any]) -> Any:
-    """The C plan of the stub (cffi buffers it points to are kept alive in ``keep``)."""
+                pid_namespace: bool, keep: list[Any], userns: bool = False) -> Any:
+    """The C plan of the stub (cffi buffers it points to are kept alive in ``keep``); with
+    ``userns``, in a user namespace of its own."""
 
     def arr(kind: str, values: list[int]) -> Any:
         a = ffi.new(f"{kind}[]", max(len(values), 1))
@@ -287,17 +379,43 @@ def stub_struct(image: dict[str, Any], sp: StubPlan, err_fd: int, code: int,
     plan.code_len = SCRATCH
     plan.err_fd = err_fd
     plan.new_pidns = int(pid_namespace)
+    plan.new_userns = int(userns)
+    plan.uid, plan.gid = os.getuid(), os.getgid()
+    plan.init_keep_fd = launcher_fd()
+    plan.status_fd = -1
     # a session or group it led comes back, since its PID does (a foreign one cannot)
     pid = image["pid"]
     plan.session = 1 if image.get("sid") == pid else 2 if image.get("pgid") == pid else 0
     return plan
 
 
+def launcher_fd() -> int:
+    """The PMI descriptor of the MPI launcher that started us (-1: none): a restored rank takes
+    it from its parent, the init of its PID namespace when it has one."""
+    try:
+        fd = int(os.environ.get("PMI_FD", ""))
+        os.fstat(fd)
+    except (ValueError, OSError):
+        return -1
+    return fd
+
+
 def spawn_stub(image: dict[str, Any], plan: Any, err_r: int, err_w: int) -> tuple[int, int]:
     """Start the stub; (its PID, the init of its PID namespace or 0). Raise RestoreError with
     what the stub reported on the error pipe when it failed before it stopped (or exec'd)."""
     init = ffi.new("int *")
-    pid = lib.blcr_spawn_stub(plan, init)
+    status_r = -1
+    if plan.new_pidns:  # the init says how the process ended on this pipe
+        status_r, plan.status_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = lib.blcr_spawn_stub(plan, init)
+    finally:
+        if status_r >= 0:
+            os.close(plan.status_fd)
+    if init[0]:
+        _status_pipes[init[0]] = status_r
+    elif status_r >= 0:
+        os.close(status_r)
     os.close(err_w)
     failure = ""
     if plan.exec_path == ffi.NULL:
@@ -311,6 +429,7 @@ def spawn_stub(image: dict[str, Any], plan: Any, err_r: int, err_w: int) -> tupl
         if init[0]:
             os.kill(init[0], 9)
             os.waitpid(init[0], 0)
+            forget_status(init[0])
         if pid == -17:  # EEXIST
             raise RestoreError(f"PID {image['pid']} is in use; end that process first")
         if pid == -1:
@@ -321,12 +440,12 @@ def spawn_stub(image: dict[str, Any], plan: Any, err_r: int, err_w: int) -> tupl
 
 
 def _spawn(image: dict[str, Any], snap: LocalSnapshot, rebuilt: fds.Rebuilt,
-           pid_namespace: bool) -> Stub:
+           pid_namespace: bool, userns: bool) -> Stub:
     sp = plan_descriptors(image, snap, rebuilt)
     code = _code_page(image)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     keep: list[Any] = []
-    plan = stub_struct(image, sp, err_w, code, pid_namespace, keep)
+    plan = stub_struct(image, sp, err_w, code, pid_namespace, keep, userns)
     pid, init = spawn_stub(image, plan, err_r, err_w)
     stub = Stub(pid, init or pid, code, sp.aux_fds)
     stub.aux_of = sp.aux_of  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from ._native import ffi, lib
 # x86-64 system call numbers used by the dumper and the restorer
 NR = dict(close=3, fcntl=72, mmap=9, mprotect=10, munmap=11, brk=12, rt_sigaction=13,
           rt_sigtimedwait=128, madvise=28, getitimer=36, setitimer=38, umask=95,
-          rt_sigqueueinfo=129, sigaltstack=131, personality=135, mlock=149, prctl=157,
+          rt_sigqueueinfo=129, capset=126, sigaltstack=131, personality=135, mlock=149, prctl=157,
           arch_prctl=158, set_tid_address=218, timer_create=222, timer_settime=223,
           timer_gettime=224, set_robust_list=273, rt_tgsigqueueinfo=297, preadv=295, rseq=334,
           clone3=435)

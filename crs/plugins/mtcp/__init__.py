@@ -54,7 +54,13 @@ def load() -> bool:
 
 
 def socket_path(pid: int) -> Path:
-    """The socket the kernel of process ``pid`` serves requests on."""
+    """The socket the kernel of process ``pid`` serves requests on, named by the PID the process
+    has in its own PID namespace (where an ordinary user's restore puts it; the last of NSpid)."""
     from crs.endpoint import control_dir
 
-    return control_dir() / f"mtcp-{pid}.sock"
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        own = next(line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:"))
+    except (OSError, StopIteration):
+        own = str(pid)
+    return control_dir() / f"mtcp-{own}.sock"

@@ -22,7 +22,9 @@ from crs.plugins.blcr.restore import (
     RestoreError,
     _load,
     check_restorable,
+    forget_status,
     itimers_to_arm,
+    namespaces_needed,
     plan_descriptors,
     read_image,
     spawn_stub,
@@ -40,11 +42,12 @@ F_ADD_SEALS, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE = 1033, 0x8, 0x10
 CODECS = {"none": 0, "lzp1": 1}
 MAP_PRIVATE, MAP_SHARED, MAP_ANON, MAP_GROWSDOWN = 0x02, 0x01, 0x20, 0x100
 VMA_WORDS, TIMER_WORDS, THREAD_WORDS = 13, 10, 43  # struct plan_vma, plan_timer, plan_thread
+# struct plan in restart/restart.h
 HEAD = ("magic size pid err_fd pages_fd codec pages_size chunk ncrcs crcs vdso_base resume "
         "stop personality area area_len scratch scratch_len exe_fd "
         + " ".join(f"mm{i}" for i in range(11))
         + " auxv auxv_len nvmas vmas nruns runs sigactions itimers ntimers timers nthreads "
-        "threads nclose close ncloexec cloexec").split()  # struct plan in restart/restart.h
+        "threads nclose close ncloexec cloexec drop_caps").split()
 MM = ("start_code", "end_code", "start_data", "end_data", "start_brk", None, "start_stack",
       "arg_start", "arg_end", "env_start", "env_end")
 # struct user_regs_struct, as the kernel writes it in image.json's "regs"
@@ -199,6 +202,8 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
     if not program.exists():
         raise RestoreError(f"the mtcp restart program {program} is not built")
     image = read_image(snap)
+    userns = namespaces_needed(image)
+    pid_namespace = pid_namespace or userns
     check_restorable(image, pid_namespace)
     vdso = check_image(image)
     rebuilt = fds.rebuild(image["fds"], lambda name: _load(snap, name), truncate_files, report)
@@ -216,9 +221,10 @@ def restore(snap: LocalSnapshot, truncate_files: bool = True, stop: bool = False
         keep_open = {err_theirs, plan_theirs, sp.aux_of.get("exe", -1)}
         plan = build_plan(image, snap, sp.aux_of, [fd for fd in sp.aux_fds if fd not in keep_open],
                           sp.cloexec_after, err_theirs, stop, vdso)
+        plan.head["drop_caps"] = int(userns)
         os.write(plan_fd, plan.bytes())
         keep: list[Any] = []
-        stub = stub_struct(image, sp, err_w, 0, pid_namespace, keep)
+        stub = stub_struct(image, sp, err_w, 0, pid_namespace, keep, userns)
         argv = [ffi.new("char[]", os.fsencode(program)), ffi.new("char[]", b"%d" % plan_theirs)]
         c_argv = ffi.new("char *[]", argv + [ffi.NULL])
         keep += [*argv, c_argv]
@@ -246,3 +252,4 @@ def _reap(pid: int, waiter: int) -> None:
         os.kill(pid, 9)
     with suppress(ChildProcessError):
         os.waitpid(waiter, 0)
+    forget_status(waiter)

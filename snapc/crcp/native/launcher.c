@@ -1,6 +1,7 @@
 /* launcher.c: the launcher's side of a rank. What hydra leaked into the rank is closed when the
  * layer is loaded; its PMI descriptor stays open and is named to the image (crcp_launcher_fd) to
- * be left out; after a restart the rank adopts its new launcher's environment and descriptor. */
+ * be left out; after a restart the rank adopts its new launcher's environment (PMI, hydra, MPICH
+ * and UCX settings) and descriptor. */
 #include "layer.h"
 
 /* Descriptors: what the launcher leaked into the rank is closed at load (hydra passes its own
@@ -32,9 +33,12 @@ __attribute__((constructor)) static void at_load(void)
 EXPORT int crcp_launcher_fd(void) { return getenv("PMI_FD") ? atoi(getenv("PMI_FD")) : -1; }
 
 /* ---- the launcher of a new job (after a restart) ---- */
+/* the launcher's, and the settings of MPI and its transports for the new job: UCX's too, which
+ * ompi-restart sets when the ranks come back in PID namespaces of their own (UCX's shared-memory
+ * transports cannot reach a peer there) */
 static int is_launcher_var(const char *kv)
 {
-    static const char *pfx[] = {"PMI_", "PMIX_", "HYDRA_", "MPIR_CVAR_", NULL};
+    static const char *pfx[] = {"PMI_", "PMIX_", "HYDRA_", "MPIR_CVAR_", "UCX_", NULL};
     for (int i = 0; pfx[i]; i++)
         if (!strncmp(kv, pfx[i], strlen(pfx[i]))) return 1;
     return 0;

@@ -18,6 +18,8 @@
  *   stub.c     the restore stub: the child a restore starts from (descriptors, cwd, limits,
  *              signal actions, a new PID namespace), stopped for the tracer or exec'ing the
  *              mtcp restart program
+ *   userns.c   restores without privilege: a user namespace's ID maps, the capabilities a
+ *              restorer keeps or drops there, and the probe whether the kernel allows it
  * build_blcr.py hands this header to cffi as the module's API, less its preprocessor lines and
  * the lines that start with BLCR_INTERNAL: the internal functions shared between units, one line
  * each, hidden (the module exports only the API). Keep the rest to what cffi's cdef parses.
@@ -109,11 +111,30 @@ struct blcr_stub_plan {
     uint64_t code_len;
     int err_fd;                 /* write end of the pipe for a failure in the child */
     int new_pidns;              /* restore into a fresh PID namespace, under an init of ours */
+    int new_userns;             /* that namespace in a new user namespace (callers who may not
+                                 * choose PIDs here): uid and gid map to themselves */
+    int uid, gid;               /* ours, for the maps of that user namespace */
+    int init_keep_fd;           /* a descriptor the init keeps open (-1: none): the launcher's,
+                                 * which a restored MPI rank takes from its parent */
+    int status_fd;              /* the init writes the process's raw wait status here (-1: none) */
     int session;                /* 1: lead a new session, 2: lead a new process group */
     const char *exec_path;      /* run this program in the stub instead of stopping for a tracer */
     char *const *exec_argv;
 };
 
 int blcr_spawn_stub(const struct blcr_stub_plan *plan, int *init);
+
+/* -- userns.c ------------------------------------------------------------------------------- */
+
+/* 0 when this caller may create a user namespace with a PID namespace and a /proc of its own
+ * (what a restore without privilege needs), else -errno; *step names what failed */
+int blcr_probe_userns(int uid, int gid, const char **step);
+/* in a new user namespace: map uid and gid to themselves (they are the creator's) */
+BLCR_INTERNAL int blcr_userns_map(int uid, int gid, const char **step);
+/* keep CAP_CHECKPOINT_RESTORE across the next exec (an ambient capability): the mtcp restart
+ * program chooses its threads' IDs with it */
+BLCR_INTERNAL int blcr_keep_restore_cap(void);
+/* drop every capability of the calling thread */
+BLCR_INTERNAL int blcr_drop_caps(void);
 
 #endif

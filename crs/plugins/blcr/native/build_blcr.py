@@ -20,7 +20,7 @@ ffibuilder.cdef(api(HERE / "blcr.h"))
 # the units of the module, one concern each (blcr.h says which holds what); relative to where the
 # build runs, as setuptools wants them
 UNITS = [os.path.relpath(HERE / f"{unit}.c")
-         for unit in "ptrace regs memory dump codec fds stub".split()]
+         for unit in "ptrace regs memory dump codec fds stub userns".split()]
 
 ffibuilder.set_source(
     "crs.plugins.blcr._native",

@@ -1,6 +1,7 @@
 /* blcr module: the restore stub. A restore starts from a child of the restoring tool, forked
  * with the PID of the image (clone3's set_tid), optionally as the first process of a new PID
- * namespace under an init of ours: it takes the restored process's descriptors, cwd, umask,
+ * namespace under an init of ours (in a new user namespace too, for callers without the
+ * privilege to choose PIDs here, userns.c): it takes the restored process's descriptors, cwd, umask,
  * session, limits and signal actions (crs/native/stub.h), maps a page with a syscall
  * instruction, and stops for the tracer; or it execs the mtcp restart program. A failure in the
  * child is written to the error pipe as "what:errno". */
@@ -122,6 +123,13 @@ static void stub_child(const struct blcr_stub_plan *p, int traceme)
          * say so on the error pipe; signal dispositions are the restart program's to set */
         if (syscall(SYS_close_range, (unsigned)base, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */) < 0)
             stub_fail(errfd, "close_range above the descriptors", errno);
+        /* in a user namespace of ours the program keeps the capability that chooses thread
+         * IDs across the exec (it drops it before the process runs) */
+        if (p->new_userns) {
+            long r = blcr_keep_restore_cap();
+            if (r < 0)
+                stub_fail(errfd, "keeping CAP_CHECKPOINT_RESTORE for the restart program", (int)-r);
+        }
         char *envp[] = {NULL};
         execve(p->exec_path, p->exec_argv, envp);
         stub_fail(errfd, "exec of the restart program", errno);
@@ -148,11 +156,39 @@ static long clone_with_pid(pid_t *want, uint64_t flags)
     return syscall(SYS_clone3, &args, sizeof args);
 }
 
+/* Close every descriptor but a and b (-1: none). */
+static void close_all_but(int a, int b)
+{
+    if (a > b) {
+        int t = a;
+        a = b;
+        b = t;
+    }
+    unsigned from = 0;
+    for (int k = 0; k < 2; k++) {
+        int keep = k ? b : a;
+        if (keep < 0)
+            continue;
+        if ((unsigned)keep > from)
+            syscall(SYS_close_range, from, (unsigned)keep - 1, 0);
+        from = (unsigned)keep + 1;
+    }
+    syscall(SYS_close_range, from, ~0U, 0);
+}
+
 /* PID 1 of a fresh namespace: starts the stub with its PID there, drops every descriptor it
- * inherited (a pipe end kept open here would keep the restored process from seeing EOF), and
- * lives as long as the restored process, exiting with its status (128+signal if killed). */
+ * inherited but the one a restored MPI rank takes from it (a pipe end kept open here would keep
+ * the restored process from seeing EOF), and lives as long as the restored process, exiting
+ * with its status (128+signal if killed; the raw status also goes to status_fd, so that the
+ * restoring tool can end the same way). */
 static void pidns_init(const struct blcr_stub_plan *p)
 {
+    if (p->new_userns) {
+        const char *step = "";
+        int r = blcr_userns_map(p->uid, p->gid, &step);
+        if (r < 0)
+            stub_fail(p->err_fd, step, -r);
+    }
     /* a /proc of the new namespace (in a mount namespace of its own that still receives the
      * host's mounts), so that the process sees its own PID and TIDs there */
     if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
@@ -165,14 +201,22 @@ static void pidns_init(const struct blcr_stub_plan *p)
         stub_fail(p->err_fd, "clone3 in the new PID namespace", errno);
     if (stub == 0)
         stub_child(p, 0);
-    syscall(SYS_close_range, 0, ~0U, 0);
+    /* a process with capabilities its restored child lacks is out of that child's reach: an
+     * MPI rank reads its launcher's environment and descriptor here */
+    long dropped = p->new_userns ? blcr_drop_caps() : 0;
+    if (dropped < 0)
+        stub_fail(p->err_fd, "dropping the capabilities of the namespace's init", (int)-dropped);
+    close_all_but(p->init_keep_fd, p->status_fd);
     for (;;) {
         int st;
         pid_t r = waitpid(-1, &st, 0);
         if (r < 0 && errno != EINTR)
             _exit(127);
-        if (r == stub && (WIFEXITED(st) || WIFSIGNALED(st)))
+        if (r == stub && (WIFEXITED(st) || WIFSIGNALED(st))) {
+            if (p->status_fd >= 0)
+                (void)!write(p->status_fd, &st, sizeof st);
             _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+        }
     }
 }
 
@@ -235,7 +279,8 @@ static int spawn_stub(const struct blcr_stub_plan *plan, int *init)
     *init = 0;
     if (plan->new_pidns) {
         pid_t any = 0;
-        long first = clone_with_pid(&any, CLONE_NEWPID | CLONE_NEWNS);
+        long first = clone_with_pid(&any, CLONE_NEWPID | CLONE_NEWNS
+                                                | (plan->new_userns ? CLONE_NEWUSER : 0));
         if (first < 0)
             return -errno;
         if (first == 0)

@@ -15,7 +15,10 @@
 struct mtcp_resume {
     uint64_t magic, area, area_len;
     int64_t exe_fd, err_fd, expect, stop;
-    int32_t back, pad;
+    /* drop_caps: the restart program held capabilities (in a user namespace of its own) to
+     * choose thread IDs; each restored thread drops them as it comes back, the manager once it
+     * has set the executable again */
+    int32_t back, drop_caps;
     /* struct prctl_mm_map as the program set it, and the auxv it points to: set again with the
      * executable once the program's own file is no longer mapped (the kernel insists) */
     uint64_t mm_map[13], auxv[64];

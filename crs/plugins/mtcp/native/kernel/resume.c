@@ -7,15 +7,31 @@
 
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "../resume.h"
 
 /* The resume record (resume.h), filled by the restart program in a restored process. */
 static struct mtcp_resume R = {.magic = RESUME_MAGIC};
 
+/* Every capability of the calling thread goes (capabilities are per thread). */
+static void drop_caps(void)
+{
+    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct none[2] = {{0, 0, 0}, {0, 0, 0}};
+    if (syscall(SYS_capset, &head, none) < 0) {
+        char msg[96];
+        int n = snprintf(msg, sizeof msg, "mtcp: dropping capabilities: %s\n", errname(errno));
+        (void)fdio_write_all(2, msg, (size_t)n);
+    }
+}
+
 void mtcp_resume_thread_back(void)
 {
+    if (R.drop_caps)
+        drop_caps();
     __atomic_add_fetch(&R.back, 1, __ATOMIC_ACQ_REL);
     sys_futex(&R.back, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
@@ -38,6 +54,8 @@ static void finish_restart_program(void)
         (void)prctl(PR_SET_MM, PR_SET_MM_MAP, R.mm_map, sizeof R.mm_map, 0); /* cosmetic */
         close((int)R.exe_fd);
     }
+    if (R.drop_caps)
+        drop_caps();
 }
 
 /* After a restore: this is the restored process. Everything the kernel had open is gone. */

@@ -118,6 +118,7 @@ static void __attribute__((noreturn, used)) restart_main(long *sp)
     r->exe_fd = P->exe_fd;
     r->err_fd = P->err_fd;
     r->stop = (i64)P->stop;
+    r->drop_caps = (int32_t)P->drop_caps;
     r->expect = (i64)P->nthreads - 1; /* every thread but the manager comes back to the handler */
     r->back = 0;
     for (u64 i = 0; i < P->nthreads; i++) {

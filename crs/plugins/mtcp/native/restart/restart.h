@@ -106,6 +106,8 @@ struct plan {
     u64 nvmas, vmas, nruns, runs, sigactions, itimers, ntimers, timers, nthreads, threads;
     u64 nclose, close;     /* descriptors of ours to close before the threads run */
     u64 ncloexec, cloexec; /* the process's close-on-exec descriptors (our exec kept them) */
+    u64 drop_caps;         /* in a user namespace of opal-restart's: the restored threads
+                            * drop the capabilities we chose their IDs with (resume.h) */
 };
 
 struct plan_vma {
