@@ -306,7 +306,9 @@ def test_a_kernel_that_forbids_it_is_named_before_the_job_ends(tmp_path: Path) -
     in_forbidding_namespace(FORBIDDEN_JOB, tmp_path, sys.executable, str(MPI_APP))
     ck_err = (tmp_path / "ck.err").read_text()
     assert (tmp_path / "ck.rc").read_text() == "0\n", ck_err
-    assert ck_err.count("\n") == 1 and ck_err.startswith("ompi-checkpoint: warning: "), ck_err
+    # the warning, then the checkpoint's one-line summary
+    assert ck_err.count("\n") == 2 and ck_err.startswith("ompi-checkpoint: warning: "), ck_err
+    assert ck_err.splitlines()[1].startswith("ompi-checkpoint: checkpoint of job "), ck_err
     assert "forbids the unprivileged user namespace" in ck_err
     gdir = tmp_path / f"ompi_global_snapshot_{(tmp_path / 'pid').read_text().strip()}.ckpt"
     assert (tmp_path / "ck.out").read_text() == f"Snapshot Ref.: 0 {gdir}\n"
@@ -326,7 +328,8 @@ def test_a_kernel_that_forbids_it_is_named_before_the_image(tmp_path: Path) -> N
     pid = int((tmp_path / "pid").read_text())
     ck_err = (tmp_path / "ck.err").read_text()
     assert (tmp_path / "ck.rc").read_text() == "0\n", ck_err
-    assert ck_err.count("\n") == 1 and ck_err.startswith("opal-checkpoint: warning: "), ck_err
+    assert ck_err.count("\n") == 2 and ck_err.startswith("opal-checkpoint: warning: "), ck_err
+    assert ck_err.splitlines()[1].startswith("opal-checkpoint: saved process "), ck_err
     assert "forbids the unprivileged user namespace" in ck_err
     assert "only root can restart them" in ck_err
     assert (tmp_path / "snaps" / f"opal_snapshot_{pid}.ckpt").is_dir()
