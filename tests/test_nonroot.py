@@ -38,10 +38,16 @@ TIMEOUT = 300
 class User:
     """Commands as the unprivileged user, in ``work``, with the venv in ``bin``."""
 
-    def __init__(self, root: Path, bin_dir: Path, prefix: list[str], uid: int) -> None:
+    def __init__(self, root: Path, bin_dir: Path, prefix: list[str], uid: int,
+                 src: Path | None = None) -> None:
         self.work, self.bin, self.prefix, self.uid = root / "work", bin_dir, prefix, uid
         self.env = {"HOME": str(root / "home"), "PYCRS_CONTROL_DIR": str(root / "ctl"),
                     "PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        # the programs it runs, and pycrs itself: copies it may read when given (src)
+        self.py_app, self.mpi_app = (src / PY_APP.name, src / MPI_APP.name) if src else \
+            (PY_APP, MPI_APP)
+        if src:
+            self.env["PYTHONPATH"] = str(src)
 
     def argv(self, args: list[str]) -> list[str]:
         return [*self.prefix, "env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *args]
@@ -54,6 +60,19 @@ class User:
         return subprocess.Popen(self.argv(list(args)), cwd=self.work, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+
+
+def _user_tree(into: Path) -> Path:
+    """pycrs's packages (with their built libraries) and the test programs, copied where the
+    user may read them: the tree they come from may sit in a directory only its owner enters (a
+    fresh clone under ``mktemp -d``), and the venv's editable install points there."""
+    src = into / "src"
+    for package in ("crs", "snapc"):
+        shutil.copytree(HERE.parent / package, src / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for program in (PY_APP, MPI_APP):
+        shutil.copy2(program, src / program.name)
+    return src
 
 
 def _user_venv(into: Path) -> Path:
@@ -99,11 +118,14 @@ def user() -> Iterator[User]:
             pytest.skip("no setpriv (util-linux) to run the tests as nobody")
         nobody = pwd.getpwnam("nobody")
         bin_dir = _user_venv(root)
+        src = _user_tree(root)
+        for path in [src, *src.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
         root.chmod(0o755)
         for d in ("home", "ctl", "work"):
             os.chown(root / d, nobody.pw_uid, nobody.pw_gid)
         yield User(root, bin_dir, ["setpriv", "--reuid=nobody", "--regid=nogroup",
-                                   "--clear-groups"], nobody.pw_uid)
+                                   "--clear-groups"], nobody.pw_uid, src)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -132,7 +154,7 @@ def caps_and_uid(pid: int) -> tuple[set[str], int]:
 
 def expected(user: User) -> tuple[str, bytes]:
     """py_app's stdout and file from an uninterrupted run as the user."""
-    res = user.run("python", str(PY_APP), STEPS, "ref.txt", MIB)
+    res = user.run("python", str(user.py_app), STEPS, "ref.txt", MIB)
     assert res.returncode == 0, res.stderr
     return res.stdout, (user.work / "ref.txt").read_bytes()
 
@@ -141,7 +163,7 @@ def start_and_checkpoint(user: User, component: str, out: str) -> tuple[int, lis
     """py_app started by the user (plainly for blcr, under ``pycrs run`` for mtcp),
     checkpointed into snaps/ a second after it is ready, then SIGKILLed: its PID and TIDs."""
     under = ["pycrs", "run", "--mca", "crs", "mtcp"] if component == "mtcp" else []
-    app = user.start(*under, "python", str(PY_APP), STEPS, out, MIB)
+    app = user.start(*under, "python", str(user.py_app), STEPS, out, MIB)
     pid = app.pid  # setpriv, env and pycrs run exec the program
     try:
         Stream(app.stdout, name="py_app").wait_for(rb"^READY$", TIMEOUT, "py_app")
@@ -224,10 +246,10 @@ def test_transparent_mpi_job_as_an_ordinary_user(user: User, component: str,
     ranks talk again (MPICH's shared memory; UCX's shared-memory transports are left out). The
     restarted job is checkpointed and killed in turn, and restarted from that sequence: it
     prints what an uninterrupted run prints."""
-    ref = user.run("mpiexec", "-np", "3", "python", str(MPI_APP), MPI_STEPS, "0")
+    ref = user.run("mpiexec", "-np", "3", "python", str(user.mpi_app), MPI_STEPS, "0")
     assert ref.returncode == 0, ref.stderr
     job = user.start("mpirun", "-am", "ft-enable-cr", "--mca", "crs", component, "-np", "3",
-                     "python", str(MPI_APP), MPI_STEPS, MPI_DELAY)
+                     "python", str(user.mpi_app), MPI_STEPS, MPI_DELAY)
     gdir = user.work / f"ompi_global_snapshot_{job.pid}.ckpt"
     checkpoint_and_kill(user, job, 0, gdir,
                         lambda: Stream(job.stderr, name="mpirun").wait_for(
