@@ -50,7 +50,7 @@ def job_with_three_sequences(tmp_path: Path, private_home: Path):  # type: ignor
     job = start_job(MPICH, [STENCIL, "100000", "0.02"], tmp_path, np_=2)
     try:
         for want in range(3):
-            seq, gdir = checkpoint(MPICH, job.pid)
+            seq, gdir = checkpoint(MPICH, job)
             assert seq == want
         yield job, gdir
     finally:
@@ -83,7 +83,7 @@ def test_list_verify_and_prune_a_running_jobs_snapshot(job_with_three_sequences)
     assert (gs.finished, gs.removed) == ([1, 2], {0})
     assert not (gdir / "0").exists()
     # the running job's next commit keeps what prune recorded
-    assert checkpoint(MPICH, job.pid)[0] == 3
+    assert checkpoint(MPICH, job)[0] == 3
     gs = GlobalSnapshot(gdir)
     assert (gs.finished, gs.removed) == ([1, 2, 3], {0})
     res = run([MPICH.tool("ompi-restart"), "--seq", "0", str(gdir)])
@@ -292,7 +292,7 @@ def test_a_job_writes_into_its_working_directory_by_default(tmp_path: Path,
                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for_job_endpoint(job, details=job.communicate)
-        seq, gdir = checkpoint(MPICH, job.pid)
+        seq, gdir = checkpoint(MPICH, job)
         assert gdir == tmp_path / f"ompi_global_snapshot_{job.pid}.ckpt"
         wait_until(lambda: (gdir / str(seq)).is_dir(), "the sequence")
     finally:
