@@ -44,8 +44,12 @@ def wait_for(path: Path, pid: int, starting: Callable[[], bool], timeout: float)
     """Wait until ``path`` exists, while process ``pid`` lives and ``starting()`` says it is
     still on its way to serving it, at most ``timeout`` seconds; True once it exists."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        if not os.path.exists(f"/proc/{pid}") or not starting() or time.monotonic() > deadline:
+    gone_for = 0  # polls in a row that found it not starting: one may fall inside its exec,
+    while not path.exists():  # when /proc shows neither its old command line nor its new one
+        if not os.path.exists(f"/proc/{pid}") or time.monotonic() > deadline:
+            return path.exists()
+        gone_for = 0 if starting() else gone_for + 1
+        if gone_for >= 5:
             return path.exists()
         time.sleep(0.02)
     return True
