@@ -84,6 +84,16 @@ def allreduce(w: MPI.Comm, value: float) -> float:
     return float(out[0])
 
 
+def cut_outcome(timeout: float) -> str:
+    """A cut asked for with ``timeout`` (then MPI made again at once): what became of it."""
+    try:
+        crcp.quiesce(timeout)
+    except crcp.LayerError as exc:
+        return f"gave up: {exc}"
+    crcp.resume(False)
+    return "cut reached"
+
+
 def test_a_cut_not_reached_in_time_is_given_up_by_every_rank_and_the_job_goes_on() -> None:
     """Rank 0 computes for 6 s while the others wait in an MPI_Allreduce (a collective: a cut
     cannot take a rank blocked in it): a cut asked for with a 0.5 s timeout is given up by all
@@ -97,12 +107,7 @@ def test_a_cut_not_reached_in_time_is_given_up_by_every_rank_and_the_job_goes_on
         # the other ranks enter the Allreduce that rank 0 keeps them waiting in first (a cut
         # asked for before they do is reached at once, with rank 0 short of it)
         time.sleep(1.0)
-        try:
-            crcp.quiesce(0.5)
-            outcomes.append("cut reached")
-            crcp.resume(False)
-        except crcp.LayerError as exc:
-            outcomes.append(f"gave up: {exc}")
+        outcomes.append(cut_outcome(0.5))
         crcp.quiesce(0)
         outcomes.append("cut reached")
         crcp.resume(False)
@@ -163,12 +168,7 @@ def test_collectives_of_one_rank_alone_are_not_held_by_the_cut() -> None:
 
     def control() -> None:
         time.sleep(0.5)
-        try:
-            crcp.quiesce(20)
-            outcomes.append("cut reached")
-            crcp.resume(False)
-        except crcp.LayerError as exc:
-            outcomes.append(f"gave up: {exc}")
+        outcomes.append(cut_outcome(20))
 
     thread = threading.Thread(target=control)
     thread.start()
